@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/* uslab: named caches of fixed-size objects for C programs on Linux. */
+#ifndef USLAB_H
+#define USLAB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define USLAB_API __attribute__((visibility("default")))
+#else
+#define USLAB_API
+#endif
+
+/*
+ * Overview
+ *
+ * A cache hands out objects of one size. Objects come from slabs: blocks of
+ * pages obtained from a page source (anonymous mmap by default). A cache may
+ * have a constructor, run once when an object enters the cache (when its slab
+ * is created), and a destructor, run once when it leaves (when its slab is
+ * released by uslab_cache_reap() or uslab_cache_destroy()). Between those,
+ * uslab_cache_alloc() and uslab_cache_free() hand the object out and take it
+ * back in its constructed state: the allocator never writes into the bytes
+ * of a free object.
+ *
+ * Thread safety: every function may be called from any thread, on any cache,
+ * concurrently, except that a cache must not be used after (or while) it is
+ * destroyed. None of them is async-signal-safe unless stated.
+ *
+ * Misuse that would corrupt memory (freeing a pointer that is not an object
+ * of the cache, freeing an object twice) is reported on stderr in one line
+ * naming the cache and the pointer, and the process is aborted.
+ */
+
+/** Largest object size a cache accepts, in bytes (1 MiB). */
+#define USLAB_MAX_SIZE ((size_t)1 << 20)
+
+/** Largest name stored for a cache; longer names are truncated. */
+#define USLAB_NAME_MAX 31
+
+/* ---- Cache flags (struct uslab_cache_conf.flags) ---- */
+
+/** Bypass the per-CPU layer: every alloc and free goes to the slab layer
+ *  under the cache lock. Frees are checked for double free and foreign
+ *  pointers at once, at the cost of speed. */
+#define USLAB_NOMAGAZINE 0x1u
+/** All valid flags. Any other bit makes uslab_cache_create() fail (EINVAL). */
+#define USLAB_FLAGS_MASK 0x1u
+
+struct uslab_cache;
+
+/**
+ * A page source: where a cache's slabs come from. uslab calls get() for a
+ * block of @size bytes aligned to @size (a power of two, at least the page
+ * size) and put() to give a block back. purge() (optional, may be NULL) is a
+ * hint that the block's contents are no longer needed while it stays mapped.
+ * get() returns NULL when it has no memory; the cache then fails the
+ * allocation with ENOMEM. The callbacks may be called concurrently from
+ * several threads and must be thread-safe. The structure must outlive every
+ * cache that uses it.
+ */
+struct uslab_pagesrc {
+	const char *name;
+	void *(*get)(void *arg, size_t size);
+	void (*put)(void *arg, void *block, size_t size);
+	void (*purge)(void *arg, void *block, size_t size);
+	void *arg;
+};
+
+/** The default page source: anonymous private mappings (MAP_NORESERVE),
+ *  given back with munmap, purged with MADV_DONTNEED. */
+USLAB_API const struct uslab_pagesrc *uslab_pagesrc_mmap(void);
+
+/** Cache configuration. Every field is optional: a zeroed structure (or a
+ *  NULL pointer) means the defaults. */
+struct uslab_cache_conf {
+	size_t align;                       /* power of two, at most the page size; 0 = natural */
+	unsigned flags;                     /* USLAB_* */
+	int (*ctor)(void *obj, void *arg);  /* object enters the cache: 0, or an errno value */
+	void (*dtor)(void *obj, void *arg); /* object leaves the cache */
+	void *arg;                          /* passed to ctor and dtor */
+	const struct uslab_pagesrc *pagesrc; /* NULL = uslab_pagesrc_mmap() */
+};
+
+/**
+ * Create a cache of objects of @size bytes.
+ *
+ * @name: copied (at most USLAB_NAME_MAX bytes kept); duplicates are allowed,
+ *        and caches are never merged.
+ * @size: 1 .. USLAB_MAX_SIZE.
+ * @conf: may be NULL. Default alignment is natural: the largest power of two
+ *        dividing @size, capped at 16 (24-byte objects sit 24 bytes apart at
+ *        8-byte alignment). Objects are spaced by @size rounded up to the
+ *        alignment.
+ *
+ * Returns the cache, or NULL with errno:
+ *   EINVAL  NULL name, size 0 or above USLAB_MAX_SIZE, alignment not a power
+ *           of two or above the page size, unknown flags;
+ *   ENOMEM  no memory for the cache's own structures.
+ * No memory for objects is taken until the first allocation.
+ */
+USLAB_API struct uslab_cache *uslab_cache_create(const char *name, size_t size,
+                                                 const struct uslab_cache_conf *conf);
+
+/**
+ * Allocate one object, in its constructed state (or with undefined contents
+ * when the cache has no ctor). The caller owns it until uslab_cache_free().
+ *
+ * Returns NULL with errno ENOMEM when the page source has no memory, or with
+ * the ctor's errno value when a constructor failed (nothing is leaked).
+ */
+USLAB_API void *uslab_cache_alloc(struct uslab_cache *cache);
+
+/**
+ * Give @obj back to @cache, in its constructed state. NULL does nothing.
+ * @obj must have come from uslab_cache_alloc() (or _bulk) on this @cache;
+ * a foreign pointer or a second free is reported and aborts the process
+ * (immediately with USLAB_NOMAGAZINE, otherwise when the object reaches its
+ * slab, wherever the check is cheap).
+ */
+USLAB_API void uslab_cache_free(struct uslab_cache *cache, void *obj);
+
+/**
+ * Allocate up to @n objects into @objs. Returns how many were allocated
+ * (0 .. n); when fewer than @n, errno says why (as uslab_cache_alloc()).
+ */
+USLAB_API size_t uslab_cache_alloc_bulk(struct uslab_cache *cache, void **objs, size_t n);
+
+/** Free @n objects from @objs, as uslab_cache_free() does one by one.
+ *  NULL entries are skipped. */
+USLAB_API void uslab_cache_free_bulk(struct uslab_cache *cache, void **objs, size_t n);
+
+/**
+ * Give unused memory back: objects cached above the slab layer that are not
+ * needed, and every empty slab beyond none (destructing its objects).
+ * Returns the number of bytes given back to the page source.
+ */
+USLAB_API size_t uslab_cache_reap(struct uslab_cache *cache);
+
+/**
+ * Destroy @cache: every object is destructed and every page goes back to the
+ * page source. Returns 0, or -1 with errno:
+ *   EBUSY   objects are still allocated; the cache is unchanged and usable;
+ *   EINVAL  @cache is NULL.
+ */
+USLAB_API int uslab_cache_destroy(struct uslab_cache *cache);
+
+/** The cache's name, as stored (possibly truncated). */
+USLAB_API const char *uslab_cache_name(const struct uslab_cache *cache);
+
+/** The object size the cache was created with. */
+USLAB_API size_t uslab_cache_size(const struct uslab_cache *cache);
+
+/** The per-CPU mode chosen at start, as a static string:
+ *  "rseq cpu_id", "rseq mm_cid", or "locked: <why>". */
+USLAB_API const char *uslab_mode(void);
+
+/* ---- Typed caches (in the spirit of the kernel's KMEM_CACHE) ---- */
+
+/**
+ * USLAB_CACHE(type, flags): create a cache named after struct @type, sized and
+ * aligned as the type. Example: USLAB_CACHE(conn, 0) for struct conn.
+ */
+#define USLAB_CACHE(type, flags_)                                                        \
+	uslab_cache_create(#type, sizeof(struct type),                                   \
+	                   &(const struct uslab_cache_conf){.align = _Alignof(struct type), \
+	                                                    .flags = (flags_)})
+
+/**
+ * USLAB_DEFINE_TYPED(type, cachevar): declare a cache pointer @cachevar and
+ * type-checked helpers:
+ *   static struct type *type_alloc(void);
+ *   static void type_free(struct type *);
+ * The program creates the cache (USLAB_CACHE) and stores it in @cachevar.
+ */
+#define USLAB_DEFINE_TYPED(type, cachevar)                                               \
+	static struct uslab_cache *cachevar;                                             \
+	static inline __attribute__((unused)) struct type *type##_alloc(void)            \
+	{                                                                                \
+		return (struct type *)uslab_cache_alloc(cachevar);                       \
+	}                                                                                \
+	static inline __attribute__((unused)) void type##_free(struct type *obj)         \
+	{                                                                                \
+		uslab_cache_free(cachevar, obj);                                         \
+	}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* USLAB_H */

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: MIT */
+/* C reference of the per-CPU magazine routines (see fastpath.h). */
+#include "config.h"
+
+#include "fastpath.h"
+
+void *pcpu_generic_pop(struct pcpu_slot *slot)
+{
+	uint32_t cap = slot->p_cap;
+	uint32_t count = slot->p_count;
+
+	if (count - 1 >= cap)
+		return NULL;
+	void *obj = slot->p_rounds[count - 1];
+	slot->p_count = count - 1;
+	return obj;
+}
+
+int pcpu_generic_push(struct pcpu_slot *slot, void *obj)
+{
+	uint32_t cap = slot->p_cap;
+	uint32_t count = slot->p_count;
+
+	if (count >= cap)
+		return 0;
+	slot->p_rounds[count] = obj;
+	slot->p_count = count + 1;
+	return 1;
+}
+
+size_t pcpu_generic_pop_batch(struct pcpu_slot *slot, void **out, size_t n)
+{
+	uint32_t cap = slot->p_cap;
+	uint32_t count = slot->p_count;
+
+	if (cap == 0)
+		return 0;
+	size_t k = count < n ? count : n;
+	for (size_t i = 0; i < k; i++)
+		out[i] = slot->p_rounds[count - k + i];
+	slot->p_count = count - (uint32_t)k;
+	return k;
+}
+
+size_t pcpu_generic_push_batch(struct pcpu_slot *slot, void *const *in, size_t n)
+{
+	uint32_t cap = slot->p_cap;
+	uint32_t count = slot->p_count;
+
+	if (count >= cap)
+		return 0;
+	size_t k = cap - count < n ? cap - count : n;
+	for (size_t i = 0; i < k; i++)
+		slot->p_rounds[count + i] = in[i];
+	slot->p_count = count + (uint32_t)k;
+	return k;
+}

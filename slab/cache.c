@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/* Caches: the registry, create and destroy, and the public entry points. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/*
+ * 1. Overview. A cache hands out objects of one size. An allocation is
+ *    served, in order, by this CPU's magazine (slab/pcpu.c, through the
+ *    assembly fast path), the cache's depot of full magazines
+ *    (slab/depot.c), and the slab layer (slab/slab.c), which carves blocks
+ *    from the cache's page source (pagesrc/). A free goes the other way.
+ *    Each layer only calls the one below it.
+ *
+ * 2. Object lifecycle (Bonwick). The ctor runs once per object when its
+ *    slab is created; the dtor when the slab is released (reap, destroy, or
+ *    a surplus of empty slabs). In between, objects pass between the
+ *    program, magazines and the slab free bitmap without their bytes being
+ *    written by uslab.
+ *
+ * 3. Invariants. Every object is in exactly one place: with the program,
+ *    in a per-CPU magazine, in a depot magazine, or free in its slab.
+ *    Hence, at quiescence:
+ *        allocated by the program == sum(s_inuse) - objects in magazines.
+ *    uslab_cache_destroy() relies on it: it drains every magazine to the
+ *    slabs, then refuses (EBUSY) while sum(s_inuse) != 0.
+ *
+ * 4. Lock order.
+ *    1. cache_list_lock: the registry list (c_next, c_prev). Held while
+ *       fork() runs, with every cache lock below.
+ *    2. pcpu slot locks (locked mode only): one slot's magazine.
+ *    3. c_depot_lock: the depot's magazine lists and magazine size.
+ *    4. c_slab_lock: slab lists, slab headers and slab counts.
+ *    Page sources are called with no uslab lock held.
+ *
+ * 5. RCU: none yet; the registry is walked under cache_list_lock.
+ *
+ * 6. Fast-path contract: see slab/arch/fastpath.h. A hit takes no lock and
+ *    executes no atomic read-modify-write.
+ *
+ * 7. Debug modes: USLAB_NOMAGAZINE sends every operation to the slab layer,
+ *    where frees are checked at once (foreign pointer, double free).
+ *    Otherwise the checks run when objects return to their slabs.
+ *
+ * 8. Observing: see include/uslab.h (uslab_mode) and the stats issue.
+ */
+
+pthread_mutex_t cache_list_lock = PTHREAD_MUTEX_INITIALIZER; /* the registry list */
+static struct uslab_cache *cache_list;                       /* under cache_list_lock */
+
+/* ---- Fork ---- */
+
+/* Every lock is taken before fork and released on both sides, so the child
+ * inherits consistent caches whatever other threads were doing. */
+static void cache_atfork_prepare(void)
+{
+	pthread_mutex_lock(&cache_list_lock);
+	for (struct uslab_cache *c = cache_list; c != NULL; c = c->c_next) {
+		pcpu_lock_all(c);
+		depot_lock(c);
+		pthread_mutex_lock(&c->c_slab_lock);
+	}
+}
+
+static void cache_atfork_release(void)
+{
+	for (struct uslab_cache *c = cache_list; c != NULL; c = c->c_next) {
+		pthread_mutex_unlock(&c->c_slab_lock);
+		depot_unlock(c);
+		pcpu_unlock_all(c);
+	}
+	pthread_mutex_unlock(&cache_list_lock);
+}
+
+__attribute__((constructor)) static void cache_init(void)
+{
+	pcpu_init();
+	pthread_atfork(cache_atfork_prepare, cache_atfork_release, cache_atfork_release);
+}
+
+/* ---- Create and destroy ---- */
+
+/* Natural alignment: the largest power of two dividing @size, at most 16. */
+static size_t cache_natural_align(size_t size)
+{
+	size_t a = size & -size;
+	return a > 16 ? 16 : a;
+}
+
+/* See include/uslab.h */
+struct uslab_cache *uslab_cache_create(const char *name, size_t size,
+                                       const struct uslab_cache_conf *conf)
+{
+	static const struct uslab_cache_conf defaults;
+
+	if (conf == NULL)
+		conf = &defaults;
+	if (name == NULL || size == 0 || size > USLAB_MAX_SIZE ||
+	    (conf->align & (conf->align - 1)) != 0 || conf->align > pgsrc_page_size() ||
+	    (conf->flags & ~USLAB_FLAGS_MASK) != 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	struct uslab_cache *c;
+	if (posix_memalign((void **)&c, 64, sizeof *c) != 0) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	memset(c, 0, sizeof *c);
+	strncpy(c->c_name, name, USLAB_NAME_MAX);
+	c->c_flags = conf->flags;
+	c->c_size = size;
+	c->c_align = conf->align != 0 ? conf->align : cache_natural_align(size);
+	c->c_slot = (uint32_t)((size + c->c_align - 1) & ~(c->c_align - 1));
+	c->c_ctor = conf->ctor;
+	c->c_dtor = conf->dtor;
+	c->c_arg = conf->arg;
+	c->c_src = conf->pagesrc != NULL ? conf->pagesrc : uslab_pagesrc_mmap();
+	if (!slab_geometry(c)) {
+		free(c);
+		errno = EINVAL;
+		return NULL;
+	}
+	pthread_mutex_init(&c->c_slab_lock, NULL);
+	if (depot_init(c) != 0 || pcpu_cache_init(c) != 0) {
+		depot_fini(c);
+		pthread_mutex_destroy(&c->c_slab_lock);
+		free(c);
+		errno = ENOMEM;
+		return NULL;
+	}
+
+	pthread_mutex_lock(&cache_list_lock);
+	c->c_next = cache_list;
+	if (cache_list != NULL)
+		cache_list->c_prev = c;
+	cache_list = c;
+	pthread_mutex_unlock(&cache_list_lock);
+	return c;
+}
+
+/* See include/uslab.h */
+int uslab_cache_destroy(struct uslab_cache *c)
+{
+	if (c == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	pcpu_drain(c);
+	depot_drain(c);
+	if (slab_inuse(c) != 0) {
+		errno = EBUSY;
+		return -1;
+	}
+	pthread_mutex_lock(&cache_list_lock);
+	if (c->c_prev != NULL)
+		c->c_prev->c_next = c->c_next;
+	else
+		cache_list = c->c_next;
+	if (c->c_next != NULL)
+		c->c_next->c_prev = c->c_prev;
+	pthread_mutex_unlock(&cache_list_lock);
+
+	pcpu_cache_fini(c);
+	depot_fini(c);
+	slab_release_all(c);
+	pthread_mutex_destroy(&c->c_slab_lock);
+	free(c);
+	return 0;
+}
+
+/* ---- Objects ---- */
+
+/* See include/uslab.h */
+void *uslab_cache_alloc(struct uslab_cache *c)
+{
+	void *obj = pcpu_alloc_fast(c);
+
+	if (__builtin_expect(obj != NULL, 1))
+		return obj;
+	return pcpu_alloc_slow(c);
+}
+
+/* See include/uslab.h */
+void uslab_cache_free(struct uslab_cache *c, void *obj)
+{
+	if (obj == NULL)
+		return;
+	if (__builtin_expect(pcpu_free_fast(c, obj), 1))
+		return;
+	pcpu_free_slow(c, obj);
+}
+
+/* See include/uslab.h */
+size_t uslab_cache_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
+{
+	return pcpu_alloc_bulk(c, objs, n);
+}
+
+/* See include/uslab.h */
+void uslab_cache_free_bulk(struct uslab_cache *c, void **objs, size_t n)
+{
+	pcpu_free_bulk(c, objs, n);
+}
+
+/* See include/uslab.h */
+size_t uslab_cache_reap(struct uslab_cache *c)
+{
+	pcpu_drain(c);
+	depot_drain(c);
+	return slab_reap(c);
+}
+
+/* See include/uslab.h */
+const char *uslab_cache_name(const struct uslab_cache *c)
+{
+	return c->c_name;
+}
+
+/* See include/uslab.h */
+size_t uslab_cache_size(const struct uslab_cache *c)
+{
+	return c->c_size;
+}
+
+bool cache_is_valid(struct uslab_cache *c)
+{
+	return slab_cache_is_valid(c);
+}

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/* Reporting misuse and failed assertions: one line, then abort. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static const char *const report_what[] = {
+	[USLAB_E_FOREIGN] = "pointer does not belong to the cache",
+	[USLAB_E_BOUNDARY] = "pointer is not the start of an object",
+	[USLAB_E_DUPFREE] = "double free",
+	[USLAB_E_ASSERT] = "internal invariant failed",
+};
+
+/* Append @s to @buf at *@len (bounded); no stdio, so it is signal-safe. */
+static void put_str(char *buf, size_t cap, size_t *len, const char *s)
+{
+	while (*s != '\0' && *len + 1 < cap)
+		buf[(*len)++] = *s++;
+}
+
+static void put_hex(char *buf, size_t cap, size_t *len, uintptr_t v)
+{
+	char tmp[2 + 2 * sizeof v + 1];
+	int n = (int)sizeof tmp - 1;
+
+	tmp[n] = '\0';
+	do {
+		tmp[--n] = "0123456789abcdef"[v & 15];
+		v >>= 4;
+	} while (v != 0);
+	tmp[--n] = 'x';
+	tmp[--n] = '0';
+	put_str(buf, cap, len, tmp + n);
+}
+
+void uslab_report(const struct uslab_cache *cache, const void *obj, enum uslab_error err)
+{
+	char line[256];
+	size_t len = 0;
+
+	put_str(line, sizeof line, &len, "uslab: cache '");
+	put_str(line, sizeof line, &len, cache != NULL ? cache->c_name : "?");
+	put_str(line, sizeof line, &len, "': object ");
+	put_hex(line, sizeof line, &len, (uintptr_t)obj);
+	put_str(line, sizeof line, &len, ": ");
+	put_str(line, sizeof line, &len, report_what[err]);
+	line[len++] = '\n';
+	if (write(STDERR_FILENO, line, len) < 0) {
+		/* Nothing more can be done; we abort anyway. */
+	}
+	abort();
+}
+
+void uslab_assert_fail(const char *expr, const char *file, int line)
+{
+	fprintf(stderr, "uslab: assertion failed: %s (%s:%d)\n", expr, file, line);
+	abort();
+}

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/* Assertions and the one-line misuse report. */
+#ifndef USLAB_DEBUG_H
+#define USLAB_DEBUG_H
+
+#include "config.h"
+
+#include <stdbool.h>
+
+struct uslab_cache;
+
+/* What went wrong, for uslab_report(). The names are printed. */
+enum uslab_error {
+	USLAB_E_FOREIGN,  /* pointer is not inside any slab of the cache */
+	USLAB_E_BOUNDARY, /* pointer is inside a slab but not at an object's start */
+	USLAB_E_DUPFREE,  /* object is already free */
+	USLAB_E_ASSERT,   /* an internal invariant failed */
+};
+
+/**
+ * Report misuse or corruption in one line on stderr, naming the cache and the
+ * object, then abort(). Async-signal-safe (write(2) only).
+ */
+__attribute__((noreturn, cold)) void uslab_report(const struct uslab_cache *cache,
+                                                  const void *obj, enum uslab_error err);
+
+__attribute__((noreturn, cold)) void uslab_assert_fail(const char *expr, const char *file,
+                                                       int line);
+
+/* VERIFY is always on; ASSERT from debug level 1; ASSERT_EXPENSIVE (the
+ * _is_valid() walkers) from level 3. Both branches always compile. */
+#define VERIFY(e) ((e) ? (void)0 : uslab_assert_fail(#e, __FILE__, __LINE__))
+#define ASSERT(e)                                                                  \
+	((USLAB_DEBUG_LEVEL < 1 || (e)) ? (void)0 : uslab_assert_fail(#e, __FILE__, __LINE__))
+#define ASSERT_EXPENSIVE(e)                                                        \
+	((USLAB_DEBUG_LEVEL < 3 || (e)) ? (void)0 : uslab_assert_fail(#e, __FILE__, __LINE__))
+
+#endif /* USLAB_DEBUG_H */

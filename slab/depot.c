@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: MIT */
+/* The depot: a cache's full and empty magazines, between CPUs and slabs. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/*
+ * Design (Bonwick & Adams 2001, §3)
+ *
+ * The depot holds full magazines that per-CPU slots flushed and will
+ * reload, under one lock per cache (c_depot_lock). A magazine is a
+ * structure of c_mag_max rounds allocated with malloc on the slow path;
+ * spare structures are kept on c_empty.
+ *
+ * Working set: the depot counts its own operations; every DEPOT_INTERVAL
+ * operations an interval ends, and the full magazines that stayed in the
+ * depot during the whole interval (the minimum of c_nfull over it) were not
+ * needed: they go back to the slab layer. So an idle depot drains without a
+ * timer thread, and a busy one keeps what it uses.
+ *
+ * Magazine size: M = c_mag_size rounds per magazine (per-CPU slots hold
+ * 2M). It starts from the object size and doubles, up to c_mag_max, when
+ * more than 1/DEPOT_CONTENTION_SHARE of an interval's lock acquisitions had
+ * to wait: bigger magazines mean fewer trips to the depot. It never shrinks
+ * (left for later: shrinking needs a working-set signal that small
+ * magazines would do as well).
+ */
+
+#define DEPOT_INTERVAL 256
+#define DEPOT_CONTENTION_SHARE 8
+#define DEPOT_SPARE_MAX 16
+
+/* Starting and largest magazine sizes by slot size: small objects get more
+ * rounds, so a magazine holds a few KiB at most. */
+static void depot_sizes(size_t slot, uint32_t *start, uint32_t *max)
+{
+	if (slot <= 256) {
+		*start = 32;
+		*max = 128;
+	} else if (slot <= 1024) {
+		*start = 16;
+		*max = 64;
+	} else if (slot <= 8192) {
+		*start = 8;
+		*max = 32;
+	} else {
+		*start = 4;
+		*max = 8;
+	}
+}
+
+int depot_init(struct uslab_cache *c)
+{
+	depot_sizes(c->c_slot, &c->c_mag_size, &c->c_mag_max);
+	return pthread_mutex_init(&c->c_depot_lock, NULL) == 0 ? 0 : -1;
+}
+
+void depot_fini(struct uslab_cache *c)
+{
+	struct mag *m;
+
+	while ((m = c->c_mag_spare) != NULL) {
+		c->c_mag_spare = m->m_next;
+		free(m);
+	}
+	c->c_nempty = 0;
+	pthread_mutex_destroy(&c->c_depot_lock);
+}
+
+void depot_lock(struct uslab_cache *c)
+{
+	pthread_mutex_lock(&c->c_depot_lock);
+}
+
+void depot_unlock(struct uslab_cache *c)
+{
+	pthread_mutex_unlock(&c->c_depot_lock);
+}
+
+/* Take c_depot_lock, counting a contention when it had to wait. */
+static void depot_enter(struct uslab_cache *c)
+{
+	if (pthread_mutex_trylock(&c->c_depot_lock) != 0) {
+		pthread_mutex_lock(&c->c_depot_lock);
+		c->c_ws_contended++;
+		c->c_depot_contended++;
+	}
+}
+
+/* Count one operation; at the end of an interval, detach the full magazines
+ * unused through it (returned as a chain) and adapt the magazine size. */
+static struct mag *depot_tick_locked(struct uslab_cache *c)
+{
+	struct mag *idle = NULL;
+
+	if (c->c_nfull < c->c_ws_min_full)
+		c->c_ws_min_full = c->c_nfull;
+	if (++c->c_ws_ops < DEPOT_INTERVAL)
+		return NULL;
+	for (uint64_t n = c->c_ws_min_full; n > 0; n--) {
+		struct mag *m = c->c_mag_full;
+		c->c_mag_full = m->m_next;
+		c->c_nfull--;
+		m->m_next = idle;
+		idle = m;
+	}
+	if (c->c_ws_contended * DEPOT_CONTENTION_SHARE > c->c_ws_ops &&
+	    c->c_mag_size < c->c_mag_max)
+		__atomic_store_n(&c->c_mag_size, c->c_mag_size * 2, __ATOMIC_RELAXED);
+	c->c_ws_ops = 0;
+	c->c_ws_contended = 0;
+	c->c_ws_min_full = c->c_nfull;
+	return idle;
+}
+
+/* Send a chain of full magazines to the slab layer and keep (or free) the
+ * structures. No lock held on entry or exit. */
+static void depot_release(struct uslab_cache *c, struct mag *chain)
+{
+	while (chain != NULL) {
+		struct mag *m = chain;
+		chain = m->m_next;
+		slab_free_bulk(c, m->m_rounds, m->m_count);
+		depot_enter(c);
+		if (c->c_nempty < DEPOT_SPARE_MAX) {
+			m->m_next = c->c_mag_spare;
+			c->c_mag_spare = m;
+			c->c_nempty++;
+			m = NULL;
+		}
+		pthread_mutex_unlock(&c->c_depot_lock);
+		free(m);
+	}
+}
+
+size_t depot_get_full(struct uslab_cache *c, void **buf)
+{
+	depot_enter(c);
+	struct mag *m = c->c_mag_full;
+	if (m != NULL) {
+		c->c_mag_full = m->m_next;
+		c->c_nfull--;
+	}
+	struct mag *idle = depot_tick_locked(c);
+	size_t n = 0;
+	if (m != NULL) {
+		n = m->m_count;
+		memcpy(buf, m->m_rounds, n * sizeof(void *));
+		m->m_next = c->c_mag_spare;
+		c->c_mag_spare = m;
+		c->c_nempty++;
+	}
+	uint32_t want = c->c_mag_size;
+	pthread_mutex_unlock(&c->c_depot_lock);
+	depot_release(c, idle);
+	if (n == 0)
+		n = slab_alloc_bulk(c, buf, want);
+	return n;
+}
+
+void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n)
+{
+	if (n == 0)
+		return;
+	depot_enter(c);
+	struct mag *m = c->c_mag_spare;
+	if (m != NULL) {
+		c->c_mag_spare = m->m_next;
+		c->c_nempty--;
+	}
+	pthread_mutex_unlock(&c->c_depot_lock);
+	if (m == NULL)
+		m = malloc(sizeof *m + (size_t)c->c_mag_max * sizeof(void *));
+	if (m == NULL) {
+		slab_free_bulk(c, buf, n);
+		return;
+	}
+	memcpy(m->m_rounds, buf, n * sizeof(void *));
+	m->m_count = (uint32_t)n;
+	depot_enter(c);
+	m->m_next = c->c_mag_full;
+	c->c_mag_full = m;
+	c->c_nfull++;
+	struct mag *idle = depot_tick_locked(c);
+	pthread_mutex_unlock(&c->c_depot_lock);
+	depot_release(c, idle);
+}
+
+void depot_drain(struct uslab_cache *c)
+{
+	depot_enter(c);
+	struct mag *all = c->c_mag_full;
+	c->c_mag_full = NULL;
+	c->c_nfull = 0;
+	c->c_ws_min_full = 0;
+	pthread_mutex_unlock(&c->c_depot_lock);
+	depot_release(c, all);
+}
+
+uint64_t depot_objects(struct uslab_cache *c)
+{
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&c->c_depot_lock);
+	for (const struct mag *m = c->c_mag_full; m != NULL; m = m->m_next)
+		n += m->m_count;
+	pthread_mutex_unlock(&c->c_depot_lock);
+	return n;
+}

@@ -1,0 +1,410 @@
+/* SPDX-License-Identifier: MIT */
+/* Per-CPU magazines: the mode, the slot region, slow paths, remote drains. */
+#include "config.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#if USLAB_HAVE_SYS_RSEQ_H
+#include <sys/rseq.h>
+#endif
+#include <linux/membarrier.h>
+
+#include "internal.h"
+
+/*
+ * Design
+ *
+ * 1. Slots. Each cache maps one region of nslots << shift bytes; slot i
+ *    (struct pcpu_slot, see arch/fastpath.h) serves CPU i. nslots is the
+ *    number of possible CPUs, so every rseq cpu_id has a slot; pages of
+ *    CPUs that never run a thread are never touched.
+ *
+ * 2. Hysteresis. A slot holds up to 2M rounds (M = the depot's magazine
+ *    size). An alloc miss (empty) loads one magazine of M from the depot;
+ *    a free miss (full) flushes M to the depot. Either way the slot is left
+ *    half full, so alloc/free alternating at a boundary costs one depot
+ *    trip per M operations, never one per operation. We chose this over
+ *    Bonwick's loaded/previous pair because the fast path then touches one
+ *    array at a fixed place, with no magazine pointer to follow or swap.
+ *
+ * 3. Modes, chosen once (pcpu_init) and never mixed:
+ *    - "rseq cpu_id": the assembly fast path (arch/x86_64.S); remote
+ *      operations stop a slot (p_cap = 0), fence the CPU with
+ *      membarrier(PRIVATE_EXPEDITED_RSEQ), own it, then restart it.
+ *    - "locked: <why>": the same slots, each with a mutex, indexed by
+ *      sched_getcpu(); the index is only a hint for locality, the lock
+ *      gives correctness. Used when glibc did not register rseq (valgrind,
+ *      glibc.pthread.rseq=0, old kernels), with USLAB_RSEQ=0, without asm,
+ *      under ThreadSanitizer (which cannot see the rseq hand-off), or when
+ *      membarrier cannot fence rseq.
+ *
+ * 4. Signals: the rseq fast path is async-signal-safe; the slow paths take
+ *    mutexes and are not. Threads without an rseq registration (cpu_id < 0)
+ *    miss every time and go through the depot.
+ */
+
+/* Largest stack buffer of rounds moved at once (>= every c_mag_max). */
+#define PCPU_BUF 128
+
+int pcpu_rseq;                 /* set once by pcpu_mode_init */
+long uslab_rseq_off;           /* glibc's __rseq_offset */
+static const char *pcpu_mode_name = "locked: not initialised";
+static uint32_t pcpu_nslots = 1;
+static pthread_once_t pcpu_once = PTHREAD_ONCE_INIT;
+
+/* ---- Mode selection ---- */
+
+/* Number of possible CPUs: the highest id in /sys/.../possible, plus one. */
+static uint32_t pcpu_possible(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_CONF);
+	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+
+	if (f != NULL) {
+		char line[256];
+		if (fgets(line, sizeof line, f) != NULL) {
+			for (char *p = line; *p != '\0'; p++) {
+				if (*p < '0' || *p > '9')
+					continue;
+				long v = strtol(p, &p, 10);
+				if (v + 1 > n)
+					n = v + 1;
+				if (*p == '\0')
+					break;
+			}
+		}
+		fclose(f);
+	}
+	return n > 0 && n < 65536 ? (uint32_t)n : 1;
+}
+
+static int pcpu_membarrier(int cmd, unsigned flags, int cpu)
+{
+	return (int)syscall(__NR_membarrier, cmd, flags, cpu);
+}
+
+static const char *pcpu_choose(void)
+{
+	const char *env = getenv("USLAB_RSEQ");
+
+	if (env != NULL && strcmp(env, "0") == 0)
+		return "locked: USLAB_RSEQ=0";
+#if !USLAB_HAVE_ASM
+	return "locked: built without the rseq fast path";
+#elif defined(__SANITIZE_THREAD__)
+	return "locked: ThreadSanitizer build";
+#else
+#if USLAB_HAVE_SYS_RSEQ_H
+	if (__rseq_size == 0)
+		return "locked: glibc did not register rseq";
+	if (pcpu_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0)
+		return "locked: membarrier cannot fence rseq";
+	uslab_rseq_off = (long)__rseq_offset;
+	pcpu_rseq = 1;
+	return "rseq cpu_id";
+#else
+	return "locked: glibc without rseq support";
+#endif
+#endif
+}
+
+static void pcpu_once_init(void)
+{
+	pcpu_nslots = pcpu_possible();
+	pcpu_mode_name = pcpu_choose();
+}
+
+void pcpu_init(void)
+{
+	pthread_once(&pcpu_once, pcpu_once_init);
+}
+
+/* See include/uslab.h */
+const char *uslab_mode(void)
+{
+	pcpu_init();
+	return pcpu_mode_name;
+}
+
+/* ---- Slots ---- */
+
+static struct pcpu_slot *pcpu_slot(const struct uslab_cache *c, uint32_t i)
+{
+	return (struct pcpu_slot *)(c->c_pcpu + ((size_t)i << c->c_pcpu_shift));
+}
+
+static bool pcpu_off(const struct uslab_cache *c)
+{
+	return (c->c_flags & USLAB_NOMAGAZINE) != 0;
+}
+
+int pcpu_cache_init(struct uslab_cache *c)
+{
+	pcpu_init();
+	c->c_pcpu_rounds = pcpu_off(c) ? 0 : 2 * c->c_mag_max;
+	unsigned shift = 6;
+	while (((size_t)1 << shift) < PCPU_SLOT_HDR + (size_t)c->c_pcpu_rounds * sizeof(void *))
+		shift++;
+	c->c_pcpu_shift = shift;
+	c->c_pcpu = mmap(NULL, (size_t)pcpu_nslots << shift, PROT_READ | PROT_WRITE,
+	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (c->c_pcpu == MAP_FAILED) {
+		c->c_pcpu = NULL;
+		return -1;
+	}
+	c->c_pcpu_cap = pcpu_off(c) ? 0 : 2 * c->c_mag_size;
+	for (uint32_t i = 0; i < pcpu_nslots && c->c_pcpu_cap != 0; i++)
+		pcpu_slot(c, i)->p_cap = c->c_pcpu_cap;
+	pthread_mutex_init(&c->c_drain_lock, NULL);
+	if (!pcpu_rseq) {
+		c->c_pcpu_locks = malloc(pcpu_nslots * sizeof *c->c_pcpu_locks);
+		if (c->c_pcpu_locks == NULL) {
+			munmap(c->c_pcpu, (size_t)pcpu_nslots << shift);
+			return -1;
+		}
+		for (uint32_t i = 0; i < pcpu_nslots; i++)
+			pthread_mutex_init(&c->c_pcpu_locks[i], NULL);
+	}
+	return 0;
+}
+
+void pcpu_cache_fini(struct uslab_cache *c)
+{
+	if (c->c_pcpu == NULL)
+		return;
+	if (c->c_pcpu_locks != NULL) {
+		for (uint32_t i = 0; i < pcpu_nslots; i++)
+			pthread_mutex_destroy(&c->c_pcpu_locks[i]);
+		free(c->c_pcpu_locks);
+	}
+	pthread_mutex_destroy(&c->c_drain_lock);
+	munmap(c->c_pcpu, (size_t)pcpu_nslots << c->c_pcpu_shift);
+}
+
+void pcpu_lock_all(struct uslab_cache *c)
+{
+	pthread_mutex_lock(&c->c_drain_lock);
+	if (c->c_pcpu_locks != NULL)
+		for (uint32_t i = 0; i < pcpu_nslots; i++)
+			pthread_mutex_lock(&c->c_pcpu_locks[i]);
+}
+
+void pcpu_unlock_all(struct uslab_cache *c)
+{
+	if (c->c_pcpu_locks != NULL)
+		for (uint32_t i = 0; i < pcpu_nslots; i++)
+			pthread_mutex_unlock(&c->c_pcpu_locks[i]);
+	pthread_mutex_unlock(&c->c_drain_lock);
+}
+
+/* Locked mode: the slot of the CPU we probably run on, locked. */
+static uint32_t pcpu_lock_mine(struct uslab_cache *c)
+{
+	int cpu = sched_getcpu();
+	uint32_t i = cpu >= 0 ? (uint32_t)cpu % pcpu_nslots : 0;
+
+	pthread_mutex_lock(&c->c_pcpu_locks[i]);
+	return i;
+}
+
+/* Move up to @n rounds from this CPU's slot to @out. */
+static size_t pcpu_take(struct uslab_cache *c, void **out, size_t n)
+{
+#if USLAB_HAVE_ASM
+	if (pcpu_rseq)
+		return uslab_rseq_pop_batch(c->c_pcpu, c->c_pcpu_shift, out, n);
+#endif
+	uint32_t i = pcpu_lock_mine(c);
+	size_t k = pcpu_generic_pop_batch(pcpu_slot(c, i), out, n);
+	pthread_mutex_unlock(&c->c_pcpu_locks[i]);
+	return k;
+}
+
+/* Move up to @n rounds from @in to this CPU's slot. */
+static size_t pcpu_give(struct uslab_cache *c, void *const *in, size_t n)
+{
+#if USLAB_HAVE_ASM
+	if (pcpu_rseq)
+		return uslab_rseq_push_batch(c->c_pcpu, c->c_pcpu_shift, in, n);
+#endif
+	uint32_t i = pcpu_lock_mine(c);
+	size_t k = pcpu_generic_push_batch(pcpu_slot(c, i), in, n);
+	pthread_mutex_unlock(&c->c_pcpu_locks[i]);
+	return k;
+}
+
+/* ---- Remote operations ---- */
+
+/* Own slot @i: stop it and wait until no section on its CPU can commit.
+ * Returns the cap it had. c_drain_lock held. */
+static uint32_t pcpu_stop(struct uslab_cache *c, uint32_t i)
+{
+	struct pcpu_slot *s = pcpu_slot(c, i);
+
+	if (!pcpu_rseq) {
+		pthread_mutex_lock(&c->c_pcpu_locks[i]);
+		return s->p_cap;
+	}
+	uint32_t cap = s->p_cap;
+	__atomic_store_n(&s->p_cap, 0, __ATOMIC_RELAXED);
+	/* Every section running on CPU i now commits or aborts before this
+	 * returns (the syscall is a full barrier); later ones see cap 0. A CPU
+	 * that is not online runs no section; fall back to fencing all CPUs
+	 * if the kernel refuses a targeted fence. */
+	if (pcpu_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU,
+	                    (int)i) != 0)
+		VERIFY(pcpu_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0);
+	return cap;
+}
+
+/* Give slot @i back with capacity @cap, after its count was set. */
+static void pcpu_restart(struct uslab_cache *c, uint32_t i, uint32_t cap)
+{
+	struct pcpu_slot *s = pcpu_slot(c, i);
+
+	if (!pcpu_rseq) {
+		s->p_cap = cap;
+		pthread_mutex_unlock(&c->c_pcpu_locks[i]);
+		return;
+	}
+	__atomic_store_n(&s->p_cap, cap, __ATOMIC_RELEASE);
+}
+
+void pcpu_drain(struct uslab_cache *c)
+{
+	if (pcpu_off(c))
+		return;
+	pthread_mutex_lock(&c->c_drain_lock);
+	for (uint32_t i = 0; i < pcpu_nslots; i++) {
+		struct pcpu_slot *s = pcpu_slot(c, i);
+		if (__atomic_load_n(&s->p_count, __ATOMIC_RELAXED) == 0)
+			continue; /* racy peek: a drain is best effort for running CPUs */
+		uint32_t cap = pcpu_stop(c, i);
+		uint32_t n = s->p_count;
+		ASSERT(n <= c->c_pcpu_rounds);
+		slab_free_bulk(c, s->p_rounds, n);
+		s->p_count = 0;
+		pcpu_restart(c, i, cap);
+	}
+	pthread_mutex_unlock(&c->c_drain_lock);
+}
+
+/* Bring every slot's capacity to 2 * c_mag_size after the depot grew it. */
+static void pcpu_resize(struct uslab_cache *c)
+{
+	pthread_mutex_lock(&c->c_drain_lock);
+	uint32_t cap = 2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED);
+	if (cap > c->c_pcpu_cap) {
+		for (uint32_t i = 0; i < pcpu_nslots; i++) {
+			pcpu_stop(c, i);
+			pcpu_restart(c, i, cap);
+		}
+		c->c_pcpu_cap = cap;
+	}
+	pthread_mutex_unlock(&c->c_drain_lock);
+}
+
+uint64_t pcpu_objects(struct uslab_cache *c)
+{
+	uint64_t n = 0;
+
+	for (uint32_t i = 0; i < pcpu_nslots && !pcpu_off(c); i++)
+		n += __atomic_load_n(&pcpu_slot(c, i)->p_count, __ATOMIC_RELAXED);
+	return n;
+}
+
+/* ---- Slow paths ---- */
+
+/* Hand @n objects to this CPU's slot; what does not fit goes to the depot. */
+static void pcpu_stash(struct uslab_cache *c, void *const *objs, size_t n)
+{
+	size_t k = pcpu_give(c, objs, n);
+
+	while (k < n) {
+		size_t m = n - k < c->c_mag_max ? n - k : c->c_mag_max;
+		depot_put_full(c, objs + k, m);
+		k += m;
+	}
+}
+
+void *pcpu_alloc_slow(struct uslab_cache *c)
+{
+	void *buf[PCPU_BUF];
+
+	if (pcpu_off(c)) {
+		void *obj;
+		return slab_alloc_bulk(c, &obj, 1) == 1 ? obj : NULL;
+	}
+	if (!pcpu_rseq && pcpu_take(c, buf, 1) == 1)
+		return buf[0];
+	if (2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED) != c->c_pcpu_cap)
+		pcpu_resize(c);
+	size_t n = depot_get_full(c, buf);
+	if (n == 0)
+		return NULL;
+	void *obj = buf[--n];
+	pcpu_stash(c, buf, n);
+	return obj;
+}
+
+void pcpu_free_slow(struct uslab_cache *c, void *obj)
+{
+	void *buf[PCPU_BUF];
+
+	if (pcpu_off(c)) {
+		slab_free_bulk(c, &obj, 1);
+		return;
+	}
+	if (!pcpu_rseq && pcpu_give(c, &obj, 1) == 1)
+		return;
+	size_t n = pcpu_take(c, buf, __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED));
+	depot_put_full(c, buf, n);
+	if (pcpu_give(c, &obj, 1) == 1)
+		return;
+	/* Slot stopped, or this thread has no rseq registration. */
+	depot_put_full(c, &obj, 1);
+}
+
+size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
+{
+	void *buf[PCPU_BUF];
+	size_t got = 0;
+
+	if (pcpu_off(c))
+		return slab_alloc_bulk(c, objs, n);
+	got = pcpu_take(c, objs, n);
+	while (got < n) {
+		size_t k = depot_get_full(c, buf);
+		if (k == 0)
+			break;
+		size_t use = k < n - got ? k : n - got;
+		memcpy(objs + got, buf + (k - use), use * sizeof(void *));
+		got += use;
+		pcpu_stash(c, buf, k - use);
+	}
+	return got;
+}
+
+void pcpu_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
+{
+	void *buf[PCPU_BUF];
+	size_t k = 0;
+
+	for (size_t i = 0; i <= n; i++) {
+		if (i < n && objs[i] != NULL)
+			buf[k++] = objs[i];
+		if (k == 0 || (k < c->c_mag_max && i < n))
+			continue;
+		if (pcpu_off(c))
+			slab_free_bulk(c, buf, k);
+		else
+			pcpu_stash(c, buf, k);
+		k = 0;
+	}
+}
