@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -159,6 +160,81 @@ USLAB_API size_t uslab_cache_size(const struct uslab_cache *cache);
 /** The per-CPU mode chosen at start, as a static string:
  *  "rseq cpu_id", "rseq mm_cid", or "locked: <why>". */
 USLAB_API const char *uslab_mode(void);
+
+/* ---- Statistics ---- */
+
+/**
+ * A snapshot of one cache. Figures marked "exact" come from the structure
+ * and are exact when no thread is allocating or freeing in the cache
+ * (at quiescence active_objs is exactly what the program holds); counters
+ * are per-CPU sums read without stopping anybody, so they may lag by the
+ * operations in flight.
+ */
+struct uslab_stats {
+	char name[USLAB_NAME_MAX + 1];
+	uint64_t obj_size;       /* as created */
+	uint64_t slot_size;      /* object spacing: size rounded up to align */
+	uint64_t align;
+	uint32_t flags;
+	uint32_t objs_per_slab;
+	uint64_t slab_size;      /* bytes per slab */
+	uint64_t active_objs;    /* exact: held by the program */
+	uint64_t total_objs;     /* exact: objects in all slabs */
+	uint64_t active_slabs;   /* exact: slabs with an object out of the slab */
+	uint64_t total_slabs;    /* exact */
+	uint64_t bytes_active;   /* active_objs * slot_size */
+	uint64_t bytes_total;    /* total_slabs * slab_size */
+	uint64_t allocs;         /* counter: successful allocations */
+	uint64_t frees;          /* counter */
+	uint64_t fast_allocs;    /* counter: served by a per-CPU magazine */
+	uint64_t fast_frees;     /* counter */
+	uint64_t alloc_failures; /* counter: NULL returned */
+	uint64_t pcpu_objs;      /* objects in per-CPU magazines */
+	uint64_t depot_objs;     /* objects in depot magazines */
+	uint64_t depot_full;     /* full magazines in the depot */
+	uint64_t depot_empty;    /* spare magazine structures */
+	uint32_t mag_size;       /* rounds per depot magazine (per-CPU holds 2x) */
+	uint32_t mag_max;        /* largest magazine size for this cache */
+	uint64_t depot_contended; /* depot lock acquisitions that waited */
+	uint64_t slabs_created;
+	uint64_t slabs_released;
+};
+
+/** Fill @st for @cache. Returns 0, or -1 with errno EINVAL (NULL argument). */
+USLAB_API int uslab_cache_stats(struct uslab_cache *cache, struct uslab_stats *st);
+
+/**
+ * Objects held in each CPU's magazine: writes min(n, number of slots)
+ * counts to @counts and returns the number of slots (possible CPUs).
+ */
+USLAB_API size_t uslab_cache_cpu_objects(struct uslab_cache *cache, uint64_t *counts, size_t n);
+
+/**
+ * Call @fn for every cache in creation order until it returns non-zero.
+ * The registry lock is held: @fn must not create or destroy caches.
+ * Returns the last value @fn returned (0 if it never stopped the walk).
+ */
+USLAB_API int uslab_foreach_cache(int (*fn)(struct uslab_cache *cache, void *arg), void *arg);
+
+/** Process-wide figures. */
+struct uslab_global_stats {
+	const char *mode;        /* as uslab_mode() */
+	uint64_t caches;         /* caches alive */
+	uint64_t cpus;           /* per-CPU slots per cache (possible CPUs) */
+	uint64_t bytes_mapped;   /* got from page sources and not yet given back */
+	uint64_t bytes_got;      /* ever got from page sources */
+	uint64_t bytes_returned; /* ever given back */
+};
+
+/** Fill @st. Returns 0, or -1 with errno EINVAL. */
+USLAB_API int uslab_global_stats(struct uslab_global_stats *st);
+
+/**
+ * Print every cache in the /proc/slabinfo version 2.1 format (same header,
+ * same columns; active_objs exact at quiescence) to @out.
+ * Returns 0, or -1 with errno (EINVAL for NULL, or the stdio error).
+ */
+USLAB_API int uslab_slabinfo(FILE *out);
 
 /* ---- Typed caches (in the spirit of the kernel's KMEM_CACHE) ---- */
 

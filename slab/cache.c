@@ -50,7 +50,7 @@
  */
 
 pthread_mutex_t cache_list_lock = PTHREAD_MUTEX_INITIALIZER; /* the registry list */
-static struct uslab_cache *cache_list;                       /* under cache_list_lock */
+struct uslab_cache *cache_list;                              /* under cache_list_lock */
 
 /* ---- Fork ---- */
 

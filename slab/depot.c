@@ -201,13 +201,15 @@ void depot_drain(struct uslab_cache *c)
 	depot_release(c, all);
 }
 
-uint64_t depot_objects(struct uslab_cache *c)
+uint64_t depot_objects(struct uslab_cache *c, uint64_t *full, uint64_t *spare)
 {
 	uint64_t n = 0;
 
 	pthread_mutex_lock(&c->c_depot_lock);
 	for (const struct mag *m = c->c_mag_full; m != NULL; m = m->m_next)
 		n += m->m_count;
+	*full = c->c_nfull;
+	*spare = c->c_nempty;
 	pthread_mutex_unlock(&c->c_depot_lock);
 	return n;
 }

@@ -82,6 +82,11 @@ void slab_free_bulk(struct uslab_cache *c, void *const *objs, size_t n);
 size_t slab_reap(struct uslab_cache *c);
 /** Objects out of slabs (sum of s_inuse). Takes c_slab_lock. */
 uint64_t slab_inuse(struct uslab_cache *c);
+/** Slab counts of a cache, read together under c_slab_lock. */
+struct slab_counts {
+	uint64_t sc_inuse, sc_slabs, sc_empty, sc_created, sc_released, sc_fail;
+};
+void slab_counts(struct uslab_cache *c, struct slab_counts *out);
 /** Release all slabs of a cache with no objects out. Caller guarantees no
  *  concurrent use. */
 void slab_release_all(struct uslab_cache *c);
@@ -142,6 +147,10 @@ struct uslab_cache {
 	uint32_t c_ws_contended;      /* lock contentions this interval */
 	uint64_t c_depot_contended;   /* lock contentions, ever */
 
+	/* ---- slow-path counters: relaxed atomics, no lock ---- */
+	uint64_t c_slow_allocs;       /* allocations not served by a slot hit */
+	uint64_t c_slow_frees;
+
 	/* ---- under c_slab_lock ---- */
 	pthread_mutex_t c_slab_lock; /* protects the lists, slab contents and counts below */
 	struct slab_list c_partial[SLAB_BUCKETS];
@@ -162,6 +171,8 @@ struct uslab_cache {
 
 /** Lock order 1: the registry. Held across atfork. */
 extern pthread_mutex_t cache_list_lock;
+/** The newest cache (list head, under cache_list_lock). */
+extern struct uslab_cache *cache_list;
 
 /** Test hook: full invariant check of a cache. */
 bool cache_is_valid(struct uslab_cache *c);
@@ -189,8 +200,8 @@ size_t depot_get_full(struct uslab_cache *c, void **buf);
 void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n);
 /** Send every object of every magazine to the slab layer. */
 void depot_drain(struct uslab_cache *c);
-/** Objects held in depot magazines (takes c_depot_lock). */
-uint64_t depot_objects(struct uslab_cache *c);
+/** Objects and magazines held in the depot (takes c_depot_lock). */
+uint64_t depot_objects(struct uslab_cache *c, uint64_t *full, uint64_t *spare);
 
 /* ======================================================================== */
 /* ---- pcpu.c: per-CPU magazines, the mode, the slow paths ---- */
@@ -207,6 +218,12 @@ void pcpu_unlock_all(struct uslab_cache *c);
 void pcpu_drain(struct uslab_cache *c);
 /** Objects held in per-CPU slots (racy unless quiescent). */
 uint64_t pcpu_objects(struct uslab_cache *c);
+/** Per-CPU figures summed over slots. */
+void pcpu_counts(struct uslab_cache *c, uint64_t *allocs, uint64_t *frees);
+/** Per-slot object counts; returns the number of slots. */
+size_t pcpu_slot_objects(struct uslab_cache *c, uint64_t *counts, size_t n);
+/** Number of per-CPU slots (possible CPUs). */
+uint32_t pcpu_slots(void);
 __attribute__((noinline, cold)) void *pcpu_alloc_slow(struct uslab_cache *c);
 __attribute__((noinline, cold)) void pcpu_free_slow(struct uslab_cache *c, void *obj);
 size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n);

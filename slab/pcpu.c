@@ -52,6 +52,13 @@
 /* Largest stack buffer of rounds moved at once (>= every c_mag_max). */
 #define PCPU_BUF 128
 
+/* The asm hard-codes the slot layout. */
+_Static_assert(offsetof(struct pcpu_slot, p_count) == 0, "asm SLOT_COUNT");
+_Static_assert(offsetof(struct pcpu_slot, p_cap) == 4, "asm SLOT_CAP");
+_Static_assert(offsetof(struct pcpu_slot, p_allocs) == 8, "asm SLOT_ALLOCS");
+_Static_assert(offsetof(struct pcpu_slot, p_frees) == 16, "asm SLOT_FREES");
+_Static_assert(offsetof(struct pcpu_slot, p_rounds) == PCPU_SLOT_HDR, "asm SLOT_ROUNDS");
+
 int pcpu_rseq;                 /* set once by pcpu_mode_init */
 long uslab_rseq_off;           /* glibc's __rseq_offset */
 static const char *pcpu_mode_name = "locked: not initialised";
@@ -319,6 +326,29 @@ uint64_t pcpu_objects(struct uslab_cache *c)
 	return n;
 }
 
+size_t pcpu_slot_objects(struct uslab_cache *c, uint64_t *counts, size_t n)
+{
+	for (uint32_t i = 0; i < pcpu_nslots && i < n; i++)
+		counts[i] = pcpu_off(c) ? 0 : __atomic_load_n(&pcpu_slot(c, i)->p_count,
+		                                               __ATOMIC_RELAXED);
+	return pcpu_nslots;
+}
+
+void pcpu_counts(struct uslab_cache *c, uint64_t *allocs, uint64_t *frees)
+{
+	*allocs = *frees = 0;
+	for (uint32_t i = 0; i < pcpu_nslots && !pcpu_off(c); i++) {
+		*allocs += __atomic_load_n(&pcpu_slot(c, i)->p_allocs, __ATOMIC_RELAXED);
+		*frees += __atomic_load_n(&pcpu_slot(c, i)->p_frees, __ATOMIC_RELAXED);
+	}
+}
+
+uint32_t pcpu_slots(void)
+{
+	pcpu_init();
+	return pcpu_nslots;
+}
+
 /* ---- Slow paths ---- */
 
 /* Hand @n objects to this CPU's slot; what does not fit goes to the depot. */
@@ -333,22 +363,41 @@ static void pcpu_stash(struct uslab_cache *c, void *const *objs, size_t n)
 	}
 }
 
+/* Locked mode: one round from this CPU's slot, counted as a slot hit. */
+static void *pcpu_locked_pop(struct uslab_cache *c)
+{
+	uint32_t i = pcpu_lock_mine(c);
+	void *obj = pcpu_generic_pop(pcpu_slot(c, i));
+	pthread_mutex_unlock(&c->c_pcpu_locks[i]);
+	return obj;
+}
+
+static bool pcpu_locked_push(struct uslab_cache *c, void *obj)
+{
+	uint32_t i = pcpu_lock_mine(c);
+	int ok = pcpu_generic_push(pcpu_slot(c, i), obj);
+	pthread_mutex_unlock(&c->c_pcpu_locks[i]);
+	return ok;
+}
+
 void *pcpu_alloc_slow(struct uslab_cache *c)
 {
 	void *buf[PCPU_BUF];
+	void *obj;
 
-	if (pcpu_off(c)) {
-		void *obj;
+	if (!pcpu_rseq && !pcpu_off(c) && (obj = pcpu_locked_pop(c)) != NULL)
+		return obj;
+	__atomic_fetch_add(&c->c_slow_allocs, 1, __ATOMIC_RELAXED);
+	if (pcpu_off(c))
 		return slab_alloc_bulk(c, &obj, 1) == 1 ? obj : NULL;
-	}
-	if (!pcpu_rseq && pcpu_take(c, buf, 1) == 1)
-		return buf[0];
 	if (2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED) != c->c_pcpu_cap)
 		pcpu_resize(c);
 	size_t n = depot_get_full(c, buf);
-	if (n == 0)
+	if (n == 0) {
+		__atomic_fetch_sub(&c->c_slow_allocs, 1, __ATOMIC_RELAXED);
 		return NULL;
-	void *obj = buf[--n];
+	}
+	obj = buf[--n];
 	pcpu_stash(c, buf, n);
 	return obj;
 }
@@ -357,12 +406,13 @@ void pcpu_free_slow(struct uslab_cache *c, void *obj)
 {
 	void *buf[PCPU_BUF];
 
+	if (!pcpu_rseq && !pcpu_off(c) && pcpu_locked_push(c, obj))
+		return;
+	__atomic_fetch_add(&c->c_slow_frees, 1, __ATOMIC_RELAXED);
 	if (pcpu_off(c)) {
 		slab_free_bulk(c, &obj, 1);
 		return;
 	}
-	if (!pcpu_rseq && pcpu_give(c, &obj, 1) == 1)
-		return;
 	size_t n = pcpu_take(c, buf, __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED));
 	depot_put_full(c, buf, n);
 	if (pcpu_give(c, &obj, 1) == 1)
@@ -377,8 +427,9 @@ size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 	size_t got = 0;
 
 	if (pcpu_off(c))
-		return slab_alloc_bulk(c, objs, n);
-	got = pcpu_take(c, objs, n);
+		got = slab_alloc_bulk(c, objs, n);
+	else
+		got = pcpu_take(c, objs, n);
 	while (got < n) {
 		size_t k = depot_get_full(c, buf);
 		if (k == 0)
@@ -388,6 +439,7 @@ size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 		got += use;
 		pcpu_stash(c, buf, k - use);
 	}
+	__atomic_fetch_add(&c->c_slow_allocs, got, __ATOMIC_RELAXED);
 	return got;
 }
 
@@ -401,6 +453,7 @@ void pcpu_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
 			buf[k++] = objs[i];
 		if (k == 0 || (k < c->c_mag_max && i < n))
 			continue;
+		__atomic_fetch_add(&c->c_slow_frees, k, __ATOMIC_RELAXED);
 		if (pcpu_off(c))
 			slab_free_bulk(c, buf, k);
 		else

@@ -395,6 +395,18 @@ uint64_t slab_inuse(struct uslab_cache *c)
 	return n;
 }
 
+void slab_counts(struct uslab_cache *c, struct slab_counts *out)
+{
+	pthread_mutex_lock(&c->c_slab_lock);
+	out->sc_inuse = c->c_inuse;
+	out->sc_slabs = c->c_slabs;
+	out->sc_empty = c->c_empty_slabs;
+	out->sc_created = c->c_slabs_created;
+	out->sc_released = c->c_slabs_released;
+	out->sc_fail = c->c_alloc_fail;
+	pthread_mutex_unlock(&c->c_slab_lock);
+}
+
 void slab_release_all(struct uslab_cache *c)
 {
 	VERIFY(c->c_inuse == 0);

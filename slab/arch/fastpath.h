@@ -28,6 +28,14 @@
  * call or syscall, and touch no shared counter: cost, pop ~17 and push ~18
  * instructions including the call.
  *
+ * Counters: pop and push add one to p_allocs / p_frees of the slot right
+ * AFTER the commit, outside the section (inside, an abort after the
+ * increment would count twice). It is a plain `incq mem`: preemption cannot
+ * split one instruction, so the only lost update is a thread that migrated
+ * between commit and increment racing the new owner of that CPU. Readers
+ * sum the slots; the rare loss is accepted. The batch routines count
+ * nothing (the slow paths that call them count with atomics).
+ *
  * The generic routines (generic.c) are the C reference of the same body on
  * a given slot. They are used by the locked mode, under the slot's lock,
  * and by tests that compare the two.
@@ -36,16 +44,19 @@
 struct pcpu_slot {
 	uint32_t p_count;
 	uint32_t p_cap;
-	uint64_t p_reserved; /* keeps p_rounds 16 bytes in; asm uses offset 16 */
-	void *p_rounds[];
+	uint64_t p_allocs; /* objects popped (fast-path hits), incremented after the commit */
+	uint64_t p_frees;  /* objects pushed (fast-path hits), incremented after the commit */
+	uint64_t p_reserved;
+	void *p_rounds[]; /* asm: offset PCPU_SLOT_HDR */
 };
 
-#define PCPU_SLOT_HDR 16
+#define PCPU_SLOT_HDR 32
 
 /* void *pop(slot):
  *	if (slot->p_count - 1 >= slot->p_cap) return NULL;   (unsigned: empty or stopped)
  *	obj = slot->p_rounds[slot->p_count - 1];
  *	slot->p_count--;                                      (commit)
+ *	slot->p_allocs++;
  *	return obj;
  */
 void *uslab_rseq_pop(char *base, unsigned shift);
@@ -55,6 +66,7 @@ void *pcpu_generic_pop(struct pcpu_slot *slot);
  *	if (slot->p_count >= slot->p_cap) return 0;           (full or stopped)
  *	slot->p_rounds[slot->p_count] = obj;
  *	slot->p_count++;                                      (commit)
+ *	slot->p_frees++;
  *	return 1;
  */
 int uslab_rseq_push(char *base, unsigned shift, void *obj);

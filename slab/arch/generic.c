@@ -13,6 +13,7 @@ void *pcpu_generic_pop(struct pcpu_slot *slot)
 		return NULL;
 	void *obj = slot->p_rounds[count - 1];
 	slot->p_count = count - 1;
+	slot->p_allocs++;
 	return obj;
 }
 
@@ -25,6 +26,7 @@ int pcpu_generic_push(struct pcpu_slot *slot, void *obj)
 		return 0;
 	slot->p_rounds[count] = obj;
 	slot->p_count = count + 1;
+	slot->p_frees++;
 	return 1;
 }
 

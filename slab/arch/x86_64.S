@@ -44,7 +44,9 @@
 #define RSEQ_CPU_ID_OFF 4
 #define SLOT_COUNT 0
 #define SLOT_CAP 4
-#define SLOT_ROUNDS 16
+#define SLOT_ALLOCS 8
+#define SLOT_FREES 16
+#define SLOT_ROUNDS 32
 
 /* Descriptor, pointer-array entry and exit point for one section. */
 .macro RSEQ_TABLES name, start, commit, abort, exit
@@ -105,6 +107,7 @@ uslab_rseq_pop:
 	movq SLOT_ROUNDS(%rdx,%r10,8), %rax	/* obj = rounds[count - 1] */
 	movl %r10d, SLOT_COUNT(%rdx)		/* commit: count - 1 */
 .Lpop_commit:
+	incq SLOT_ALLOCS(%rdx)			/* after the commit: never twice */
 	ret
 .Lpop_fail:
 	xorl %eax, %eax
@@ -142,6 +145,7 @@ uslab_rseq_push:
 	incl %r9d
 	movl %r9d, SLOT_COUNT(%rax)		/* commit: count + 1 */
 .Lpush_commit:
+	incq SLOT_FREES(%rax)			/* after the commit: never twice */
 	movl $1, %eax
 	ret
 .Lpush_fail:
