@@ -140,6 +140,7 @@ struct uslab_cache *uslab_cache_create(const char *name, size_t size,
 		cache_list->c_prev = c;
 	cache_list = c;
 	pthread_mutex_unlock(&cache_list_lock);
+	PROBE3(cache_create, c, c->c_name, size);
 	return c;
 }
 
@@ -165,6 +166,7 @@ int uslab_cache_destroy(struct uslab_cache *c)
 		c->c_next->c_prev = c->c_prev;
 	pthread_mutex_unlock(&cache_list_lock);
 
+	PROBE2(cache_destroy, c, c->c_name);
 	pcpu_cache_fini(c);
 	depot_fini(c);
 	slab_release_all(c);
@@ -212,7 +214,9 @@ size_t uslab_cache_reap(struct uslab_cache *c)
 {
 	pcpu_drain(c);
 	depot_drain(c);
-	return slab_reap(c);
+	size_t bytes = slab_reap(c);
+	PROBE2(reap, c, bytes);
+	return bytes;
 }
 
 /* See include/uslab.h */

@@ -50,6 +50,7 @@ void uslab_report(const struct uslab_cache *cache, const void *obj, enum uslab_e
 	put_str(line, sizeof line, &len, ": ");
 	put_str(line, sizeof line, &len, report_what[err]);
 	line[len++] = '\n';
+	PROBE3(error, cache, obj, (int)err);
 	if (write(STDERR_FILENO, line, len) < 0) {
 		/* Nothing more can be done; we abort anyway. */
 	}

@@ -157,6 +157,7 @@ size_t depot_get_full(struct uslab_cache *c, void **buf)
 	uint32_t want = c->c_mag_size;
 	pthread_mutex_unlock(&c->c_depot_lock);
 	depot_release(c, idle);
+	PROBE2(depot_get, c, n);
 	if (n == 0)
 		n = slab_alloc_bulk(c, buf, want);
 	return n;
@@ -181,6 +182,7 @@ void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n)
 	}
 	memcpy(m->m_rounds, buf, n * sizeof(void *));
 	m->m_count = (uint32_t)n;
+	PROBE2(depot_put, c, n);
 	depot_enter(c);
 	m->m_next = c->c_mag_full;
 	c->c_mag_full = m;

@@ -14,6 +14,7 @@
 #include "../pagesrc/pagesrc.h"
 #include "debug.h"
 #include "arch/fastpath.h"
+#include "probes.h"
 
 #define USLAB_HIDDEN __attribute__((visibility("hidden")))
 

@@ -308,6 +308,7 @@ static void pcpu_resize(struct uslab_cache *c)
 	pthread_mutex_lock(&c->c_drain_lock);
 	uint32_t cap = 2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED);
 	if (cap > c->c_pcpu_cap) {
+		PROBE3(mag_resize, c, c->c_pcpu_cap / 2, cap / 2);
 		for (uint32_t i = 0; i < pcpu_nslots; i++) {
 			pcpu_stop(c, i);
 			pcpu_restart(c, i, cap);

@@ -233,6 +233,7 @@ static struct slab *slab_create(struct uslab_cache *c)
 	if (c->c_slab_objs % 64 != 0)
 		s->s_free[c->c_slab_words - 1] = ((uint64_t)1 << (c->c_slab_objs % 64)) - 1;
 
+	PROBE3(slab_grow, c, s, c->c_slab_size);
 	if (c->c_ctor != NULL) {
 		for (uint32_t i = 0; i < c->c_slab_objs; i++) {
 			int err = c->c_ctor(slab_obj(c, s, i), c->c_arg);
@@ -254,6 +255,7 @@ static struct slab *slab_create(struct uslab_cache *c)
 static void slab_destroy(struct uslab_cache *c, struct slab *s)
 {
 	VERIFY(s->s_inuse == 0);
+	PROBE3(slab_release, c, s, c->c_slab_size);
 	if (c->c_dtor != NULL)
 		for (uint32_t i = 0; i < c->c_slab_objs; i++)
 			c->c_dtor(slab_obj(c, s, i), c->c_arg);
@@ -353,6 +355,7 @@ size_t slab_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 			pthread_mutex_lock(&c->c_slab_lock);
 			if (s == NULL) {
 				int err = errno;
+				PROBE2(alloc_fail, c, err);
 				c->c_alloc_fail++;
 				errno = err;
 				break;
