@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Build uslab every way CI does and run the whole test suite in each:
+#   1. release build (-Dwerror=true): all tests, in rseq mode and in locked mode
+#   2. ASan+UBSan at debug level 3: all tests, both modes
+#   3. valgrind memcheck on the unit suites (locked mode, since valgrind has no rseq)
+#   4. ThreadSanitizer on the stress suite
+#   5. the negative control: a build without the rseq arming store must FAIL the stress test
+#   6. the stats-segment reader fuzzer for a bounded time (when clang's libFuzzer is present)
+# Usage: scripts/check.sh [--quick]   (--quick: steps 1 and 2 only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+fuzz_seconds=${USLAB_FUZZ_SECONDS:-60}
+
+step() { printf '\n==== %s ====\n' "$*"; }
+
+setup() { # dir, meson options...
+	local dir=$1; shift
+	if [ -d "$dir" ]; then
+		meson setup --reconfigure "$dir" "$@" >/dev/null
+	else
+		meson setup "$dir" "$@" >/dev/null
+	fi
+	ninja -C "$dir" >/dev/null
+}
+
+step "release build, rseq mode"
+setup build-release -Dbuildtype=release -Dwerror=true
+meson test -C build-release --print-errorlogs
+step "release build, locked mode (USLAB_RSEQ=0)"
+USLAB_RSEQ=0 meson test -C build-release --print-errorlogs
+
+step "ASan+UBSan build (debug level 3), rseq mode"
+setup build-asan -Db_sanitize=address,undefined -Ddebug_level=3 -Dwerror=true
+meson test -C build-asan --print-errorlogs
+step "ASan+UBSan build, locked mode"
+USLAB_RSEQ=0 meson test -C build-asan --print-errorlogs
+
+[ $quick -eq 1 ] && { echo "check: quick run passed"; exit 0; }
+
+step "valgrind memcheck (unit suites)"
+meson test -C build-release --setup valgrind --suite unit --print-errorlogs
+
+step "ThreadSanitizer (stress suite)"
+setup build-tsan -Db_sanitize=thread
+meson test -C build-tsan --suite stress --print-errorlogs
+
+if [ -x tests/negative-control.sh ]; then
+	step "negative control: no rseq arming must fail the stress test"
+	tests/negative-control.sh
+fi
+
+if command -v clang >/dev/null && [ -n "$(find /usr/lib/llvm-14 -name 'libclang_rt.fuzzer-x86_64.a' 2>/dev/null)" ]; then
+	step "fuzzing the stats reader for ${fuzz_seconds}s"
+	CC=clang setup build-fuzz -Db_sanitize=address,undefined -Db_lundef=false -Dtests=enabled
+	if [ -x build-fuzz/tests/fuzz-reader ]; then
+		mkdir -p build-fuzz/corpus
+		cp -n tests/fuzz-corpus/* build-fuzz/corpus/ 2>/dev/null || true
+		build-fuzz/tests/fuzz-reader -max_total_time="$fuzz_seconds" -print_final_stats=1 build-fuzz/corpus
+	fi
+fi
+echo
+echo "check: all steps passed"

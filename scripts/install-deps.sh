@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what uslab needs on Debian 12 (idempotent). Usage:
+#   scripts/install-deps.sh [bench] [fuzz] [perf] [all]
+#   core (always): compiler, meson, Check, liburcu, ncurses, sdt headers, valgrind, tmux
+#   bench: jemalloc, tcmalloc, mimalloc (benchmark peers)
+#   fuzz:  clang, its libFuzzer runtime and llvm-symbolizer
+#   perf:  linux-perf (USDT probes, abort counting)
+set -euo pipefail
+
+pkgs=(build-essential meson ninja-build pkg-config check liburcu-dev libncurses-dev
+      systemtap-sdt-dev valgrind tmux procps python3 git)
+for group in "$@"; do
+	case "$group" in
+	bench) pkgs+=(libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev) ;;
+	fuzz) pkgs+=(clang libclang-rt-14-dev llvm) ;;
+	perf) pkgs+=(linux-perf) ;;
+	all) pkgs+=(libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev clang libclang-rt-14-dev
+	            llvm linux-perf) ;;
+	*) echo "install-deps: unknown group '$group' (bench, fuzz, perf, all)" >&2; exit 2 ;;
+	esac
+done
+
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "install-deps: everything is installed"
+	exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+$sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}"
