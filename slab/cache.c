@@ -177,25 +177,24 @@ int uslab_cache_destroy(struct uslab_cache *c)
 
 /* ---- Objects ---- */
 
+#if !USLAB_HAVE_ASM
+/* Without the asm (other architectures, -Dasm=disabled) every operation is
+ * a "miss": the locked mode serves it from the slot under its lock. With
+ * the asm these two are defined in arch/x86_64.S. */
+
 /* See include/uslab.h */
 void *uslab_cache_alloc(struct uslab_cache *c)
 {
-	void *obj = pcpu_alloc_fast(c);
-
-	if (__builtin_expect(obj != NULL, 1))
-		return obj;
 	return pcpu_alloc_slow(c);
 }
 
 /* See include/uslab.h */
 void uslab_cache_free(struct uslab_cache *c, void *obj)
 {
-	if (obj == NULL)
-		return;
-	if (__builtin_expect(pcpu_free_fast(c, obj), 1))
-		return;
-	pcpu_free_slow(c, obj);
+	if (obj != NULL)
+		pcpu_free_slow(c, obj);
 }
+#endif
 
 /* See include/uslab.h */
 size_t uslab_cache_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)

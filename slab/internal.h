@@ -107,10 +107,12 @@ bool slabmap_test(const void *p);
 /* ---- cache.c: the cache ---- */
 
 struct uslab_cache {
-	/* ---- read on every alloc and free; immutable after create ---- */
-	char *c_pcpu;           /* per-CPU slot region: slot i at c_pcpu + (i << c_pcpu_shift) */
-	unsigned c_pcpu_shift;
+	/* ---- fast path, read by the asm (offset 0); immutable ---- */
+	char *c_fast;           /* c_pcpu in rseq mode; a zero region (all caps 0) otherwise */
+
+	/* ---- immutable after create ---- */
 	unsigned c_flags;
+	char *c_pcpu;           /* per-CPU slot region: slot i at c_pcpu + (i << PCPU_SHIFT) */
 	uint32_t c_slot;     /* object spacing: size rounded up to c_align */
 	uintptr_t c_slab_mask; /* ~(c_slab_size - 1) */
 
@@ -230,27 +232,7 @@ __attribute__((noinline, cold)) void pcpu_free_slow(struct uslab_cache *c, void 
 size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n);
 void pcpu_free_bulk(struct uslab_cache *c, void *const *objs, size_t n);
 
-/** Fast path: an object from this CPU's magazine, or NULL (miss). */
-static inline void *pcpu_alloc_fast(struct uslab_cache *c)
-{
-#if USLAB_HAVE_ASM
-	if (__builtin_expect(pcpu_rseq, 1))
-		return uslab_rseq_pop(c->c_pcpu, c->c_pcpu_shift);
-#endif
-	(void)c;
-	return NULL;
-}
-
-/** Fast path: true when @obj went to this CPU's magazine. */
-static inline bool pcpu_free_fast(struct uslab_cache *c, void *obj)
-{
-#if USLAB_HAVE_ASM
-	if (__builtin_expect(pcpu_rseq, 1))
-		return uslab_rseq_push(c->c_pcpu, c->c_pcpu_shift, obj);
-#endif
-	(void)c;
-	(void)obj;
-	return false;
-}
+/* With the asm, uslab_cache_alloc/free ARE the fast path (arch/x86_64.S):
+ * a hit returns from the asm and a miss tail-calls the _slow function. */
 
 #endif /* USLAB_INTERNAL_H */

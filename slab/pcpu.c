@@ -58,6 +58,14 @@ _Static_assert(offsetof(struct pcpu_slot, p_cap) == 4, "asm SLOT_CAP");
 _Static_assert(offsetof(struct pcpu_slot, p_allocs) == 8, "asm SLOT_ALLOCS");
 _Static_assert(offsetof(struct pcpu_slot, p_frees) == 16, "asm SLOT_FREES");
 _Static_assert(offsetof(struct pcpu_slot, p_rounds) == PCPU_SLOT_HDR, "asm SLOT_ROUNDS");
+_Static_assert(offsetof(struct uslab_cache, c_fast) == 0, "asm CACHE_FAST");
+_Static_assert(PCPU_SLOT_HDR + 2 * PCPU_BUF * sizeof(void *) <= (1u << PCPU_SHIFT),
+               "a slot holds two of the largest magazines");
+
+/* What c_fast points at when the asm must always miss: a read-only zero
+ * mapping of nslots slots, so every p_cap reads 0 (stopped). Untouched
+ * pages of it cost nothing; touched ones are the shared zero page. */
+static char *pcpu_zero;
 
 int pcpu_rseq;                 /* set once by pcpu_mode_init */
 long uslab_rseq_off;           /* glibc's __rseq_offset */
@@ -124,6 +132,10 @@ static const char *pcpu_choose(void)
 static void pcpu_once_init(void)
 {
 	pcpu_nslots = pcpu_possible();
+	pcpu_zero = mmap(NULL, (size_t)pcpu_nslots << PCPU_SHIFT, PROT_READ,
+	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (pcpu_zero == MAP_FAILED)
+		pcpu_zero = NULL;
 	pcpu_mode_name = pcpu_choose();
 }
 
@@ -143,7 +155,7 @@ const char *uslab_mode(void)
 
 static struct pcpu_slot *pcpu_slot(const struct uslab_cache *c, uint32_t i)
 {
-	return (struct pcpu_slot *)(c->c_pcpu + ((size_t)i << c->c_pcpu_shift));
+	return (struct pcpu_slot *)(c->c_pcpu + ((size_t)i << PCPU_SHIFT));
 }
 
 static bool pcpu_off(const struct uslab_cache *c)
@@ -154,25 +166,25 @@ static bool pcpu_off(const struct uslab_cache *c)
 int pcpu_cache_init(struct uslab_cache *c)
 {
 	pcpu_init();
+	if (pcpu_zero == NULL)
+		return -1;
 	c->c_pcpu_rounds = pcpu_off(c) ? 0 : 2 * c->c_mag_max;
-	unsigned shift = 6;
-	while (((size_t)1 << shift) < PCPU_SLOT_HDR + (size_t)c->c_pcpu_rounds * sizeof(void *))
-		shift++;
-	c->c_pcpu_shift = shift;
-	c->c_pcpu = mmap(NULL, (size_t)pcpu_nslots << shift, PROT_READ | PROT_WRITE,
+	VERIFY(c->c_pcpu_rounds <= 2 * PCPU_BUF);
+	c->c_pcpu = mmap(NULL, (size_t)pcpu_nslots << PCPU_SHIFT, PROT_READ | PROT_WRITE,
 	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (c->c_pcpu == MAP_FAILED) {
 		c->c_pcpu = NULL;
 		return -1;
 	}
 	c->c_pcpu_cap = pcpu_off(c) ? 0 : 2 * c->c_mag_size;
+	c->c_fast = pcpu_rseq && !pcpu_off(c) ? c->c_pcpu : pcpu_zero;
 	for (uint32_t i = 0; i < pcpu_nslots && c->c_pcpu_cap != 0; i++)
 		pcpu_slot(c, i)->p_cap = c->c_pcpu_cap;
 	pthread_mutex_init(&c->c_drain_lock, NULL);
 	if (!pcpu_rseq) {
 		c->c_pcpu_locks = malloc(pcpu_nslots * sizeof *c->c_pcpu_locks);
 		if (c->c_pcpu_locks == NULL) {
-			munmap(c->c_pcpu, (size_t)pcpu_nslots << shift);
+			munmap(c->c_pcpu, (size_t)pcpu_nslots << PCPU_SHIFT);
 			return -1;
 		}
 		for (uint32_t i = 0; i < pcpu_nslots; i++)
@@ -191,7 +203,7 @@ void pcpu_cache_fini(struct uslab_cache *c)
 		free(c->c_pcpu_locks);
 	}
 	pthread_mutex_destroy(&c->c_drain_lock);
-	munmap(c->c_pcpu, (size_t)pcpu_nslots << c->c_pcpu_shift);
+	munmap(c->c_pcpu, (size_t)pcpu_nslots << PCPU_SHIFT);
 }
 
 void pcpu_lock_all(struct uslab_cache *c)
@@ -225,7 +237,7 @@ static size_t pcpu_take(struct uslab_cache *c, void **out, size_t n)
 {
 #if USLAB_HAVE_ASM
 	if (pcpu_rseq)
-		return uslab_rseq_pop_batch(c->c_pcpu, c->c_pcpu_shift, out, n);
+		return uslab_rseq_pop_batch(c->c_pcpu, PCPU_SHIFT, out, n);
 #endif
 	uint32_t i = pcpu_lock_mine(c);
 	size_t k = pcpu_generic_pop_batch(pcpu_slot(c, i), out, n);
@@ -238,7 +250,7 @@ static size_t pcpu_give(struct uslab_cache *c, void *const *in, size_t n)
 {
 #if USLAB_HAVE_ASM
 	if (pcpu_rseq)
-		return uslab_rseq_push_batch(c->c_pcpu, c->c_pcpu_shift, in, n);
+		return uslab_rseq_push_batch(c->c_pcpu, PCPU_SHIFT, in, n);
 #endif
 	uint32_t i = pcpu_lock_mine(c);
 	size_t k = pcpu_generic_push_batch(pcpu_slot(c, i), in, n);

@@ -52,6 +52,12 @@ struct pcpu_slot {
 
 #define PCPU_SLOT_HDR 32
 
+/* Bytes per slot of a cache's region, as a shift: 4 KiB, room for
+ * (4096 - 32) / 8 = 508 rounds, more than twice the largest magazine. The
+ * cache entry points use this constant (one load and a register fewer);
+ * the routines below take the shift as an argument for tests. */
+#define PCPU_SHIFT 12
+
 /* void *pop(slot):
  *	if (slot->p_count - 1 >= slot->p_cap) return NULL;   (unsigned: empty or stopped)
  *	obj = slot->p_rounds[slot->p_count - 1];

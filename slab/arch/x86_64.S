@@ -4,17 +4,17 @@
 /*
  * Register use (System V):
  *
- *   reg    pop / push              pop_batch / push_batch
- *   rdi    base of the region      base of the region
- *   esi    shift                   shift (copied to cl at every retry)
- *   rdx    obj (push)              out / in buffer
- *   rcx    cl = shift              cl = shift, then k inside the section
- *   r8     __rseq_offset           __rseq_offset, then loop index
- *   rax    descriptor, slot, ret   descriptor, slot, then return value
- *   r9     count                   count
- *   r10    count - 1 (pop)         n
- *   r11    cap                     cap, then source/destination rounds
- *   rbx    -                       copy temporary (saved on the stack)
+ *   reg    pop / push (RSEQ_POP/PUSH)   pop_batch / push_batch
+ *   rdi    cache or base (kept)         base of the region
+ *   rsi    obj (free) or shift (kept)   shift (copied to cl at every retry)
+ *   rdx    slot (pop), obj (rseq_push)  out / in buffer
+ *   rcx    cl = shift                   cl = shift, then k inside the section
+ *   r8     __rseq_offset                __rseq_offset, then loop index
+ *   r9     region base                  count
+ *   rax    descriptor, slot, result     descriptor, slot, then return value
+ *   r10    count                        n
+ *   r11    cap                          cap, then source/destination rounds
+ *   rbx    -                            copy temporary (saved on the stack)
  *
  * Each routine: arm (store the descriptor address to rseq_cs, one 64-bit
  * store before start_ip), read cpu_id inside the section (negative: the
@@ -47,6 +47,8 @@
 #define SLOT_ALLOCS 8
 #define SLOT_FREES 16
 #define SLOT_ROUNDS 32
+#define CACHE_FAST 0
+#define PCPU_SHIFT 12
 
 /* Descriptor, pointer-array entry and exit point for one section. */
 .macro RSEQ_TABLES name, start, commit, abort, exit
@@ -80,83 +82,155 @@
 
 	.text
 
-/* void *uslab_rseq_pop(char *base, unsigned shift) */
+/*
+ * RSEQ_POP pfx, fail: pop one round from this CPU's slot.
+ *   in:  %r9 = region base, \shift = $PCPU_SHIFT or %cl, %r8 = __rseq_offset
+ *   out: %rax = object, p_allocs bumped; or a jump to \fail
+ *   clobbers %rdx, %r10, %r11; keeps %rdi, %rsi
+ * The abort handler (RSEQ_ABORT pfx) goes after the routine's last ret.
+ *
+ *	slot = base + (cpu_id << shift)
+ *	if (slot->p_count - 1 >= slot->p_cap) goto fail   (cap loaded first)
+ *	obj = slot->p_rounds[--slot->p_count]              (commit: the count store)
+ *	slot->p_allocs++                                   (after the commit)
+ */
+.macro RSEQ_POP pfx, fail, shift
+\pfx\()_retry:
+	RSEQ_ARM \pfx\()_cs
+\pfx\()_start:
+	movl %fs:RSEQ_CPU_ID_OFF(%r8), %edx	/* idx = cpu_id */
+	testl %edx, %edx
+	js \fail				/* not registered */
+	shlq \shift, %rdx
+	addq %r9, %rdx				/* slot */
+	movl SLOT_CAP(%rdx), %r11d		/* cap first */
+	movl SLOT_COUNT(%rdx), %r10d		/* then count */
+	decl %r10d
+	cmpl %r11d, %r10d
+	jae \fail				/* count - 1 >= cap: empty or stopped */
+	movq SLOT_ROUNDS(%rdx,%r10,8), %rax	/* obj = rounds[count - 1] */
+	movl %r10d, SLOT_COUNT(%rdx)		/* commit */
+\pfx\()_commit:
+	incq SLOT_ALLOCS(%rdx)			/* after the commit: never twice */
+	RSEQ_TABLES \pfx, \pfx\()_start, \pfx\()_commit, \pfx\()_abort, \fail
+.endm
+
+/*
+ * RSEQ_PUSH pfx, fail, shift, obj: push \obj onto this CPU's slot.
+ *   in:  %r9 = region base, \shift = $PCPU_SHIFT or %cl, %r8 = __rseq_offset,
+ *        \obj = the object's register
+ *   out: p_frees bumped; or a jump to \fail
+ *   clobbers %rax, %r10, %r11; keeps %rdi, %rsi, %rdx
+ *
+ *	slot = base + (cpu_id << shift)
+ *	if (slot->p_count >= slot->p_cap) goto fail         (cap loaded first)
+ *	slot->p_rounds[slot->p_count] = obj                 (unseen until the commit)
+ *	slot->p_count++                                     (commit)
+ *	slot->p_frees++                                     (after the commit)
+ */
+.macro RSEQ_PUSH pfx, fail, shift, obj
+\pfx\()_retry:
+	RSEQ_ARM \pfx\()_cs
+\pfx\()_start:
+	movl %fs:RSEQ_CPU_ID_OFF(%r8), %eax
+	testl %eax, %eax
+	js \fail
+	shlq \shift, %rax
+	addq %r9, %rax
+	movl SLOT_CAP(%rax), %r11d		/* cap first */
+	movl SLOT_COUNT(%rax), %r10d
+	cmpl %r11d, %r10d
+	jae \fail				/* count >= cap: full or stopped */
+	movq \obj, SLOT_ROUNDS(%rax,%r10,8)
+	incl %r10d
+	movl %r10d, SLOT_COUNT(%rax)		/* commit */
+\pfx\()_commit:
+	incq SLOT_FREES(%rax)			/* after the commit: never twice */
+	RSEQ_TABLES \pfx, \pfx\()_start, \pfx\()_commit, \pfx\()_abort, \fail
+.endm
+
+/* The signature, then the abort handler: re-arm and retry. */
+.macro RSEQ_ABORT pfx
+	RSEQ_SIGNATURE
+\pfx\()_abort:
+	jmp \pfx\()_retry
+.endm
+
+.macro FUNC name, visibility
 	.p2align 4
-	.globl uslab_rseq_pop
-	.hidden uslab_rseq_pop
-	.type uslab_rseq_pop, @function
-uslab_rseq_pop:
+	.globl \name
+	.\visibility \name
+	.type \name, @function
+\name:
 	.cfi_startproc
 	_CET_ENDBR
+.endm
+
+.macro ENDFUNC name
+	.cfi_endproc
+	.size \name, . - \name
+.endm
+
+/*
+ * void *uslab_cache_alloc(struct uslab_cache *c)      -- public entry point
+ * A hit returns from here; a miss tail-calls pcpu_alloc_slow(c) (%rdi kept).
+ * c->c_fast (offset 0) is the slot region in rseq mode, or a zero region
+ * (every cap 0, so every pop misses) in locked mode and USLAB_NOMAGAZINE.
+ * Slots are 1 << PCPU_SHIFT bytes apart (fastpath.h).
+ */
+FUNC uslab_cache_alloc, globl
+	movq CACHE_FAST(%rdi), %r9
+	movq uslab_rseq_off(%rip), %r8
+	RSEQ_POP .Lca, .Lca_miss, $PCPU_SHIFT
+	ret
+.Lca_miss:
+	jmp pcpu_alloc_slow
+	RSEQ_ABORT .Lca
+ENDFUNC uslab_cache_alloc
+
+/*
+ * void uslab_cache_free(struct uslab_cache *c, void *obj)  -- public entry point
+ * NULL returns at once; a miss tail-calls pcpu_free_slow(c, obj).
+ */
+FUNC uslab_cache_free, globl
+	testq %rsi, %rsi
+	jz .Lcf_ret
+	movq CACHE_FAST(%rdi), %r9
+	movq uslab_rseq_off(%rip), %r8
+	RSEQ_PUSH .Lcf, .Lcf_miss, $PCPU_SHIFT, %rsi
+.Lcf_ret:
+	ret
+.Lcf_miss:
+	jmp pcpu_free_slow
+	RSEQ_ABORT .Lcf
+ENDFUNC uslab_cache_free
+
+/* void *uslab_rseq_pop(char *base, unsigned shift): NULL on a miss. */
+FUNC uslab_rseq_pop, hidden
+	movq %rdi, %r9
 	movl %esi, %ecx
 	movq uslab_rseq_off(%rip), %r8
-.Lpop_retry:
-	RSEQ_ARM .Lpop_cs
-.Lpop_start:
-	movl %fs:RSEQ_CPU_ID_OFF(%r8), %eax	/* idx = cpu_id */
-	testl %eax, %eax
-	js .Lpop_fail				/* not registered */
-	shlq %cl, %rax
-	addq %rdi, %rax				/* slot = base + (idx << shift) */
-	movl SLOT_CAP(%rax), %r11d		/* cap first */
-	movl SLOT_COUNT(%rax), %r9d		/* then count */
-	leal -1(%r9), %r10d
-	cmpl %r11d, %r10d
-	jae .Lpop_fail				/* count - 1 >= cap: empty or stopped */
-	movq %rax, %rdx
-	movq SLOT_ROUNDS(%rdx,%r10,8), %rax	/* obj = rounds[count - 1] */
-	movl %r10d, SLOT_COUNT(%rdx)		/* commit: count - 1 */
-.Lpop_commit:
-	incq SLOT_ALLOCS(%rdx)			/* after the commit: never twice */
+	RSEQ_POP .Lpop, .Lpop_fail, %cl
 	ret
 .Lpop_fail:
 	xorl %eax, %eax
 	ret
-	RSEQ_SIGNATURE
-.Lpop_abort:
-	jmp .Lpop_retry
-	.cfi_endproc
-	.size uslab_rseq_pop, . - uslab_rseq_pop
-	RSEQ_TABLES .Lpop, .Lpop_start, .Lpop_commit, .Lpop_abort, .Lpop_fail
+	RSEQ_ABORT .Lpop
+ENDFUNC uslab_rseq_pop
 
-/* int uslab_rseq_push(char *base, unsigned shift, void *obj) */
-	.p2align 4
-	.globl uslab_rseq_push
-	.hidden uslab_rseq_push
-	.type uslab_rseq_push, @function
-uslab_rseq_push:
-	.cfi_startproc
-	_CET_ENDBR
+/* int uslab_rseq_push(char *base, unsigned shift, void *obj): 1, or 0 on a miss. */
+FUNC uslab_rseq_push, hidden
+	movq %rdi, %r9
 	movl %esi, %ecx
 	movq uslab_rseq_off(%rip), %r8
-.Lpush_retry:
-	RSEQ_ARM .Lpush_cs
-.Lpush_start:
-	movl %fs:RSEQ_CPU_ID_OFF(%r8), %eax
-	testl %eax, %eax
-	js .Lpush_fail
-	shlq %cl, %rax
-	addq %rdi, %rax
-	movl SLOT_CAP(%rax), %r11d		/* cap first */
-	movl SLOT_COUNT(%rax), %r9d
-	cmpl %r11d, %r9d
-	jae .Lpush_fail				/* count >= cap: full or stopped */
-	movq %rdx, SLOT_ROUNDS(%rax,%r9,8)	/* rounds[count] = obj (unseen until commit) */
-	incl %r9d
-	movl %r9d, SLOT_COUNT(%rax)		/* commit: count + 1 */
-.Lpush_commit:
-	incq SLOT_FREES(%rax)			/* after the commit: never twice */
+	RSEQ_PUSH .Lpush, .Lpush_fail, %cl, %rdx
 	movl $1, %eax
 	ret
 .Lpush_fail:
 	xorl %eax, %eax
 	ret
-	RSEQ_SIGNATURE
-.Lpush_abort:
-	jmp .Lpush_retry
-	.cfi_endproc
-	.size uslab_rseq_push, . - uslab_rseq_push
-	RSEQ_TABLES .Lpush, .Lpush_start, .Lpush_commit, .Lpush_abort, .Lpush_fail
+	RSEQ_ABORT .Lpush
+ENDFUNC uslab_rseq_push
 
 /* size_t uslab_rseq_pop_batch(char *base, unsigned shift, void **out, size_t n) */
 	.p2align 4
