@@ -108,6 +108,12 @@ static const char *pcpu_choose(void)
 {
 	const char *env = getenv("USLAB_RSEQ");
 
+#if USLAB_HAVE_SYS_RSEQ_H
+	/* The asm entry points run in every mode (in locked mode they always
+	 * miss on the zero region), so they need a valid offset even then:
+	 * glibc's area exists whether or not it is registered. */
+	uslab_rseq_off = (long)__rseq_offset;
+#endif
 	if (env != NULL && strcmp(env, "0") == 0)
 		return "locked: USLAB_RSEQ=0";
 #if !USLAB_HAVE_ASM
@@ -120,7 +126,6 @@ static const char *pcpu_choose(void)
 		return "locked: glibc did not register rseq";
 	if (pcpu_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0)
 		return "locked: membarrier cannot fence rseq";
-	uslab_rseq_off = (long)__rseq_offset;
 	pcpu_rseq = 1;
 	return "rseq cpu_id";
 #else
