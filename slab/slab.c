@@ -280,6 +280,8 @@ static size_t slab_destroy_chain(struct uslab_cache *c, struct slab *chain)
 
 /* ---- Taking and returning objects (c_slab_lock held) ---- */
 
+static bool slab_is_valid(const struct uslab_cache *c, const struct slab *s, uint32_t where);
+
 /* Move up to @n free objects of @s to @objs; returns how many. */
 static size_t slab_take_locked(struct uslab_cache *c, struct slab *s, void **objs, size_t n)
 {
@@ -301,6 +303,8 @@ static size_t slab_take_locked(struct uslab_cache *c, struct slab *s, void **obj
 	s->s_inuse += (uint32_t)got;
 	c->c_inuse += got;
 	slab_relist_locked(c, s);
+	ASSERT(s->s_inuse <= c->c_slab_objs);
+	ASSERT_EXPENSIVE(slab_is_valid(c, s, s->s_where));
 	return got;
 }
 
@@ -330,9 +334,11 @@ static void slab_put_locked(struct uslab_cache *c, void *obj)
 	s->s_free[idx / 64] |= bit;
 	if (idx / 64 < s->s_hint)
 		s->s_hint = idx / 64;
+	ASSERT(s->s_inuse > 0);
 	s->s_inuse--;
 	c->c_inuse--;
 	slab_relist_locked(c, s);
+	ASSERT_EXPENSIVE(slab_is_valid(c, s, s->s_where));
 }
 
 /* ---- Entry points for the layers above ---- */
