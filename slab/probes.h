@@ -17,6 +17,10 @@
  *   error(cache, obj, code)              (misuse report, just before abort)
  */
 #if USLAB_HAVE_SDT
+#if defined(__clang__)
+/* <sys/sdt.h> expands variadic macros with no variadic arguments. */
+#pragma clang diagnostic ignored "-Wgnu-zero-variadic-macro-arguments"
+#endif
 #include <sys/sdt.h>
 #define PROBE2(n, a, b) STAP_PROBE2(uslab, n, a, b)
 #define PROBE3(n, a, b, c) STAP_PROBE3(uslab, n, a, b, c)
