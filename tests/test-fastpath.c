@@ -1,0 +1,473 @@
+/* SPDX-License-Identifier: MIT */
+/* The per-CPU magazine routines: the C reference alone, and the rseq
+ * assembly compared against it on identical slots (dav1d checkasm style). */
+#include "config.h"
+
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "testutil.h"
+
+#define ROUNDS 48 /* rounds a test slot can hold */
+#define SLOT_SHIFT 10
+_Static_assert(PCPU_SLOT_HDR + ROUNDS * sizeof(void *) <= (1u << SLOT_SHIFT), "slot fits");
+
+#define SENTINEL 0xee
+
+/* An assertion for hot loops: Check records every passing ck_assert (a
+ * write to the parent), this only a failing one. */
+#define CHECK(cond, ...)                        \
+	do {                                    \
+		if (!(cond))                    \
+			ck_abort_msg(__VA_ARGS__); \
+	} while (0)
+
+static uint64_t rng_next(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void *obj(uintptr_t n)
+{
+	return (void *)(0x10000 + n * 16);
+}
+
+/* A zeroed slot holding rounds obj(1) .. obj(count). */
+static struct pcpu_slot *slot_new(uint32_t count, uint32_t cap)
+{
+	struct pcpu_slot *s = calloc(1, (size_t)1 << SLOT_SHIFT);
+
+	ck_assert_ptr_nonnull(s);
+	s->p_count = count;
+	s->p_cap = cap;
+	for (uint32_t i = 0; i < count; i++)
+		s->p_rounds[i] = obj(i + 1);
+	return s;
+}
+
+/* ---- The C reference on edge cases ---- */
+
+START_TEST(fastpath_generic_pop_empty_or_stopped)
+{
+	struct pcpu_slot *s = slot_new(0, 8);
+
+	ck_assert_ptr_null(pcpu_generic_pop(s));
+	ck_assert_uint_eq(s->p_count, 0);
+	ck_assert_uint_eq(s->p_allocs, 0);
+
+	s->p_count = 3;
+	s->p_rounds[0] = obj(1);
+	s->p_cap = 0; /* stopped: nothing comes out, even with rounds */
+	ck_assert_ptr_null(pcpu_generic_pop(s));
+	ck_assert_uint_eq(s->p_count, 3);
+	ck_assert_uint_eq(s->p_allocs, 0);
+	free(s);
+}
+END_TEST
+
+START_TEST(fastpath_generic_push_full_or_stopped)
+{
+	struct pcpu_slot *s = slot_new(4, 4);
+
+	s->p_rounds[4] = obj(99);
+	ck_assert_int_eq(pcpu_generic_push(s, obj(5)), 0);
+	ck_assert_uint_eq(s->p_count, 4);
+	ck_assert_ptr_eq(s->p_rounds[4], obj(99)); /* nothing written past the count */
+	ck_assert_uint_eq(s->p_frees, 0);
+
+	s->p_count = 0;
+	s->p_cap = 0;
+	ck_assert_int_eq(pcpu_generic_push(s, obj(5)), 0);
+	ck_assert_uint_eq(s->p_count, 0);
+	ck_assert_ptr_eq(s->p_rounds[0], obj(1));
+	free(s);
+}
+END_TEST
+
+START_TEST(fastpath_generic_push_pop_lifo_counted)
+{
+	struct pcpu_slot *s = slot_new(0, 3);
+
+	ck_assert_int_eq(pcpu_generic_push(s, obj(1)), 1);
+	ck_assert_int_eq(pcpu_generic_push(s, obj(2)), 1);
+	ck_assert_int_eq(pcpu_generic_push(s, obj(3)), 1);
+	ck_assert_int_eq(pcpu_generic_push(s, obj(4)), 0);
+	ck_assert_uint_eq(s->p_frees, 3);
+	ck_assert_ptr_eq(pcpu_generic_pop(s), obj(3));
+	ck_assert_ptr_eq(pcpu_generic_pop(s), obj(2));
+	ck_assert_ptr_eq(pcpu_generic_pop(s), obj(1));
+	ck_assert_ptr_null(pcpu_generic_pop(s));
+	ck_assert_uint_eq(s->p_allocs, 3);
+	ck_assert_uint_eq(s->p_count, 0);
+	free(s);
+}
+END_TEST
+
+START_TEST(fastpath_generic_pop_batch_clamps)
+{
+	struct pcpu_slot *s = slot_new(5, 8);
+	void *out[16];
+
+	/* The top k rounds, in slot order. */
+	ck_assert_uint_eq(pcpu_generic_pop_batch(s, out, 3), 3);
+	ck_assert_ptr_eq(out[0], obj(3));
+	ck_assert_ptr_eq(out[1], obj(4));
+	ck_assert_ptr_eq(out[2], obj(5));
+	ck_assert_uint_eq(s->p_count, 2);
+	/* More than held: all of them. */
+	out[2] = obj(77);
+	ck_assert_uint_eq(pcpu_generic_pop_batch(s, out, 16), 2);
+	ck_assert_ptr_eq(out[0], obj(1));
+	ck_assert_ptr_eq(out[1], obj(2));
+	ck_assert_ptr_eq(out[2], obj(77));
+	ck_assert_uint_eq(s->p_count, 0);
+	ck_assert_uint_eq(pcpu_generic_pop_batch(s, out, 16), 0);
+	/* n = 0, and a stopped slot. */
+	s->p_count = 4;
+	ck_assert_uint_eq(pcpu_generic_pop_batch(s, out, 0), 0);
+	ck_assert_uint_eq(s->p_count, 4);
+	s->p_cap = 0;
+	ck_assert_uint_eq(pcpu_generic_pop_batch(s, out, 2), 0);
+	ck_assert_uint_eq(s->p_count, 4);
+	/* Batches are not fast-path hits: not counted. */
+	ck_assert_uint_eq(s->p_allocs, 0);
+	free(s);
+}
+END_TEST
+
+START_TEST(fastpath_generic_push_batch_clamps)
+{
+	struct pcpu_slot *s = slot_new(2, 6);
+	void *in[16];
+
+	for (uintptr_t i = 0; i < 16; i++)
+		in[i] = obj(100 + i);
+	ck_assert_uint_eq(pcpu_generic_push_batch(s, in, 0), 0);
+	ck_assert_uint_eq(pcpu_generic_push_batch(s, in, 3), 3);
+	ck_assert_uint_eq(s->p_count, 5);
+	ck_assert_ptr_eq(s->p_rounds[1], obj(2));
+	ck_assert_ptr_eq(s->p_rounds[2], obj(100));
+	ck_assert_ptr_eq(s->p_rounds[4], obj(102));
+	/* More than the room: the room. */
+	s->p_rounds[6] = obj(99);
+	ck_assert_uint_eq(pcpu_generic_push_batch(s, in, 16), 1);
+	ck_assert_uint_eq(s->p_count, 6);
+	ck_assert_ptr_eq(s->p_rounds[5], obj(100));
+	ck_assert_ptr_eq(s->p_rounds[6], obj(99));
+	ck_assert_uint_eq(pcpu_generic_push_batch(s, in, 1), 0); /* full */
+	/* Stopped. */
+	s->p_count = 0;
+	s->p_cap = 0;
+	ck_assert_uint_eq(pcpu_generic_push_batch(s, in, 4), 0);
+	ck_assert_uint_eq(s->p_count, 0);
+	ck_assert_uint_eq(s->p_frees, 0);
+	free(s);
+}
+END_TEST
+
+START_TEST(fastpath_generic_batch_round_trip)
+{
+	struct pcpu_slot *s = slot_new(0, ROUNDS);
+	void *in[ROUNDS], *out[ROUNDS];
+
+	for (uintptr_t i = 0; i < ROUNDS; i++)
+		in[i] = obj(i + 1);
+	ck_assert_uint_eq(pcpu_generic_push_batch(s, in, ROUNDS), ROUNDS);
+	ck_assert_int_eq(pcpu_generic_push(s, obj(0)), 0);
+	ck_assert_uint_eq(pcpu_generic_pop_batch(s, out, ROUNDS), ROUNDS);
+	ck_assert_int_eq(memcmp(in, out, sizeof in), 0);
+	free(s);
+}
+END_TEST
+
+/* ---- The rseq assembly against the C reference ---- */
+
+/* The asm works on the slot of the CPU it runs on: base + (cpu << shift).
+ * The region holds slots 0 .. cpu + 1; all but ours stay SENTINEL bytes. */
+struct pair {
+	char *region;
+	size_t region_size;
+	unsigned cpu;
+	struct pcpu_slot *asm_slot;
+	struct pcpu_slot *ref; /* the generic routines' copy */
+};
+
+static void pair_init(struct pair *p, unsigned cpu)
+{
+	p->cpu = cpu;
+	p->region_size = ((size_t)cpu + 2) << SLOT_SHIFT;
+	p->region = malloc(p->region_size);
+	ck_assert_ptr_nonnull(p->region);
+	memset(p->region, SENTINEL, p->region_size);
+	p->asm_slot = (struct pcpu_slot *)(p->region + ((size_t)cpu << SLOT_SHIFT));
+	p->ref = malloc((size_t)1 << SLOT_SHIFT);
+	ck_assert_ptr_nonnull(p->ref);
+}
+
+/* Give both slots the same random state: cap 0 (stopped), empty, full, or
+ * anything between; random counters and round values. */
+static void pair_randomise(struct pair *p, uint64_t *rng)
+{
+	struct pcpu_slot *s = p->ref;
+	uint64_t r = rng_next(rng);
+
+	memset(s, SENTINEL, (size_t)1 << SLOT_SHIFT);
+	switch (r % 6) {
+	case 0:
+		s->p_cap = 0;
+		s->p_count = (uint32_t)(rng_next(rng) % (ROUNDS + 1));
+		break;
+	case 1:
+		s->p_cap = 1 + (uint32_t)(rng_next(rng) % ROUNDS);
+		s->p_count = 0;
+		break;
+	case 2:
+		s->p_cap = 1 + (uint32_t)(rng_next(rng) % ROUNDS);
+		s->p_count = s->p_cap;
+		break;
+	default:
+		s->p_cap = 1 + (uint32_t)(rng_next(rng) % ROUNDS);
+		s->p_count = (uint32_t)(rng_next(rng) % (s->p_cap + 1));
+		break;
+	}
+	s->p_allocs = rng_next(rng);
+	s->p_frees = rng_next(rng);
+	s->p_reserved = rng_next(rng);
+	for (uint32_t i = 0; i < ROUNDS; i++)
+		s->p_rounds[i] = obj(rng_next(rng) % 100000);
+	memcpy(p->asm_slot, s, (size_t)1 << SLOT_SHIFT);
+}
+
+/* Both slots byte for byte equal, and no byte outside ours written. */
+static void pair_check(const struct pair *p, unsigned step)
+{
+	CHECK(memcmp(p->asm_slot, p->ref, (size_t)1 << SLOT_SHIFT) == 0,
+	              "step %u: slots differ (asm count %u cap %u allocs %llu frees %llu; "
+	              "ref count %u cap %u allocs %llu frees %llu)",
+	              step, p->asm_slot->p_count, p->asm_slot->p_cap,
+	              (unsigned long long)p->asm_slot->p_allocs,
+	              (unsigned long long)p->asm_slot->p_frees, p->ref->p_count, p->ref->p_cap,
+	              (unsigned long long)p->ref->p_allocs, (unsigned long long)p->ref->p_frees);
+	for (size_t i = 0; i < p->region_size; i++) {
+		if (i >> SLOT_SHIFT == p->cpu)
+			continue;
+		CHECK((unsigned char)p->region[i] == SENTINEL,
+		      "step %u: byte %zu of another CPU's slot written", step, i);
+	}
+}
+
+static void pair_fini(struct pair *p)
+{
+	free(p->region);
+	free(p->ref);
+}
+
+/* One operation through both; compares the return values and buffers. */
+static void pair_step(struct pair *p, uint64_t *rng, unsigned step)
+{
+	void *ain[ROUNDS + 8], *aout[ROUNDS + 8], *rout[ROUNDS + 8];
+	size_t n = (size_t)(rng_next(rng) % (ROUNDS + 8 + 1));
+	unsigned op = (unsigned)(rng_next(rng) % 4);
+
+	for (size_t i = 0; i < ROUNDS + 8; i++) {
+		ain[i] = obj(200000 + rng_next(rng) % 1000);
+		aout[i] = rout[i] = obj(999999);
+	}
+	CHECK(sched_getcpu() == (int)p->cpu, "step %u: not on CPU %u", step, p->cpu);
+	switch (op) {
+	case 0: {
+		void *a = uslab_rseq_pop(p->region, SLOT_SHIFT);
+		void *r = pcpu_generic_pop(p->ref);
+		CHECK(a == r, "step %u: pop %p, reference %p", step, a, r);
+		break;
+	}
+	case 1: {
+		int a = uslab_rseq_push(p->region, SLOT_SHIFT, ain[0]);
+		int r = pcpu_generic_push(p->ref, ain[0]);
+		CHECK(a == r, "step %u: push %d, reference %d", step, a, r);
+		break;
+	}
+	case 2: {
+		size_t a = uslab_rseq_pop_batch(p->region, SLOT_SHIFT, aout, n);
+		size_t r = pcpu_generic_pop_batch(p->ref, rout, n);
+		CHECK(a == r, "step %u: pop_batch(%zu) %zu, reference %zu", step, n, a, r);
+		CHECK(memcmp(aout, rout, sizeof aout) == 0, "step %u: pop_batch output", step);
+		break;
+	}
+	default: {
+		size_t a = uslab_rseq_push_batch(p->region, SLOT_SHIFT, ain, n);
+		size_t r = pcpu_generic_push_batch(p->ref, ain, n);
+		CHECK(a == r, "step %u: push_batch(%zu) %zu, reference %zu", step, n, a, r);
+		break;
+	}
+	}
+	pair_check(p, step);
+}
+
+/* Pin to CPU 0 (or the first CPU we may run on); returns it. */
+static unsigned pin_cpu(cpu_set_t *saved)
+{
+	cpu_set_t one;
+	unsigned cpu = 0;
+
+	ck_assert_int_eq(sched_getaffinity(0, sizeof *saved, saved), 0);
+	while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, saved))
+		cpu++;
+	ck_assert_uint_lt(cpu, CPU_SETSIZE);
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof one, &one), 0);
+	ck_assert_int_eq(sched_getcpu(), (int)cpu);
+	return cpu;
+}
+
+START_TEST(fastpath_rseq_matches_generic)
+{
+	cpu_set_t saved;
+	unsigned cpu = pin_cpu(&saved);
+	struct pair p;
+	uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+	pair_init(&p, (unsigned)sched_getcpu());
+	ck_assert_uint_eq(p.cpu, cpu);
+	for (unsigned step = 0; step < 20000; step++) {
+		if (step % 16 == 0)
+			pair_randomise(&p, &rng);
+		pair_step(&p, &rng, step);
+	}
+	pair_fini(&p);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof saved, &saved), 0);
+}
+END_TEST
+
+/* Every operation from each boundary state: stopped with and without rounds,
+ * empty, one round, one short of full, full; n of 0, 1, the count, the
+ * room and beyond. */
+START_TEST(fastpath_rseq_matches_generic_edges)
+{
+	static const uint32_t states[][2] = {
+		/* count, cap */
+		{0, 0}, {5, 0}, {ROUNDS, 0}, {0, 1}, {1, 1}, {0, ROUNDS}, {1, ROUNDS},
+		{ROUNDS - 1, ROUNDS}, {ROUNDS, ROUNDS}, {7, 16}, {16, 16},
+	};
+	static const size_t ns[] = {0, 1, 2, 7, 9, 16, ROUNDS - 1, ROUNDS, ROUNDS + 8};
+	cpu_set_t saved;
+	unsigned cpu = pin_cpu(&saved);
+	struct pair p;
+	unsigned step = 0;
+
+	pair_init(&p, cpu);
+	for (size_t k = 0; k < sizeof states / sizeof states[0]; k++) {
+		for (unsigned op = 0; op < 4; op++) {
+			for (size_t j = 0; j < (op < 2 ? 1 : sizeof ns / sizeof ns[0]); j++, step++) {
+				void *in[ROUNDS + 8], *aout[ROUNDS + 8], *rout[ROUNDS + 8];
+				size_t n = ns[j];
+
+				memset(p.ref, SENTINEL, (size_t)1 << SLOT_SHIFT);
+				p.ref->p_count = states[k][0];
+				p.ref->p_cap = states[k][1];
+				p.ref->p_allocs = 10;
+				p.ref->p_frees = 20;
+				for (uintptr_t i = 0; i < ROUNDS; i++)
+					p.ref->p_rounds[i] = obj(i + 1);
+				memcpy(p.asm_slot, p.ref, (size_t)1 << SLOT_SHIFT);
+				for (uintptr_t i = 0; i < ROUNDS + 8; i++) {
+					in[i] = obj(500 + i);
+					aout[i] = rout[i] = NULL;
+				}
+				size_t a, r;
+				switch (op) {
+				case 0:
+					a = (uintptr_t)uslab_rseq_pop(p.region, SLOT_SHIFT);
+					r = (uintptr_t)pcpu_generic_pop(p.ref);
+					break;
+				case 1:
+					a = (size_t)uslab_rseq_push(p.region, SLOT_SHIFT, in[0]);
+					r = (size_t)pcpu_generic_push(p.ref, in[0]);
+					break;
+				case 2:
+					a = uslab_rseq_pop_batch(p.region, SLOT_SHIFT, aout, n);
+					r = pcpu_generic_pop_batch(p.ref, rout, n);
+					break;
+				default:
+					a = uslab_rseq_push_batch(p.region, SLOT_SHIFT, in, n);
+					r = pcpu_generic_push_batch(p.ref, in, n);
+					break;
+				}
+				ck_assert_msg(a == r, "count %u cap %u op %u n %zu: %zu, reference %zu",
+				              states[k][0], states[k][1], op, n, a, r);
+				ck_assert_int_eq(memcmp(aout, rout, sizeof aout), 0);
+				pair_check(&p, step);
+			}
+		}
+	}
+	pair_fini(&p);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof saved, &saved), 0);
+}
+END_TEST
+
+/* On a real cache's slot region: what the asm pushes on this CPU, the slow
+ * path's drain finds (the cache stays valid and destroys cleanly). */
+START_TEST(fastpath_rseq_on_cache_region)
+{
+	cpu_set_t saved;
+	unsigned cpu = pin_cpu(&saved);
+	struct uslab_cache *c = uslab_cache_create("fastpath", 64, NULL);
+	void *objs[8];
+
+	ck_assert_ptr_nonnull(c);
+	for (int i = 0; i < 8; i++) { /* the slot now holds the rest of a magazine */
+		objs[i] = uslab_cache_alloc(c);
+		ck_assert_ptr_nonnull(objs[i]);
+	}
+	struct pcpu_slot *s = (struct pcpu_slot *)(c->c_pcpu + ((size_t)cpu << PCPU_SHIFT));
+	uint32_t count = s->p_count;
+	ck_assert_uint_gt(count, 0);
+	void *top = s->p_rounds[count - 1];
+	ck_assert_ptr_eq(uslab_rseq_pop(c->c_pcpu, PCPU_SHIFT), top);
+	ck_assert_uint_eq(s->p_count, count - 1);
+	ck_assert_int_eq(uslab_rseq_push(c->c_pcpu, PCPU_SHIFT, top), 1);
+	ck_assert_uint_eq(s->p_count, count);
+	for (int i = 0; i < 8; i++)
+		uslab_cache_free(c, objs[i]);
+	ck_assert(cache_is_valid(c));
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof saved, &saved), 0);
+}
+END_TEST
+
+static Suite *fastpath_suite(void)
+{
+	Suite *s = suite_create("fastpath");
+	TCase *tc;
+
+	tc = tcase_create("generic");
+	tcase_add_test(tc, fastpath_generic_pop_empty_or_stopped);
+	tcase_add_test(tc, fastpath_generic_push_full_or_stopped);
+	tcase_add_test(tc, fastpath_generic_push_pop_lifo_counted);
+	tcase_add_test(tc, fastpath_generic_pop_batch_clamps);
+	tcase_add_test(tc, fastpath_generic_push_batch_clamps);
+	tcase_add_test(tc, fastpath_generic_batch_round_trip);
+	suite_add_tcase(s, tc);
+
+	/* The asm indexes slots by rseq cpu_id, read through the offset that
+	 * only the rseq mode sets up: in any other mode there is nothing to run. */
+#if USLAB_HAVE_ASM
+	if (strcmp(uslab_mode(), "rseq cpu_id") == 0) {
+		tc = tcase_create("rseq");
+		tcase_add_test(tc, fastpath_rseq_matches_generic);
+		tcase_add_test(tc, fastpath_rseq_matches_generic_edges);
+		tcase_add_test(tc, fastpath_rseq_on_cache_region);
+		tcase_set_timeout(tc, 30);
+		suite_add_tcase(s, tc);
+	}
+#endif
+	return s;
+}
+
+Suite *(*const test_suites[])(void) = {fastpath_suite, NULL};

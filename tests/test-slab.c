@@ -1,0 +1,642 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests of the slab layer: geometry, colour, lists, reap, misuse checks. */
+#include "config.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "testutil.h"
+
+/* Death tests need a child process: with CK_FORK=no (valgrind) they are left out. */
+static bool can_fork(void)
+{
+	const char *e = getenv("CK_FORK");
+
+	return e == NULL || strcmp(e, "no") != 0;
+}
+
+/* Object lifecycle counts, and the byte a ctor fills an object with. */
+struct lifecycle {
+	size_t size;
+	uint64_t ctor, dtor;
+};
+
+#define CTOR_BYTE 0xc7
+
+static int lc_ctor(void *obj, void *arg)
+{
+	struct lifecycle *l = arg;
+
+	l->ctor++;
+	memset(obj, CTOR_BYTE, l->size);
+	return 0;
+}
+
+static void lc_dtor(void *obj, void *arg)
+{
+	struct lifecycle *l = arg;
+
+	(void)obj;
+	l->dtor++;
+}
+
+/* A cache whose slab layer the test drives directly (no magazines). */
+static struct uslab_cache *slab_cache(size_t size, size_t align, struct lifecycle *l)
+{
+	struct uslab_cache_conf conf = {.align = align, .flags = USLAB_NOMAGAZINE};
+
+	if (l != NULL) {
+		l->size = size;
+		conf.ctor = lc_ctor;
+		conf.dtor = lc_dtor;
+		conf.arg = l;
+	}
+	struct uslab_cache *c = uslab_cache_create("slabtest", size, &conf);
+	ck_assert_ptr_nonnull(c);
+	return c;
+}
+
+static void slab_cache_done(struct uslab_cache *c)
+{
+	ck_assert(cache_is_valid(c));
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+}
+
+static uintptr_t slab_start(const struct uslab_cache *c, const void *obj)
+{
+	return (uintptr_t)obj & c->c_slab_mask;
+}
+
+static size_t round_up(size_t v, size_t a)
+{
+	return (v + a - 1) & ~(a - 1);
+}
+
+/* Every geometry rule for the cache of @size bytes at @align (0: natural). */
+static void check_geometry(size_t size, size_t align)
+{
+	struct uslab_cache *c = slab_cache(size, align, NULL);
+	size_t a = c->c_align;
+	size_t objs = c->c_slab_objs;
+
+	ck_assert_msg(c->c_slab_size >= (size_t)1 << SLAB_MIN_SHIFT &&
+	                  c->c_slab_size <= (size_t)1 << SLAB_MAX_SHIFT &&
+	                  (c->c_slab_size & (c->c_slab_size - 1)) == 0,
+	              "size %zu: slab size %zu", size, c->c_slab_size);
+	ck_assert_uint_eq(c->c_slab_mask, ~(uintptr_t)(c->c_slab_size - 1));
+	ck_assert_uint_eq(c->c_slot, round_up(size, a));
+	ck_assert_msg(objs >= 1, "size %zu: no object per slab", size);
+	ck_assert_uint_eq(c->c_slab_words, (objs + 63) / 64);
+	/* Header and bitmap come before object 0, which is aligned. */
+	ck_assert_msg(c->c_first >= sizeof(struct slab) + c->c_slab_words * 8, "size %zu: first %u",
+	              size, c->c_first);
+	ck_assert_uint_eq(c->c_first % a, 0);
+	/* Every colour keeps every object inside the slab. */
+	ck_assert_msg(c->c_colours >= 1 && c->c_colour_step >= 64 && c->c_colour_step % a == 0,
+	              "size %zu: colours %u step %u", size, c->c_colours, c->c_colour_step);
+	size_t spare = c->c_slab_size - c->c_first - objs * c->c_slot;
+	ck_assert_msg(c->c_first + objs * c->c_slot <= c->c_slab_size, "size %zu: overflow", size);
+	ck_assert_msg((size_t)(c->c_colours - 1) * c->c_colour_step <= spare &&
+	                  spare < (size_t)c->c_colours * c->c_colour_step,
+	              "size %zu: %u colours of %u for %zu spare bytes", size, c->c_colours,
+	              c->c_colour_step, spare);
+	/* Objects per slab is the most that fit with the header. */
+	size_t more = objs + 1;
+	size_t first_more = round_up(sizeof(struct slab) + (more + 63) / 64 * 8, a);
+	ck_assert_msg(first_more + more * c->c_slot > c->c_slab_size, "size %zu: %zu objs not maximal",
+	              size, objs);
+	/* Waste (header and tail) per slab. One bit per object is the bitmap's
+	 * own price: below 8-byte slots it alone exceeds 1/64. The largest
+	 * objects waste about 1/16 of the largest slab, plus the header
+	 * (internal.h). */
+	size_t wasted = c->c_slab_size - objs * c->c_slot;
+	double waste = (double)wasted / (double)c->c_slab_size;
+	double bound = c->c_slot < 8             ? 1.0 / 64 + 1.0 / (8.0 * (double)c->c_slot)
+	               : c->c_slot <= (1u << 17) ? 1.0 / 64
+	                                         : 1.0 / 16 + (double)c->c_first / (double)c->c_slab_size;
+	ck_assert_msg(waste <= bound, "size %zu: waste %.5f > %.5f (slab %zu, %zu objs)", size, waste,
+	              bound, c->c_slab_size, objs);
+	slab_cache_done(c);
+}
+
+/* ---- Geometry ---- */
+
+START_TEST(slab_geometry_small_sizes)
+{
+	for (size_t size = 1; size <= 4096; size++)
+		check_geometry(size, 0);
+}
+END_TEST
+
+START_TEST(slab_geometry_large_sizes)
+{
+	for (size_t size = 4097; size <= USLAB_MAX_SIZE; size += size / 5 + 13)
+		check_geometry(size, 0);
+	for (unsigned k = 12; k <= 20; k++) {
+		check_geometry(((size_t)1 << k) - 1, 0);
+		check_geometry((size_t)1 << k, 0);
+		if (k < 20)
+			check_geometry(((size_t)1 << k) + 1, 0);
+	}
+}
+END_TEST
+
+START_TEST(slab_geometry_explicit_alignment)
+{
+	static const size_t sizes[] = {1, 24, 100, 4095, 4097, 65536};
+
+	for (size_t align = 1; align <= 4096; align *= 2)
+		for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+			check_geometry(sizes[k], align);
+}
+END_TEST
+
+/* Allocate @nslabs full slabs; returns the objects, slab by slab. */
+static void **fill_slabs(struct uslab_cache *c, size_t nslabs)
+{
+	size_t n = nslabs * c->c_slab_objs;
+	void **objs = malloc(n * sizeof *objs);
+
+	ck_assert_ptr_nonnull(objs);
+	ck_assert_uint_eq(slab_alloc_bulk(c, objs, n), n);
+	ck_assert_uint_eq(c->c_slabs, nslabs);
+	/* Each slab is used up front to back before the next is made. */
+	for (size_t s = 0; s < nslabs; s++)
+		for (size_t i = 1; i < c->c_slab_objs; i++)
+			ck_assert(slab_start(c, objs[s * c->c_slab_objs + i]) ==
+			          slab_start(c, objs[s * c->c_slab_objs]));
+	return objs;
+}
+
+START_TEST(slab_colour_cycles_through_spare)
+{
+	struct uslab_cache *c = slab_cache(1000, 0, NULL);
+	ck_assert_uint_gt(c->c_colours, 2); /* the test needs spare space */
+	size_t nslabs = c->c_colours + 2;
+	void **objs = fill_slabs(c, nslabs);
+
+	for (size_t s = 0; s < nslabs; s++) {
+		void **so = objs + s * c->c_slab_objs;
+		size_t off = (uintptr_t)so[0] - slab_start(c, so[0]);
+		ck_assert_uint_eq(off, c->c_first + (s % c->c_colours) * c->c_colour_step);
+		ck_assert_uint_eq((uintptr_t)so[0] % c->c_align, 0);
+		/* The last object still ends inside the slab. */
+		uintptr_t end = (uintptr_t)so[c->c_slab_objs - 1] + c->c_slot;
+		ck_assert_uint_le(end, slab_start(c, so[0]) + c->c_slab_size);
+		if (s > 0) {
+			void **prev = objs + (s - 1) * c->c_slab_objs;
+			ck_assert_uint_ne(off, (uintptr_t)prev[0] - slab_start(c, prev[0]));
+		}
+	}
+	ck_assert(cache_is_valid(c));
+	slab_free_bulk(c, objs, nslabs * c->c_slab_objs);
+	free(objs);
+	slab_cache_done(c);
+}
+END_TEST
+
+START_TEST(slab_colour_single_without_spare)
+{
+	struct uslab_cache *c = slab_cache(64, 0, NULL);
+	ck_assert_uint_eq(c->c_colours, 1);
+	void **objs = fill_slabs(c, 3);
+
+	for (size_t s = 0; s < 3; s++) {
+		void *o = objs[s * c->c_slab_objs];
+		ck_assert_uint_eq((uintptr_t)o - slab_start(c, o), c->c_first);
+	}
+	slab_free_bulk(c, objs, 3 * c->c_slab_objs);
+	free(objs);
+	slab_cache_done(c);
+}
+END_TEST
+
+/* ---- Bulk alloc and free ---- */
+
+START_TEST(slab_bulk_counts)
+{
+	struct uslab_cache *c = slab_cache(64, 0, NULL);
+	size_t per = c->c_slab_objs;
+	size_t n = 2 * per + per / 2;
+	void **objs = malloc(n * sizeof *objs);
+
+	ck_assert_ptr_nonnull(objs);
+	ck_assert_uint_eq(slab_alloc_bulk(c, objs, n), n);
+	ck_assert_uint_eq(c->c_inuse, n);
+	ck_assert_uint_eq(slab_inuse(c), n);
+	ck_assert_uint_eq(c->c_slabs, 3);
+	ck_assert_uint_eq(c->c_slabs_created, 3);
+	ck_assert(cache_is_valid(c));
+	/* Distinct, slot-spaced objects. */
+	for (size_t i = 1; i < n; i++)
+		ck_assert_ptr_ne(objs[i], objs[i - 1]);
+
+	/* Empty the first slab: it stays as the reserve. */
+	slab_free_bulk(c, objs, per);
+	ck_assert_uint_eq(slab_inuse(c), n - per);
+	ck_assert_uint_eq(c->c_slabs, 3);
+	ck_assert_uint_eq(c->c_empty_slabs, 1);
+	ck_assert(cache_is_valid(c));
+
+	/* Half of what is left. */
+	slab_free_bulk(c, objs + per, (n - per) / 2);
+	ck_assert_uint_eq(slab_inuse(c), n - per - (n - per) / 2);
+	ck_assert(cache_is_valid(c));
+
+	/* Everything: one empty slab is kept, the others are released. */
+	slab_free_bulk(c, objs + per + (n - per) / 2, n - per - (n - per) / 2);
+	ck_assert_uint_eq(slab_inuse(c), 0);
+	ck_assert_uint_eq(c->c_slabs, 1);
+	ck_assert_uint_eq(c->c_empty_slabs, 1);
+	ck_assert_uint_eq(c->c_slabs_released, 2);
+	ck_assert(cache_is_valid(c));
+
+	/* The reserve serves the next allocation without a new slab. */
+	ck_assert_uint_eq(slab_alloc_bulk(c, objs, per), per);
+	ck_assert_uint_eq(c->c_slabs_created, 3);
+	ck_assert(cache_is_valid(c));
+	slab_free_bulk(c, objs, per);
+	free(objs);
+	slab_cache_done(c);
+}
+END_TEST
+
+START_TEST(slab_bulk_zero_is_noop)
+{
+	struct uslab_cache *c = slab_cache(48, 0, NULL);
+	void *objs[1] = {NULL};
+
+	ck_assert_uint_eq(slab_alloc_bulk(c, objs, 0), 0);
+	ck_assert_ptr_null(objs[0]);
+	ck_assert_uint_eq(c->c_slabs, 0);
+	slab_free_bulk(c, objs, 0);
+	ck_assert_uint_eq(c->c_inuse, 0);
+	slab_cache_done(c);
+}
+END_TEST
+
+START_TEST(slab_empty_reserve_bounded)
+{
+	struct uslab_cache *c = slab_cache(4096, 0, NULL);
+	size_t nslabs = 24;
+	void **objs = fill_slabs(c, nslabs);
+
+	slab_free_bulk(c, objs, nslabs * c->c_slab_objs);
+	/* At most one empty slab in eight (and at least one) is kept. */
+	ck_assert_uint_eq(c->c_slabs, nslabs / 8);
+	ck_assert_uint_eq(c->c_empty_slabs, nslabs / 8);
+	ck_assert(cache_is_valid(c));
+	free(objs);
+	slab_cache_done(c);
+}
+END_TEST
+
+/* ---- Lists ---- */
+
+/* After most of slab A and one object of slab B are freed, in either order,
+ * the next allocation comes from B, the fuller one. */
+static void check_fullest_first(bool a_first)
+{
+	struct uslab_cache *c = slab_cache(128, 0, NULL);
+	size_t per = c->c_slab_objs;
+	ck_assert_uint_ge(per, 2 * SLAB_BUCKETS);
+	void **objs = fill_slabs(c, 2);
+	void **a = objs, **b = objs + per;
+	void *got;
+
+	if (a_first)
+		slab_free_bulk(c, a + 1, per - 1);
+	slab_free_bulk(c, b + per / 2, 1);
+	if (!a_first)
+		slab_free_bulk(c, a + 1, per - 1);
+	ck_assert(cache_is_valid(c));
+
+	ck_assert_uint_eq(slab_alloc_bulk(c, &got, 1), 1);
+	ck_assert_ptr_eq(got, b[per / 2]);
+	ck_assert(cache_is_valid(c));
+	/* B is full again: the next ones come from A, lowest index first. */
+	ck_assert_uint_eq(slab_alloc_bulk(c, &got, 1), 1);
+	ck_assert_ptr_eq(got, a[1]);
+	ck_assert(cache_is_valid(c));
+
+	slab_free_bulk(c, a, 2);
+	slab_free_bulk(c, b, per);
+	free(objs);
+	slab_cache_done(c);
+}
+
+START_TEST(slab_alloc_prefers_fullest_partial)
+{
+	check_fullest_first(true);
+	check_fullest_first(false);
+}
+END_TEST
+
+/* ---- Reap and the object lifecycle ---- */
+
+START_TEST(slab_reap_releases_empty_slabs_with_dtor)
+{
+	struct lifecycle l = {0};
+	struct uslab_cache *c = slab_cache(256, 0, &l);
+	size_t per = c->c_slab_objs;
+	void **objs = fill_slabs(c, 3);
+
+	ck_assert_uint_eq(l.ctor, 3 * per);
+	ck_assert_uint_eq(l.dtor, 0);
+	ck_assert_uint_eq(slab_reap(c), 0); /* nothing empty yet */
+	ck_assert_uint_eq(l.dtor, 0);
+
+	slab_free_bulk(c, objs, 3 * per);
+	ck_assert_uint_eq(l.dtor, 2 * per); /* beyond the one-slab reserve */
+	ck_assert(cache_is_valid(c));
+	ck_assert_uint_eq(slab_reap(c), c->c_slab_size);
+	ck_assert_uint_eq(l.dtor, 3 * per);
+	ck_assert_uint_eq(c->c_slabs, 0);
+	ck_assert_uint_eq(c->c_slabs_released, 3);
+	ck_assert_uint_eq(slab_reap(c), 0);
+	ck_assert(cache_is_valid(c));
+	free(objs);
+	slab_cache_done(c);
+	ck_assert_uint_eq(l.ctor, l.dtor);
+}
+END_TEST
+
+START_TEST(slab_reap_keeps_partial_slabs)
+{
+	struct lifecycle l = {0};
+	struct uslab_cache *c = slab_cache(512, 0, &l);
+	size_t per = c->c_slab_objs;
+	void **objs = fill_slabs(c, 2);
+
+	slab_free_bulk(c, objs, per - 1); /* A keeps one object out */
+	slab_free_bulk(c, objs + per, per); /* B is empty */
+	ck_assert_uint_eq(slab_reap(c), c->c_slab_size);
+	ck_assert_uint_eq(l.dtor, per);
+	ck_assert_uint_eq(c->c_slabs, 1);
+	ck_assert_uint_eq(slab_inuse(c), 1);
+	ck_assert(cache_is_valid(c));
+	slab_free_bulk(c, objs + per - 1, 1);
+	free(objs);
+	slab_cache_done(c);
+	ck_assert_uint_eq(l.ctor, 2 * per);
+	ck_assert_uint_eq(l.dtor, 2 * per);
+}
+END_TEST
+
+/* A pattern no ctor or allocator would write: a function of the address. */
+static unsigned char pattern_at(const void *obj, size_t i)
+{
+	uintptr_t a = (uintptr_t)obj;
+
+	return (unsigned char)((a >> 3) * 31u + (a >> 11) + i * 7u + 1u);
+}
+
+static void fill_pattern(void *obj, size_t size)
+{
+	for (size_t i = 0; i < size; i++)
+		((unsigned char *)obj)[i] = pattern_at(obj, i);
+}
+
+static bool has_pattern(const void *obj, size_t size)
+{
+	for (size_t i = 0; i < size; i++)
+		if (((const unsigned char *)obj)[i] != pattern_at(obj, i))
+			return false;
+	return true;
+}
+
+/* Loop index: object sizes 8, 24, 200. The program's state in free objects
+ * survives free and alloc: the slab layer writes no byte of a free object. */
+START_TEST(slab_free_never_writes_object)
+{
+	static const size_t sizes[] = {8, 24, 200};
+	size_t size = sizes[_i];
+	struct lifecycle l = {0};
+	struct uslab_cache *c = slab_cache(size, 0, &l);
+	size_t per = c->c_slab_objs;
+	void **objs = fill_slabs(c, 2);
+	uint64_t ctors = l.ctor;
+
+	for (size_t i = 0; i < 2 * per; i++) {
+		ck_assert_int_eq(*(unsigned char *)objs[i], CTOR_BYTE);
+		fill_pattern(objs[i], size);
+	}
+	/* Slab A entirely (it becomes the empty reserve), B but its last object. */
+	slab_free_bulk(c, objs, 2 * per - 1);
+	ck_assert_uint_eq(c->c_slabs, 2);
+	ck_assert(cache_is_valid(c));
+
+	void **again = malloc(2 * per * sizeof *again);
+	ck_assert_ptr_nonnull(again);
+	ck_assert_uint_eq(slab_alloc_bulk(c, again, 2 * per - 1), 2 * per - 1);
+	ck_assert_uint_eq(l.ctor, ctors); /* no new slab, no new construction */
+	for (size_t i = 0; i < 2 * per - 1; i++)
+		ck_assert_msg(has_pattern(again[i], size), "object %p (size %zu) was written while free",
+		              again[i], size);
+	ck_assert(cache_is_valid(c));
+	slab_free_bulk(c, again, 2 * per - 1);
+	slab_free_bulk(c, objs + 2 * per - 1, 1);
+	free(again);
+	free(objs);
+	slab_cache_done(c);
+	ck_assert_uint_eq(l.ctor, l.dtor);
+}
+END_TEST
+
+/* ---- Object lookup ---- */
+
+START_TEST(slab_of_checked_finds_every_object)
+{
+	static const size_t sizes[] = {24, 1000, 65536};
+
+	for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+		struct uslab_cache *c = slab_cache(sizes[k], 0, NULL);
+		void **objs = fill_slabs(c, 2);
+
+		for (size_t i = 0; i < 2 * c->c_slab_objs; i++) {
+			uint32_t idx = UINT32_MAX;
+			struct slab *s = slab_of_checked(c, objs[i], &idx);
+			ck_assert_uint_eq((uintptr_t)s, slab_start(c, objs[i]));
+			ck_assert_uint_eq(idx, i % c->c_slab_objs);
+			ck_assert_ptr_eq(s->s_base + (size_t)idx * c->c_slot, objs[i]);
+		}
+		slab_free_bulk(c, objs, 2 * c->c_slab_objs);
+		free(objs);
+		slab_cache_done(c);
+	}
+}
+END_TEST
+
+/* Slots of 1 byte: every address is an object start (no division). */
+START_TEST(slab_of_checked_byte_objects)
+{
+	struct uslab_cache *c = slab_cache(1, 0, NULL);
+	enum { N = 5000 };
+	void **objs = malloc(N * sizeof *objs);
+
+	ck_assert_ptr_nonnull(objs);
+	ck_assert_uint_eq(slab_alloc_bulk(c, objs, N), N);
+	for (size_t i = 0; i < N; i++) {
+		uint32_t idx = UINT32_MAX;
+		struct slab *s = slab_of_checked(c, objs[i], &idx);
+		ck_assert_uint_eq((uintptr_t)s, slab_start(c, objs[i]));
+		ck_assert_uint_eq(idx, i);
+		ck_assert_ptr_eq(s->s_base + idx, objs[i]);
+	}
+	ck_assert(cache_is_valid(c));
+	slab_free_bulk(c, objs, N);
+	free(objs);
+	slab_cache_done(c);
+}
+END_TEST
+
+/* ---- Misuse: reported, then abort ---- */
+
+START_TEST(slab_of_checked_interior_aborts)
+{
+	struct uslab_cache *c = slab_cache(24, 0, NULL);
+	void *obj;
+
+	ck_assert_uint_eq(slab_alloc_bulk(c, &obj, 1), 1);
+	ck_assert(cache_is_valid(c));
+	uint32_t idx;
+	slab_of_checked(c, (char *)obj + 8, &idx);
+}
+END_TEST
+
+START_TEST(slab_of_checked_header_aborts)
+{
+	struct uslab_cache *c = slab_cache(24, 0, NULL);
+	void *obj;
+
+	ck_assert_uint_eq(slab_alloc_bulk(c, &obj, 1), 1);
+	ck_assert(cache_is_valid(c));
+	uint32_t idx;
+	slab_of_checked(c, (void *)(slab_start(c, obj) + sizeof(struct slab)), &idx);
+}
+END_TEST
+
+START_TEST(slab_of_checked_tail_aborts)
+{
+	struct uslab_cache *c = slab_cache(1000, 0, NULL);
+	void *obj;
+
+	ck_assert_uint_eq(slab_alloc_bulk(c, &obj, 1), 1);
+	ck_assert(cache_is_valid(c));
+	/* Where an object past the last would start: inside the spare space. */
+	struct slab *s = (struct slab *)slab_start(c, obj);
+	ck_assert_uint_lt((uintptr_t)s->s_base + (size_t)c->c_slab_objs * c->c_slot,
+	                  (uintptr_t)s + c->c_slab_size);
+	uint32_t idx;
+	slab_of_checked(c, s->s_base + (size_t)c->c_slab_objs * c->c_slot, &idx);
+}
+END_TEST
+
+START_TEST(slab_of_checked_foreign_aborts)
+{
+	struct uslab_cache *c = slab_cache(24, 0, NULL);
+	static char not_slab[64];
+	uint32_t idx;
+
+	ck_assert(cache_is_valid(c));
+	slab_of_checked(c, not_slab, &idx);
+}
+END_TEST
+
+START_TEST(slab_free_other_cache_aborts)
+{
+	struct uslab_cache *c = slab_cache(24, 0, NULL);
+	struct uslab_cache *d = slab_cache(24, 0, NULL);
+	void *obj;
+
+	ck_assert_uint_eq(c->c_slab_size, d->c_slab_size);
+	ck_assert_uint_eq(slab_alloc_bulk(d, &obj, 1), 1);
+	ck_assert(cache_is_valid(c));
+	slab_free_bulk(c, &obj, 1);
+}
+END_TEST
+
+START_TEST(slab_double_free_aborts)
+{
+	struct uslab_cache *c = slab_cache(24, 0, NULL);
+	void *objs[2];
+
+	ck_assert_uint_eq(slab_alloc_bulk(c, objs, 2), 2);
+	slab_free_bulk(c, objs, 1);
+	ck_assert(cache_is_valid(c));
+	slab_free_bulk(c, objs, 1);
+}
+END_TEST
+
+START_TEST(slab_double_free_in_one_batch_aborts)
+{
+	struct uslab_cache *c = slab_cache(24, 0, NULL);
+	void *objs[3];
+
+	ck_assert_uint_eq(slab_alloc_bulk(c, objs, 2), 2);
+	objs[2] = objs[0];
+	ck_assert(cache_is_valid(c));
+	slab_free_bulk(c, objs, 3);
+}
+END_TEST
+
+static Suite *slab_suite(void)
+{
+	Suite *s = suite_create("slab");
+	TCase *tc;
+
+	tc = tcase_create("geometry");
+	tcase_add_test(tc, slab_geometry_small_sizes);
+	tcase_add_test(tc, slab_geometry_large_sizes);
+	tcase_add_test(tc, slab_geometry_explicit_alignment);
+	tcase_set_timeout(tc, 60);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("colour");
+	tcase_add_test(tc, slab_colour_cycles_through_spare);
+	tcase_add_test(tc, slab_colour_single_without_spare);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("bulk");
+	tcase_add_test(tc, slab_bulk_counts);
+	tcase_add_test(tc, slab_bulk_zero_is_noop);
+	tcase_add_test(tc, slab_empty_reserve_bounded);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("lists");
+	tcase_add_test(tc, slab_alloc_prefers_fullest_partial);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("reap");
+	tcase_add_test(tc, slab_reap_releases_empty_slabs_with_dtor);
+	tcase_add_test(tc, slab_reap_keeps_partial_slabs);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("lifecycle");
+	tcase_add_loop_test(tc, slab_free_never_writes_object, 0, 3);
+	tcase_set_timeout(tc, 30);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("lookup");
+	tcase_add_test(tc, slab_of_checked_finds_every_object);
+	tcase_add_test(tc, slab_of_checked_byte_objects);
+	tcase_set_timeout(tc, 30);
+	suite_add_tcase(s, tc);
+
+	if (can_fork()) {
+		tc = tcase_create("misuse");
+		tcase_add_test_raise_signal(tc, slab_of_checked_interior_aborts, SIGABRT);
+		tcase_add_test_raise_signal(tc, slab_of_checked_header_aborts, SIGABRT);
+		tcase_add_test_raise_signal(tc, slab_of_checked_tail_aborts, SIGABRT);
+		tcase_add_test_raise_signal(tc, slab_of_checked_foreign_aborts, SIGABRT);
+		tcase_add_test_raise_signal(tc, slab_free_other_cache_aborts, SIGABRT);
+		tcase_add_test_raise_signal(tc, slab_double_free_aborts, SIGABRT);
+		tcase_add_test_raise_signal(tc, slab_double_free_in_one_batch_aborts, SIGABRT);
+		suite_add_tcase(s, tc);
+	}
+	return s;
+}
+
+Suite *(*const test_suites[])(void) = {slab_suite, NULL};
