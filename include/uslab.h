@@ -24,7 +24,8 @@ extern "C" {
  * pages obtained from a page source (anonymous mmap by default). A cache may
  * have a constructor, run once when an object enters the cache (when its slab
  * is created), and a destructor, run once when it leaves (when its slab is
- * released by uslab_cache_reap() or uslab_cache_destroy()). Between those,
+ * released: by uslab_cache_reap(), uslab_cache_destroy(), or as a surplus
+ * empty slab beyond the cache's reserve). Between those,
  * uslab_cache_alloc() and uslab_cache_free() hand the object out and take it
  * back in its constructed state: the allocator never writes into the bytes
  * of a free object.

@@ -211,9 +211,9 @@ void uslab_cache_free_bulk(struct uslab_cache *c, void **objs, size_t n)
 /* See include/uslab.h */
 size_t uslab_cache_reap(struct uslab_cache *c)
 {
-	pcpu_drain(c);
-	depot_drain(c);
-	size_t bytes = slab_reap(c);
+	size_t bytes = pcpu_drain(c);
+	bytes += depot_drain(c);
+	bytes += slab_reap(c);
 	PROBE2(reap, c, bytes);
 	return bytes;
 }

@@ -119,12 +119,14 @@ static struct mag *depot_tick_locked(struct uslab_cache *c)
 
 /* Send a chain of full magazines to the slab layer and keep (or free) the
  * structures. No lock held on entry or exit. */
-static void depot_release(struct uslab_cache *c, struct mag *chain)
+static size_t depot_release(struct uslab_cache *c, struct mag *chain)
 {
+	size_t bytes = 0;
+
 	while (chain != NULL) {
 		struct mag *m = chain;
 		chain = m->m_next;
-		slab_free_bulk(c, m->m_rounds, m->m_count);
+		bytes += slab_free_bulk(c, m->m_rounds, m->m_count);
 		depot_enter(c);
 		if (c->c_nempty < DEPOT_SPARE_MAX) {
 			m->m_next = c->c_mag_spare;
@@ -135,6 +137,7 @@ static void depot_release(struct uslab_cache *c, struct mag *chain)
 		pthread_mutex_unlock(&c->c_depot_lock);
 		free(m);
 	}
+	return bytes;
 }
 
 size_t depot_get_full(struct uslab_cache *c, void **buf)
@@ -192,7 +195,7 @@ void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n)
 	depot_release(c, idle);
 }
 
-void depot_drain(struct uslab_cache *c)
+size_t depot_drain(struct uslab_cache *c)
 {
 	depot_enter(c);
 	struct mag *all = c->c_mag_full;
@@ -200,7 +203,7 @@ void depot_drain(struct uslab_cache *c)
 	c->c_nfull = 0;
 	c->c_ws_min_full = 0;
 	pthread_mutex_unlock(&c->c_depot_lock);
-	depot_release(c, all);
+	return depot_release(c, all);
 }
 
 uint64_t depot_objects(struct uslab_cache *c, uint64_t *full, uint64_t *spare)

@@ -77,8 +77,9 @@ bool slab_geometry(struct uslab_cache *c);
 /** Move up to @n objects from slabs to @objs (creating slabs as needed).
  *  Takes and drops c_slab_lock. Returns how many; errno is set when short. */
 size_t slab_alloc_bulk(struct uslab_cache *c, void **objs, size_t n);
-/** Give @n objects back to their slabs; reports misuse. Takes c_slab_lock. */
-void slab_free_bulk(struct uslab_cache *c, void *const *objs, size_t n);
+/** Give @n objects back to their slabs; reports misuse. Takes c_slab_lock.
+ *  Returns the bytes of surplus empty slabs this released. */
+size_t slab_free_bulk(struct uslab_cache *c, void *const *objs, size_t n);
 /** Release every empty slab; returns the bytes given back. */
 size_t slab_reap(struct uslab_cache *c);
 /** Objects out of slabs (sum of s_inuse). Takes c_slab_lock. */
@@ -201,8 +202,9 @@ size_t depot_get_full(struct uslab_cache *c, void **buf);
 /** Store @n (<= c_mag_max) objects as a full magazine (or send them to the
  *  slab layer when no magazine structure can be had). */
 void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n);
-/** Send every object of every magazine to the slab layer. */
-void depot_drain(struct uslab_cache *c);
+/** Send every object of every magazine to the slab layer; returns the
+ *  bytes of slabs that this released. */
+size_t depot_drain(struct uslab_cache *c);
 /** Objects and magazines held in the depot (takes c_depot_lock). */
 uint64_t depot_objects(struct uslab_cache *c, uint64_t *full, uint64_t *spare);
 
@@ -217,8 +219,9 @@ int pcpu_cache_init(struct uslab_cache *c);
 void pcpu_cache_fini(struct uslab_cache *c);
 void pcpu_lock_all(struct uslab_cache *c);
 void pcpu_unlock_all(struct uslab_cache *c);
-/** Move every object held in any per-CPU slot to the slab layer. */
-void pcpu_drain(struct uslab_cache *c);
+/** Move every object held in any per-CPU slot to the slab layer; returns
+ *  the bytes of slabs that this released. */
+size_t pcpu_drain(struct uslab_cache *c);
 /** Objects held in per-CPU slots (racy unless quiescent). */
 uint64_t pcpu_objects(struct uslab_cache *c);
 /** Per-CPU figures summed over slots. */

@@ -300,10 +300,12 @@ static void pcpu_restart(struct uslab_cache *c, uint32_t i, uint32_t cap)
 	__atomic_store_n(&s->p_cap, cap, __ATOMIC_RELEASE);
 }
 
-void pcpu_drain(struct uslab_cache *c)
+size_t pcpu_drain(struct uslab_cache *c)
 {
+	size_t bytes = 0;
+
 	if (pcpu_off(c))
-		return;
+		return 0;
 	pthread_mutex_lock(&c->c_drain_lock);
 	for (uint32_t i = 0; i < pcpu_nslots; i++) {
 		struct pcpu_slot *s = pcpu_slot(c, i);
@@ -312,11 +314,12 @@ void pcpu_drain(struct uslab_cache *c)
 		uint32_t cap = pcpu_stop(c, i);
 		uint32_t n = s->p_count;
 		ASSERT(n <= c->c_pcpu_rounds);
-		slab_free_bulk(c, s->p_rounds, n);
+		bytes += slab_free_bulk(c, s->p_rounds, n);
 		s->p_count = 0;
 		pcpu_restart(c, i, cap);
 	}
 	pthread_mutex_unlock(&c->c_drain_lock);
+	return bytes;
 }
 
 /* Bring every slot's capacity to 2 * c_mag_size after the depot grew it. */

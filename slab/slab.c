@@ -310,9 +310,11 @@ static size_t slab_take_locked(struct uslab_cache *c, struct slab *s, void **obj
 
 struct slab *slab_of_checked(struct uslab_cache *c, const void *obj, uint32_t *idx)
 {
-	if (!slabmap_test(obj))
-		uslab_report(c, obj, USLAB_E_FOREIGN);
 	struct slab *s = (struct slab *)((uintptr_t)obj & c->c_slab_mask);
+	/* Both the object's granule and the header's must be slab memory: an
+	 * object of a cache with larger slabs may mask to an unmapped address. */
+	if (!slabmap_test(obj) || !slabmap_test(s))
+		uslab_report(c, obj, USLAB_E_FOREIGN);
 	if (s->s_magic != SLAB_MAGIC || s->s_cache != c)
 		uslab_report(c, obj, USLAB_E_FOREIGN);
 	if ((const char *)obj < s->s_base ||
@@ -376,7 +378,7 @@ size_t slab_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 	return got;
 }
 
-void slab_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
+size_t slab_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
 {
 	pthread_mutex_lock(&c->c_slab_lock);
 	for (size_t i = 0; i < n; i++)
@@ -385,7 +387,7 @@ void slab_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
 	if (c->c_empty_slabs > slab_reserve_max(c))
 		chain = slab_detach_empty_locked(c, slab_reserve_max(c));
 	pthread_mutex_unlock(&c->c_slab_lock);
-	slab_destroy_chain(c, chain);
+	return slab_destroy_chain(c, chain);
 }
 
 size_t slab_reap(struct uslab_cache *c)
