@@ -539,7 +539,7 @@ struct pair {
 	pthread_t p_prod, p_cons;
 	struct ring p_ring;
 	uint64_t p_tag_prod, p_tag_cons;
-	uint64_t p_rng;
+	uint64_t p_rng, p_rng_cons; /* the producer's and the consumer's */
 	uint64_t p_produced[NCACHES], p_consumed[NCACHES];
 };
 
@@ -594,7 +594,7 @@ static void *consumer_main(void *arg)
 	struct ring *r = &p->p_ring;
 	void *batch[NCACHES][128];
 	size_t nb[NCACHES] = {0, 0};
-	uint64_t rng = p->p_rng ^ 0x5555;
+	uint64_t rng = p->p_rng_cons;
 
 	for (;;) {
 		size_t head = __atomic_load_n(&r->r_head, __ATOMIC_RELAXED);
@@ -696,60 +696,60 @@ static void orphans_free(uint64_t tag)
 
 struct spawner {
 	pthread_t sp_thread;
+	/* The live threads' workers; kept here, on the forking thread's stack,
+	 * so a forked child under valgrind still sees them reachable. */
+	struct worker *sp_w[16];
 	unsigned sp_live;
 	uint64_t sp_created;
 	uint64_t sp_rng;
 };
 
+/* Add a joined short thread's books to the totals. */
+static void short_account(const struct worker *w)
+{
+	for (int ci = 0; ci < NCACHES; ci++) {
+		__atomic_add_fetch(&g_short_allocs[ci], w->w_allocs[ci], __ATOMIC_RELAXED);
+		__atomic_add_fetch(&g_short_frees[ci], w->w_frees[ci], __ATOMIC_RELAXED);
+	}
+}
+
+/* Keep sp_live short threads running, each replaced as soon as the oldest
+ * is joined. The workers (sp_w) are allocated by run_plan(). */
 static void *spawner_main(void *arg)
 {
 	struct spawner *sp = arg;
-	struct worker *live[16] = {NULL};
+	bool running[16] = {false};
 	uint64_t tag = __atomic_add_fetch(&g_next_tag, 1, __ATOMIC_RELAXED);
 	unsigned next = 0;
 	/* ThreadSanitizer keeps per-thread state: bound the number of threads. */
 	uint64_t limit = under_tsan() || under_valgrind() ? 1000 : UINT64_MAX;
 
 	while (!stopping() && sp->sp_created < limit) {
-		struct worker *w = live[next];
-		if (w != NULL) {
+		struct worker *w = sp->sp_w[next];
+		if (running[next]) {
 			pthread_join(w->w_thread, NULL);
-			for (int ci = 0; ci < NCACHES; ci++) {
-				__atomic_add_fetch(&g_short_allocs[ci], w->w_allocs[ci], __ATOMIC_RELAXED);
-				__atomic_add_fetch(&g_short_frees[ci], w->w_frees[ci], __ATOMIC_RELAXED);
-			}
-		} else {
-			w = malloc(sizeof *w);
-			if (w == NULL) {
-				stress_error("spawner: out of memory");
-				break;
-			}
+			short_account(w);
+			running[next] = false;
 		}
 		worker_init(w, 20 + rnd(&sp->sp_rng) % 2000);
 		bool orphaning = rnd(&sp->sp_rng) % 3 == 0;
-		int err = pthread_create(&w->w_thread, NULL, orphaning ? short_orphaning_main : short_main, w);
+		int err = pthread_create(&w->w_thread, NULL,
+		                         orphaning ? short_orphaning_main : short_main, w);
 		if (err != 0) {
 			stress_error("spawner: pthread_create: %s", strerror(err));
-			free(w);
-			live[next] = NULL;
 			break;
 		}
-		live[next] = w;
+		running[next] = true;
 		next = (next + 1) % sp->sp_live;
 		sp->sp_created++;
 		if (sp->sp_created % 8 == 0)
 			orphans_free(tag);
 	}
-	for (unsigned i = 0; i < 16; i++) {
-		struct worker *w = live[i];
-		if (w == NULL)
-			continue;
-		pthread_join(w->w_thread, NULL);
-		for (int ci = 0; ci < NCACHES; ci++) {
-			__atomic_add_fetch(&g_short_allocs[ci], w->w_allocs[ci], __ATOMIC_RELAXED);
-			__atomic_add_fetch(&g_short_frees[ci], w->w_frees[ci], __ATOMIC_RELAXED);
+	for (unsigned i = 0; i < sp->sp_live; i++) {
+		if (running[i]) {
+			pthread_join(sp->sp_w[i]->w_thread, NULL);
+			short_account(sp->sp_w[i]);
 		}
-		free(w);
 	}
 	orphans_free(tag);
 	__atomic_add_fetch(&g_short_threads, sp->sp_created, __ATOMIC_RELAXED);
@@ -813,13 +813,14 @@ static void fork_child(void)
 	_exit(uslab_cache_destroy(c) == 0 ? 0 : 4);
 }
 
-/* Fork @n times while the run goes on; returns the number of good children. */
+/* Fork now and then until @until; returns the number of children that passed. */
 static unsigned fork_loop(double until, uint64_t *rng)
 {
 	unsigned good = 0;
 
-	while (!stopping() && now() < until) {
-		sleep_s(0.05 + (double)(rnd(rng) % 200) / 1000.0);
+	/* At least one fork, even when the run is short (valgrind). */
+	for (bool first = true; !stopping() && (first || now() < until); first = false) {
+		sleep_s(first ? 0.02 : 0.05 + (double)(rnd(rng) % 200) / 1000.0);
 		pid_t pid = fork();
 		if (pid < 0) {
 			stress_error("fork: %s", strerror(errno));
@@ -902,6 +903,7 @@ static void run_plan(const struct plan *pl)
 		p->p_tag_prod = __atomic_add_fetch(&g_next_tag, 1, __ATOMIC_RELAXED);
 		p->p_tag_cons = __atomic_add_fetch(&g_next_tag, 1, __ATOMIC_RELAXED);
 		p->p_rng = rnd(&rng) | 1;
+		p->p_rng_cons = rnd(&rng) | 1;
 		ck_assert(pthread_create(&p->p_prod, NULL, producer_main, p) == 0);
 		ck_assert(pthread_create(&p->p_cons, NULL, consumer_main, p) == 0);
 	}
@@ -915,6 +917,10 @@ static void run_plan(const struct plan *pl)
 	if (pl->p_churn) {
 		sp.sp_live = pl->p_churn < 16 ? pl->p_churn : 16;
 		sp.sp_rng = rnd(&rng) | 1;
+		for (unsigned i = 0; i < sp.sp_live; i++) {
+			sp.sp_w[i] = malloc(sizeof *sp.sp_w[i]);
+			ck_assert(sp.sp_w[i] != NULL);
+		}
 		ck_assert(pthread_create(&sp.sp_thread, NULL, spawner_main, &sp) == 0);
 	}
 
@@ -1004,6 +1010,8 @@ static void run_plan(const struct plan *pl)
 		ck_assert_msg(forks > 0, "no fork completed");
 	for (unsigned i = 0; i < pl->p_workers; i++)
 		free(ws[i]);
+	for (unsigned i = 0; i < sp.sp_live; i++)
+		free(sp.sp_w[i]);
 	free(ws);
 	free(pairs);
 }
