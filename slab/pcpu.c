@@ -309,8 +309,12 @@ size_t pcpu_drain(struct uslab_cache *c)
 	pthread_mutex_lock(&c->c_drain_lock);
 	for (uint32_t i = 0; i < pcpu_nslots; i++) {
 		struct pcpu_slot *s = pcpu_slot(c, i);
-		if (__atomic_load_n(&s->p_count, __ATOMIC_RELAXED) == 0)
-			continue; /* racy peek: a drain is best effort for running CPUs */
+		/* rseq mode: skip empty slots without a fence; the peek is racy
+		 * (only the owner CPU writes p_count), which a drain of running
+		 * CPUs accepts. Locked mode takes every lock instead, since its
+		 * slots are written under the lock with plain stores. */
+		if (pcpu_rseq && __atomic_load_n(&s->p_count, __ATOMIC_RELAXED) == 0)
+			continue;
 		uint32_t cap = pcpu_stop(c, i);
 		uint32_t n = s->p_count;
 		ASSERT(n <= c->c_pcpu_rounds);
@@ -333,7 +337,7 @@ static void pcpu_resize(struct uslab_cache *c)
 			pcpu_stop(c, i);
 			pcpu_restart(c, i, cap);
 		}
-		c->c_pcpu_cap = cap;
+		__atomic_store_n(&c->c_pcpu_cap, cap, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&c->c_drain_lock);
 }
@@ -411,7 +415,9 @@ void *pcpu_alloc_slow(struct uslab_cache *c)
 	__atomic_fetch_add(&c->c_slow_allocs, 1, __ATOMIC_RELAXED);
 	if (pcpu_off(c))
 		return slab_alloc_bulk(c, &obj, 1) == 1 ? obj : NULL;
-	if (2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED) != c->c_pcpu_cap)
+	/* Racy peek, confirmed under c_drain_lock by pcpu_resize. */
+	if (2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED) !=
+	    __atomic_load_n(&c->c_pcpu_cap, __ATOMIC_RELAXED))
 		pcpu_resize(c);
 	size_t n = depot_get_full(c, buf);
 	if (n == 0) {
