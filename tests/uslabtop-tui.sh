@@ -58,8 +58,11 @@ screen_line_has() { screen | sed -n "$1p" | grep -q -- "$2"; }
 
 # start_fixture N: fixture N reads commands from fifo fdN, prints to out.N.
 start_fixture() {
+	rm -f "$tmp/in.$1"
 	mkfifo "$tmp/in.$1"
-	"$fixture" <"$tmp/in.$1" >"$tmp/out.$1" 2>&1 &
+	# Only the test may hold a fifo's write end, or closing it is no EOF:
+	# children (fixtures, the tmux server) get fds 3 and 4 closed.
+	"$fixture" <"$tmp/in.$1" >"$tmp/out.$1" 2>&1 3>&- 4>&- &
 	eval "fx$1=\$!"
 	eval "exec $(($1 + 2))>\"\$tmp/in.$1\""
 	wait_until "fixture $1 READY" grep -q '^READY' "$tmp/out.$1"
@@ -80,7 +83,7 @@ pid1=$(sed -n 's/^pid //p' "$tmp/out.1")
 
 # ---- Attach with -p and check the slabtop layout ----
 $T new-session -d -s t -x 120 -y 30 \
-	"TERM=xterm-256color USLAB_STATS_DIR='$USLAB_STATS_DIR' '$top' -d 0.3 -p $pid1" ||
+	"TERM=xterm-256color USLAB_STATS_DIR='$USLAB_STATS_DIR' '$top' -d 0.3 -p $pid1" 3>&- 4>&- ||
 	fail "tmux new-session"
 wait_until "the table" screen_has "fixture-conn"
 screen_line_has 1 '^ Active / Total Objects (% used)    : ' || fail "summary line 1"
@@ -120,8 +123,14 @@ conn_allocating() {
 wait_until "conn ALLOC/s > 0" conn_allocating
 
 # ---- Detail view ----
+# capture-pane -e emits attribute changes only: the header's reverse video
+# ends where the next line starts with a reset. Without a selection that is
+# line 8; a selection bar on line 8 carries it on to line 9.
+esc=$(printf '\033')
+reverse_ends_at() { $T capture-pane -p -e -t t | sed -n "$1p" | grep -q "^$esc\[0m"; }
+reverse_ends_at 8 || fail "no plain table row after the header"
 $T send-keys -t t Down
-wait_until "a selection bar" sh -c "$T capture-pane -p -e -t t | sed -n 8p | grep -q '\\[7m'"
+wait_until "a selection bar" reverse_ends_at 9
 $T send-keys -t t Enter
 wait_until "detail view" screen_has "Per-CPU magazines"
 screen_line_has 1 '^ Cache fixture-item ' || fail "detail of the selected cache"
@@ -157,7 +166,7 @@ start_fixture 2
 pid1=$(sed -n 's/^pid //p' "$tmp/out.1")
 pid2=$(sed -n 's/^pid //p' "$tmp/out.2")
 $T new-session -d -s t -x 120 -y 40 \
-	"TERM=xterm-256color USLAB_STATS_DIR='$USLAB_STATS_DIR' '$top' -d 0.3" ||
+	"TERM=xterm-256color USLAB_STATS_DIR='$USLAB_STATS_DIR' '$top' -d 0.3" 3>&- 4>&- ||
 	fail "tmux new-session (list)"
 wait_until "the process list" screen_has "all processes"
 screen_has " $pid1 uslab-fixture" || fail "list lacks $pid1"
