@@ -75,13 +75,23 @@ static pthread_once_t pcpu_once = PTHREAD_ONCE_INIT;
 
 /* ---- Mode selection ---- */
 
-/* Number of possible CPUs: the highest id in /sys/.../possible, plus one. */
+/* The most CPU ids Linux supports on x86-64 (NR_CPUS with MAXSMP). */
+#define PCPU_MAX_IDS 8192
+
+/*
+ * Number of slots: the highest id in /sys/.../possible, plus one. rseq's
+ * cpu_id is always below it, and the asm indexes slots without a bound
+ * check, so when the list cannot be read we take the largest possible
+ * count: slots are virtual memory, touched only when a CPU starts its own.
+ */
 static uint32_t pcpu_possible(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_CONF);
 	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
 
-	if (f != NULL) {
+	if (f == NULL)
+		return PCPU_MAX_IDS;
+	{
 		char line[256];
 		if (fgets(line, sizeof line, f) != NULL) {
 			for (char *p = line; *p != '\0'; p++) {
@@ -96,7 +106,7 @@ static uint32_t pcpu_possible(void)
 		}
 		fclose(f);
 	}
-	return n > 0 && n < 65536 ? (uint32_t)n : 1;
+	return n > 0 ? (uint32_t)n : PCPU_MAX_IDS;
 }
 
 static int pcpu_membarrier(int cmd, unsigned flags, int cpu)
@@ -183,8 +193,6 @@ int pcpu_cache_init(struct uslab_cache *c)
 	}
 	c->c_pcpu_cap = pcpu_off(c) ? 0 : 2 * c->c_mag_size;
 	c->c_fast = pcpu_rseq && !pcpu_off(c) ? c->c_pcpu : pcpu_zero;
-	for (uint32_t i = 0; i < pcpu_nslots && c->c_pcpu_cap != 0; i++)
-		pcpu_slot(c, i)->p_cap = c->c_pcpu_cap;
 	pthread_mutex_init(&c->c_drain_lock, NULL);
 	if (!pcpu_rseq) {
 		c->c_pcpu_locks = malloc(pcpu_nslots * sizeof *c->c_pcpu_locks);
@@ -232,9 +240,36 @@ static uint32_t pcpu_lock_mine(struct uslab_cache *c)
 {
 	int cpu = sched_getcpu();
 	uint32_t i = cpu >= 0 ? (uint32_t)cpu % pcpu_nslots : 0;
+	struct pcpu_slot *s = pcpu_slot(c, i);
 
 	pthread_mutex_lock(&c->c_pcpu_locks[i]);
+	if (s->p_live == 0) {
+		s->p_cap = __atomic_load_n(&c->c_pcpu_cap, __ATOMIC_RELAXED);
+		s->p_live = 1;
+	}
 	return i;
+}
+
+/* rseq mode: start the slot of the CPU we run on if it never ran, so a
+ * cache touches the slots of the CPUs that use it and no others. Slots
+ * start stopped (cap 0) and are started under c_drain_lock, which every
+ * remote operation holds. The CPU may change under us: then we started
+ * another CPU's slot, which is harmless. */
+static void pcpu_start_mine(struct uslab_cache *c)
+{
+	int cpu = sched_getcpu();
+
+	if (cpu < 0 || (uint32_t)cpu >= pcpu_nslots)
+		return;
+	struct pcpu_slot *s = pcpu_slot(c, (uint32_t)cpu);
+	if (__atomic_load_n(&s->p_live, __ATOMIC_RELAXED) != 0)
+		return;
+	pthread_mutex_lock(&c->c_drain_lock);
+	if (s->p_live == 0) {
+		__atomic_store_n(&s->p_live, 1, __ATOMIC_RELAXED);
+		__atomic_store_n(&s->p_cap, c->c_pcpu_cap, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&c->c_drain_lock);
 }
 
 /* Move up to @n rounds from this CPU's slot to @out. */
@@ -306,23 +341,26 @@ size_t pcpu_drain(struct uslab_cache *c)
 
 	if (pcpu_off(c))
 		return 0;
-	pthread_mutex_lock(&c->c_drain_lock);
 	for (uint32_t i = 0; i < pcpu_nslots; i++) {
 		struct pcpu_slot *s = pcpu_slot(c, i);
-		/* rseq mode: skip empty slots without a fence; the peek is racy
-		 * (only the owner CPU writes p_count), which a drain of running
-		 * CPUs accepts. Locked mode takes every lock instead, since its
-		 * slots are written under the lock with plain stores. */
-		if (pcpu_rseq && __atomic_load_n(&s->p_count, __ATOMIC_RELAXED) == 0)
+		void *buf[2 * PCPU_BUF];
+		/* Skip empty slots without a fence or a lock; the peek is racy
+		 * (the owner may be filling it), which a drain of running CPUs
+		 * accepts. Slot counts are relaxed atomics on both sides. */
+		if (__atomic_load_n(&s->p_count, __ATOMIC_RELAXED) == 0)
 			continue;
+		pthread_mutex_lock(&c->c_drain_lock);
 		uint32_t cap = pcpu_stop(c, i);
 		uint32_t n = s->p_count;
 		ASSERT(n <= c->c_pcpu_rounds);
-		bytes += slab_free_bulk(c, s->p_rounds, n);
-		s->p_count = 0;
+		memcpy(buf, s->p_rounds, n * sizeof(void *));
+		__atomic_store_n(&s->p_count, 0, __ATOMIC_RELAXED);
 		pcpu_restart(c, i, cap);
+		pthread_mutex_unlock(&c->c_drain_lock);
+		/* With no lock held: releasing slabs runs dtors, which may free
+		 * into any cache, and calls the page source. */
+		bytes += slab_free_bulk(c, buf, n);
 	}
-	pthread_mutex_unlock(&c->c_drain_lock);
 	return bytes;
 }
 
@@ -331,13 +369,18 @@ static void pcpu_resize(struct uslab_cache *c)
 {
 	pthread_mutex_lock(&c->c_drain_lock);
 	uint32_t cap = 2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED);
-	if (cap > c->c_pcpu_cap) {
-		PROBE3(mag_resize, c, c->c_pcpu_cap / 2, cap / 2);
+	uint32_t old = c->c_pcpu_cap;
+	if (cap > old) {
+		PROBE3(mag_resize, c, old / 2, cap / 2);
+		/* Slots started from now on take the new cap; started ones are
+		 * stopped and restarted with it. */
+		__atomic_store_n(&c->c_pcpu_cap, cap, __ATOMIC_RELAXED);
 		for (uint32_t i = 0; i < pcpu_nslots; i++) {
+			if (__atomic_load_n(&pcpu_slot(c, i)->p_live, __ATOMIC_RELAXED) == 0)
+				continue;
 			pcpu_stop(c, i);
 			pcpu_restart(c, i, cap);
 		}
-		__atomic_store_n(&c->c_pcpu_cap, cap, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&c->c_drain_lock);
 }
@@ -415,6 +458,8 @@ void *pcpu_alloc_slow(struct uslab_cache *c)
 	__atomic_fetch_add(&c->c_slow_allocs, 1, __ATOMIC_RELAXED);
 	if (pcpu_off(c))
 		return slab_alloc_bulk(c, &obj, 1) == 1 ? obj : NULL;
+	if (pcpu_rseq)
+		pcpu_start_mine(c);
 	/* Racy peek, confirmed under c_drain_lock by pcpu_resize. */
 	if (2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED) !=
 	    __atomic_load_n(&c->c_pcpu_cap, __ATOMIC_RELAXED))
@@ -440,12 +485,16 @@ void pcpu_free_slow(struct uslab_cache *c, void *obj)
 		slab_free_bulk(c, &obj, 1);
 		return;
 	}
+	if (pcpu_rseq)
+		pcpu_start_mine(c);
 	size_t n = pcpu_take(c, buf, __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED));
 	depot_put_full(c, buf, n);
 	if (pcpu_give(c, &obj, 1) == 1)
 		return;
-	/* Slot stopped, or this thread has no rseq registration. */
-	depot_put_full(c, &obj, 1);
+	/* The slot is stopped by a remote operation, or this thread has no
+	 * rseq registration: straight to the slab layer, not a depot
+	 * magazine of one. */
+	slab_free_bulk(c, &obj, 1);
 }
 
 size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
@@ -453,10 +502,22 @@ size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 	void *buf[PCPU_BUF];
 	size_t got = 0;
 
-	if (pcpu_off(c))
+	if (pcpu_off(c)) {
 		got = slab_alloc_bulk(c, objs, n);
-	else
-		got = pcpu_take(c, objs, n);
+		__atomic_fetch_add(&c->c_slow_allocs, got, __ATOMIC_RELAXED);
+		return got;
+	}
+	/* Take from the slot through a private buffer: an aborted section may
+	 * have written rounds it did not take into its output, and those
+	 * must never reach the caller's array. */
+	while (got < n) {
+		size_t want = n - got < PCPU_BUF ? n - got : PCPU_BUF;
+		size_t k = pcpu_take(c, buf, want);
+		memcpy(objs + got, buf, k * sizeof(void *));
+		got += k;
+		if (k < want)
+			break;
+	}
 	while (got < n) {
 		size_t k = depot_get_full(c, buf);
 		if (k == 0)

@@ -237,7 +237,7 @@ static void pair_randomise(struct pair *p, uint64_t *rng)
 	}
 	s->p_allocs = rng_next(rng);
 	s->p_frees = rng_next(rng);
-	s->p_reserved = rng_next(rng);
+	s->p_live = rng_next(rng);
 	for (uint32_t i = 0; i < ROUNDS; i++)
 		s->p_rounds[i] = obj(rng_next(rng) % 100000);
 	memcpy(p->asm_slot, s, (size_t)1 << SLOT_SHIFT);

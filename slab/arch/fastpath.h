@@ -46,7 +46,7 @@ struct pcpu_slot {
 	uint32_t p_cap;
 	uint64_t p_allocs; /* objects popped (fast-path hits), incremented after the commit */
 	uint64_t p_frees;  /* objects pushed (fast-path hits), incremented after the commit */
-	uint64_t p_reserved;
+	uint64_t p_live;   /* 1 once started; written under c_drain_lock (rseq) or the slot lock */
 	void *p_rounds[]; /* asm: offset PCPU_SLOT_HDR */
 };
 

@@ -4,6 +4,18 @@
 
 #include "fastpath.h"
 
+/* Stores that statistics readers may load at any time without the slot's
+ * lock: relaxed atomics, plain moves on x86, so no data race for them. */
+static void pcpu_generic_set(uint32_t *p, uint32_t v)
+{
+	__atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
+static void pcpu_generic_set64(uint64_t *p, uint64_t v)
+{
+	__atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
 void *pcpu_generic_pop(struct pcpu_slot *slot)
 {
 	uint32_t cap = slot->p_cap;
@@ -12,8 +24,8 @@ void *pcpu_generic_pop(struct pcpu_slot *slot)
 	if (count - 1 >= cap)
 		return NULL;
 	void *obj = slot->p_rounds[count - 1];
-	slot->p_count = count - 1;
-	slot->p_allocs++;
+	pcpu_generic_set(&slot->p_count, count - 1);
+	pcpu_generic_set64(&slot->p_allocs, slot->p_allocs + 1);
 	return obj;
 }
 
@@ -25,8 +37,8 @@ int pcpu_generic_push(struct pcpu_slot *slot, void *obj)
 	if (count >= cap)
 		return 0;
 	slot->p_rounds[count] = obj;
-	slot->p_count = count + 1;
-	slot->p_frees++;
+	pcpu_generic_set(&slot->p_count, count + 1);
+	pcpu_generic_set64(&slot->p_frees, slot->p_frees + 1);
 	return 1;
 }
 
@@ -40,7 +52,7 @@ size_t pcpu_generic_pop_batch(struct pcpu_slot *slot, void **out, size_t n)
 	size_t k = count < n ? count : n;
 	for (size_t i = 0; i < k; i++)
 		out[i] = slot->p_rounds[count - k + i];
-	slot->p_count = count - (uint32_t)k;
+	pcpu_generic_set(&slot->p_count, count - (uint32_t)k);
 	return k;
 }
 
@@ -54,6 +66,6 @@ size_t pcpu_generic_push_batch(struct pcpu_slot *slot, void *const *in, size_t n
 	size_t k = cap - count < n ? cap - count : n;
 	for (size_t i = 0; i < k; i++)
 		slot->p_rounds[count + i] = in[i];
-	slot->p_count = count + (uint32_t)k;
+	pcpu_generic_set(&slot->p_count, count + (uint32_t)k);
 	return k;
 }
