@@ -35,6 +35,9 @@
  *    2. pcpu slot locks (locked mode only): one slot's magazine.
  *    3. c_depot_lock: the depot's magazine lists and magazine size.
  *    4. c_slab_lock: slab lists, slab headers and slab counts.
+ *    5. seg_lock (segment.c): the stats segment's file, records and
+ *       regions; taken last at fork. Its sc_lock (one per published cache,
+ *       the record's writer) is a leaf under c_slab_lock or c_depot_lock.
  *    Page sources are called with no uslab lock held.
  *
  * 5. RCU: none yet; the registry is walked under cache_list_lock.
@@ -64,6 +67,7 @@ static void cache_atfork_prepare(void)
 		depot_lock(c);
 		pthread_mutex_lock(&c->c_slab_lock);
 	}
+	seg_atfork_prepare(); /* stops and saves the shared slot regions */
 }
 
 static void cache_atfork_release(void)
@@ -76,10 +80,23 @@ static void cache_atfork_release(void)
 	pthread_mutex_unlock(&cache_list_lock);
 }
 
+static void cache_atfork_parent(void)
+{
+	seg_atfork_parent();
+	cache_atfork_release();
+}
+
+/* The child gets private slot regions before anything can touch them. */
+static void cache_atfork_child(void)
+{
+	seg_atfork_child();
+	cache_atfork_release();
+}
+
 __attribute__((constructor)) static void cache_init(void)
 {
 	pcpu_init();
-	pthread_atfork(cache_atfork_prepare, cache_atfork_release, cache_atfork_release);
+	pthread_atfork(cache_atfork_prepare, cache_atfork_parent, cache_atfork_child);
 }
 
 /* ---- Create and destroy ---- */

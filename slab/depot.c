@@ -91,6 +91,13 @@ static void depot_enter(struct uslab_cache *c)
 	}
 }
 
+/* Publish the depot's figures to the stats segment and drop c_depot_lock. */
+static void depot_leave(struct uslab_cache *c)
+{
+	seg_depot_publish_locked(c);
+	pthread_mutex_unlock(&c->c_depot_lock);
+}
+
 /* Count one operation; at the end of an interval, detach the full magazines
  * unused through it (returned as a chain) and adapt the magazine size. */
 static struct mag *depot_tick_locked(struct uslab_cache *c)
@@ -105,6 +112,7 @@ static struct mag *depot_tick_locked(struct uslab_cache *c)
 		struct mag *m = c->c_mag_full;
 		c->c_mag_full = m->m_next;
 		c->c_nfull--;
+		c->c_depot_objs -= m->m_count;
 		m->m_next = idle;
 		idle = m;
 	}
@@ -134,7 +142,7 @@ static size_t depot_release(struct uslab_cache *c, struct mag *chain)
 			c->c_nempty++;
 			m = NULL;
 		}
-		pthread_mutex_unlock(&c->c_depot_lock);
+		depot_leave(c);
 		free(m);
 	}
 	return bytes;
@@ -147,6 +155,7 @@ size_t depot_get_full(struct uslab_cache *c, void **buf)
 	if (m != NULL) {
 		c->c_mag_full = m->m_next;
 		c->c_nfull--;
+		c->c_depot_objs -= m->m_count;
 	}
 	struct mag *idle = depot_tick_locked(c);
 	size_t n = 0;
@@ -158,7 +167,7 @@ size_t depot_get_full(struct uslab_cache *c, void **buf)
 		c->c_nempty++;
 	}
 	uint32_t want = c->c_mag_size;
-	pthread_mutex_unlock(&c->c_depot_lock);
+	depot_leave(c);
 	depot_release(c, idle);
 	PROBE2(depot_get, c, n);
 	if (n == 0)
@@ -176,7 +185,7 @@ void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n)
 		c->c_mag_spare = m->m_next;
 		c->c_nempty--;
 	}
-	pthread_mutex_unlock(&c->c_depot_lock);
+	depot_leave(c);
 	if (m == NULL)
 		m = malloc(sizeof *m + (size_t)c->c_mag_max * sizeof(void *));
 	if (m == NULL) {
@@ -190,8 +199,9 @@ void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n)
 	m->m_next = c->c_mag_full;
 	c->c_mag_full = m;
 	c->c_nfull++;
+	c->c_depot_objs += n;
 	struct mag *idle = depot_tick_locked(c);
-	pthread_mutex_unlock(&c->c_depot_lock);
+	depot_leave(c);
 	depot_release(c, idle);
 }
 
@@ -201,18 +211,16 @@ size_t depot_drain(struct uslab_cache *c)
 	struct mag *all = c->c_mag_full;
 	c->c_mag_full = NULL;
 	c->c_nfull = 0;
+	c->c_depot_objs = 0;
 	c->c_ws_min_full = 0;
-	pthread_mutex_unlock(&c->c_depot_lock);
+	depot_leave(c);
 	return depot_release(c, all);
 }
 
 uint64_t depot_objects(struct uslab_cache *c, uint64_t *full, uint64_t *spare)
 {
-	uint64_t n = 0;
-
 	pthread_mutex_lock(&c->c_depot_lock);
-	for (const struct mag *m = c->c_mag_full; m != NULL; m = m->m_next)
-		n += m->m_count;
+	uint64_t n = c->c_depot_objs;
 	*full = c->c_nfull;
 	*spare = c->c_nempty;
 	pthread_mutex_unlock(&c->c_depot_lock);

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "uslab.h"
 #include "../pagesrc/pagesrc.h"
@@ -150,10 +151,14 @@ struct uslab_cache {
 	uint32_t c_ws_ops;            /* depot operations this interval */
 	uint32_t c_ws_contended;      /* lock contentions this interval */
 	uint64_t c_depot_contended;   /* lock contentions, ever */
+	uint64_t c_depot_objs;        /* rounds in c_mag_full magazines */
 
 	/* ---- slow-path counters: relaxed atomics, no lock ---- */
-	uint64_t c_slow_allocs;       /* allocations not served by a slot hit */
-	uint64_t c_slow_frees;
+	uint64_t *c_slow_allocs;      /* allocations not served by a slot hit: in the
+	                               * stats segment record, or c_slow_own[0] */
+	uint64_t *c_slow_frees;       /* likewise, or c_slow_own[1] */
+	uint64_t c_slow_own[2];
+	struct seg_cache *c_seg;      /* stats record (segment.c); NULL: unpublished */
 
 	/* ---- under c_slab_lock ---- */
 	pthread_mutex_t c_slab_lock; /* protects the lists, slab contents and counts below */
@@ -237,5 +242,30 @@ void pcpu_free_bulk(struct uslab_cache *c, void *const *objs, size_t n);
 
 /* With the asm, uslab_cache_alloc/free ARE the fast path (arch/x86_64.S):
  * a hit returns from the asm and a miss tail-calls the _slow function. */
+
+/* ======================================================================== */
+/* ---- segment.c: the live statistics segment (see its design comment) ---- */
+
+struct seg_cache;
+
+/** The per-CPU slot region of @c, @len bytes, zeroed: mapped from the stats
+ *  segment when published, else anonymous. Sets c_seg and the slow-counter
+ *  pointers. NULL when no memory. */
+char *seg_pcpu_map(struct uslab_cache *c, size_t len);
+/** Unmap what seg_pcpu_map() gave and retire the cache's record. */
+void seg_pcpu_unmap(struct uslab_cache *c, size_t len);
+/** Publish the slab counts; c_slab_lock held. Cheap; no-op if unpublished. */
+void seg_slab_publish_locked(struct uslab_cache *c);
+/** Publish the depot figures; c_depot_lock held. */
+void seg_depot_publish_locked(struct uslab_cache *c);
+/** Publish the page-source totals (no lock needed). */
+void seg_totals_publish(void);
+/** Fork handlers, called last in prepare and first in parent and child
+ *  (cache.c), with every cache lock held. */
+void seg_atfork_prepare(void);
+void seg_atfork_parent(void);
+void seg_atfork_child(void);
+/** Start time of @pid from /proc (reader.c): 0 none, UINT64_MAX unknown. */
+uint64_t seg_proc_start_time(pid_t pid);
 
 #endif /* USLAB_INTERNAL_H */

@@ -185,19 +185,16 @@ int pcpu_cache_init(struct uslab_cache *c)
 		return -1;
 	c->c_pcpu_rounds = pcpu_off(c) ? 0 : 2 * c->c_mag_max;
 	VERIFY(c->c_pcpu_rounds <= 2 * PCPU_BUF);
-	c->c_pcpu = mmap(NULL, (size_t)pcpu_nslots << PCPU_SHIFT, PROT_READ | PROT_WRITE,
-	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (c->c_pcpu == MAP_FAILED) {
-		c->c_pcpu = NULL;
+	c->c_pcpu = seg_pcpu_map(c, (size_t)pcpu_nslots << PCPU_SHIFT); /* in the stats segment */
+	if (c->c_pcpu == NULL)
 		return -1;
-	}
 	c->c_pcpu_cap = pcpu_off(c) ? 0 : 2 * c->c_mag_size;
 	c->c_fast = pcpu_rseq && !pcpu_off(c) ? c->c_pcpu : pcpu_zero;
 	pthread_mutex_init(&c->c_drain_lock, NULL);
 	if (!pcpu_rseq) {
 		c->c_pcpu_locks = malloc(pcpu_nslots * sizeof *c->c_pcpu_locks);
 		if (c->c_pcpu_locks == NULL) {
-			munmap(c->c_pcpu, (size_t)pcpu_nslots << PCPU_SHIFT);
+			seg_pcpu_unmap(c, (size_t)pcpu_nslots << PCPU_SHIFT);
 			return -1;
 		}
 		for (uint32_t i = 0; i < pcpu_nslots; i++)
@@ -216,7 +213,7 @@ void pcpu_cache_fini(struct uslab_cache *c)
 		free(c->c_pcpu_locks);
 	}
 	pthread_mutex_destroy(&c->c_drain_lock);
-	munmap(c->c_pcpu, (size_t)pcpu_nslots << PCPU_SHIFT);
+	seg_pcpu_unmap(c, (size_t)pcpu_nslots << PCPU_SHIFT);
 }
 
 void pcpu_lock_all(struct uslab_cache *c)
@@ -455,7 +452,7 @@ void *pcpu_alloc_slow(struct uslab_cache *c)
 
 	if (!pcpu_rseq && !pcpu_off(c) && (obj = pcpu_locked_pop(c)) != NULL)
 		return obj;
-	__atomic_fetch_add(&c->c_slow_allocs, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(c->c_slow_allocs, 1, __ATOMIC_RELAXED);
 	if (pcpu_off(c))
 		return slab_alloc_bulk(c, &obj, 1) == 1 ? obj : NULL;
 	if (pcpu_rseq)
@@ -466,7 +463,7 @@ void *pcpu_alloc_slow(struct uslab_cache *c)
 		pcpu_resize(c);
 	size_t n = depot_get_full(c, buf);
 	if (n == 0) {
-		__atomic_fetch_sub(&c->c_slow_allocs, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_sub(c->c_slow_allocs, 1, __ATOMIC_RELAXED);
 		return NULL;
 	}
 	obj = buf[--n];
@@ -480,7 +477,7 @@ void pcpu_free_slow(struct uslab_cache *c, void *obj)
 
 	if (!pcpu_rseq && !pcpu_off(c) && pcpu_locked_push(c, obj))
 		return;
-	__atomic_fetch_add(&c->c_slow_frees, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(c->c_slow_frees, 1, __ATOMIC_RELAXED);
 	if (pcpu_off(c)) {
 		slab_free_bulk(c, &obj, 1);
 		return;
@@ -527,7 +524,7 @@ size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 		got += use;
 		pcpu_stash(c, buf, k - use);
 	}
-	__atomic_fetch_add(&c->c_slow_allocs, got, __ATOMIC_RELAXED);
+	__atomic_fetch_add(c->c_slow_allocs, got, __ATOMIC_RELAXED);
 	return got;
 }
 
@@ -541,7 +538,7 @@ void pcpu_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
 			buf[k++] = objs[i];
 		if (k == 0 || (k < c->c_mag_max && i < n))
 			continue;
-		__atomic_fetch_add(&c->c_slow_frees, k, __ATOMIC_RELAXED);
+		__atomic_fetch_add(c->c_slow_frees, k, __ATOMIC_RELAXED);
 		if (pcpu_off(c))
 			slab_free_bulk(c, buf, k);
 		else

@@ -275,6 +275,8 @@ static size_t slab_destroy_chain(struct uslab_cache *c, struct slab *chain)
 		bytes += c->c_slab_size;
 		chain = next;
 	}
+	if (bytes != 0)
+		seg_totals_publish();
 	return bytes;
 }
 
@@ -374,6 +376,7 @@ size_t slab_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 		}
 		got += slab_take_locked(c, s, objs + got, n - got);
 	}
+	seg_slab_publish_locked(c);
 	pthread_mutex_unlock(&c->c_slab_lock);
 	return got;
 }
@@ -386,6 +389,7 @@ size_t slab_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
 	struct slab *chain = NULL;
 	if (c->c_empty_slabs > slab_reserve_max(c))
 		chain = slab_detach_empty_locked(c, slab_reserve_max(c));
+	seg_slab_publish_locked(c);
 	pthread_mutex_unlock(&c->c_slab_lock);
 	return slab_destroy_chain(c, chain);
 }
@@ -394,6 +398,7 @@ size_t slab_reap(struct uslab_cache *c)
 {
 	pthread_mutex_lock(&c->c_slab_lock);
 	struct slab *chain = slab_detach_empty_locked(c, 0);
+	seg_slab_publish_locked(c);
 	pthread_mutex_unlock(&c->c_slab_lock);
 	return slab_destroy_chain(c, chain);
 }

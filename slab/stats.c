@@ -58,8 +58,8 @@ int uslab_cache_stats(struct uslab_cache *c, struct uslab_stats *st)
 	st->alloc_failures = sc.sc_fail;
 
 	pcpu_counts(c, &st->fast_allocs, &st->fast_frees);
-	st->allocs = st->fast_allocs + __atomic_load_n(&c->c_slow_allocs, __ATOMIC_RELAXED);
-	st->frees = st->fast_frees + __atomic_load_n(&c->c_slow_frees, __ATOMIC_RELAXED);
+	st->allocs = st->fast_allocs + __atomic_load_n(c->c_slow_allocs, __ATOMIC_RELAXED);
+	st->frees = st->fast_frees + __atomic_load_n(c->c_slow_frees, __ATOMIC_RELAXED);
 	st->mag_size = __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED);
 	st->mag_max = c->c_mag_max;
 	st->depot_contended = __atomic_load_n(&c->c_depot_contended, __ATOMIC_RELAXED);

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/* Layout of the live statistics segment, shared by its writer and reader. */
+#ifndef USLAB_SEGMENT_H
+#define USLAB_SEGMENT_H
+
+#include <stdint.h>
+
+/*
+ * File layout, version 1 (all integers in the writer's byte order; the
+ * reader rejects a foreign order by the magic and the sizes):
+ *
+ *   offset 0            struct seg_header (h_hdr_size bytes)
+ *   h_tab_off           record table chunk: struct seg_table, then t_nrec
+ *                       records of h_rec_size bytes; t_next chains the next
+ *                       chunk (strictly increasing offsets, 0 ends)
+ *   r_pcpu_off (each)   a live cache's per-CPU slot region, r_pcpu_len bytes:
+ *                       h_ncpus slots of (1 << r_pcpu_shift) bytes, each a
+ *                       struct pcpu_slot (h_slot_hdr bytes, then rounds)
+ *
+ * Chunks and slot regions start on page boundaries and never move: the file
+ * only grows (ftruncate), and a destroyed cache's region is hole-punched
+ * and reused by a later cache of the same region length.
+ *
+ * Consistency: r_seq is a sequence lock over every record field but the
+ * live counters (r_slow_*): odd while the writer changes the record. The
+ * header's fields are written once before the file is given its name,
+ * except h_bytes_got/h_bytes_put (relaxed, monotonic). Slot fields are the
+ * fast path's own memory and are read racily.
+ */
+
+#define SEG_MAGIC "USLABSEG"
+#define SEG_CHUNK_SIZE 16384 /* bytes per record table chunk: 63 records */
+
+struct seg_header {
+	char h_magic[8];
+	uint32_t h_version;   /* USLAB_SEGMENT_VERSION */
+	uint32_t h_hdr_size;  /* sizeof(struct seg_header) */
+	uint32_t h_rec_size;  /* sizeof(struct seg_rec) */
+	uint32_t h_slot_hdr;  /* PCPU_SLOT_HDR */
+	uint32_t h_ncpus;     /* slots per cache */
+	uint32_t h_page_size;
+	int64_t h_pid;
+	uint64_t h_start_time; /* /proc/<pid>/stat field 22: tells pid reuse apart */
+	uint64_t h_tab_off;    /* first record table chunk */
+	uint64_t h_bytes_got;  /* page-source bytes ever got (monotonic) */
+	uint64_t h_bytes_put;  /* ever given back (monotonic) */
+	uint64_t h_reserved[1];
+	char h_mode[48];       /* uslab_mode(), NUL-terminated */
+};
+
+struct seg_table {
+	uint64_t t_next;  /* next chunk, 0 at the end */
+	uint32_t t_nrec;
+	uint32_t t_pad;
+	uint64_t t_reserved[6];
+};
+
+enum seg_rec_state {
+	SEG_REC_FREE = 0,
+	SEG_REC_LIVE = 1,
+};
+
+struct seg_rec {
+	uint32_t r_seq;   /* odd: being written */
+	uint32_t r_state; /* enum seg_rec_state */
+	uint64_t r_id;    /* creation order, ascending */
+	char r_name[32];  /* NUL-terminated */
+
+	/* ---- fixed at create ---- */
+	uint64_t r_obj_size;
+	uint64_t r_slot_size;
+	uint64_t r_align;
+	uint32_t r_flags;
+	uint32_t r_objs_per_slab;
+	uint64_t r_slab_size;
+	uint32_t r_mag_max;
+	uint32_t r_pcpu_shift;
+	uint64_t r_pcpu_off;
+	uint64_t r_pcpu_len;
+
+	/* ---- slab layer, written under c_slab_lock ---- */
+	uint64_t r_inuse; /* sum of s_inuse */
+	uint64_t r_slabs;
+	uint64_t r_empty_slabs;
+	uint64_t r_slabs_created;
+	uint64_t r_slabs_released;
+	uint64_t r_alloc_fail;
+
+	/* ---- depot, written under c_depot_lock ---- */
+	uint64_t r_depot_objs;
+	uint64_t r_depot_full;
+	uint64_t r_depot_empty;
+	uint64_t r_depot_contended;
+	uint32_t r_mag_size;
+	uint32_t r_pad;
+
+	/* ---- live counters: the cache's own slow-path atomics, not under r_seq ---- */
+	uint64_t r_slow_allocs;
+	uint64_t r_slow_frees;
+
+	uint64_t r_reserved[5];
+};
+
+_Static_assert(sizeof(struct seg_header) == 128, "segment header layout");
+_Static_assert(sizeof(struct seg_table) == 64, "segment table layout");
+_Static_assert(sizeof(struct seg_rec) == 256, "segment record layout");
+
+#endif /* USLAB_SEGMENT_H */
