@@ -441,6 +441,14 @@ static struct pcpu_slot *seg_slot(const struct uslab_cache *c, uint32_t i)
 	return (struct pcpu_slot *)(c->c_pcpu + ((size_t)i << PCPU_SHIFT));
 }
 
+/* Give a slot stopped by the prepare handler its cap back: every started
+ * slot runs at c_pcpu_cap (c_drain_lock is held); one never started stays
+ * stopped until pcpu.c starts it. */
+static void seg_slot_restart(const struct uslab_cache *c, struct pcpu_slot *s)
+{
+	__atomic_store_n(&s->p_cap, s->p_live != 0 ? c->c_pcpu_cap : 0, __ATOMIC_RELEASE);
+}
+
 static bool seg_cache_listed(const struct uslab_cache *c)
 {
 	for (const struct uslab_cache *l = cache_list; l != NULL; l = l->c_next)
@@ -494,8 +502,7 @@ void seg_atfork_parent(void)
 
 	for (struct seg_cache *sc = seg_caches; sc != NULL; sc = sc->sc_next)
 		for (uint32_t i = 0; i < n && sc->sc_forked; i++)
-			__atomic_store_n(&seg_slot(sc->sc_cache, i)->p_cap, sc->sc_cache->c_pcpu_cap,
-			                 __ATOMIC_RELEASE);
+			seg_slot_restart(sc->sc_cache, seg_slot(sc->sc_cache, i));
 	free(seg_fork_buf);
 	seg_fork_buf = NULL;
 	pthread_mutex_unlock(&seg_lock);
@@ -530,7 +537,7 @@ void seg_atfork_child(void)
 				memcpy(s, q, k);
 				q += k;
 			}
-			s->p_cap = c->c_pcpu_cap;
+			seg_slot_restart(c, s);
 		}
 		c->c_slow_own[0] = sc->sc_slow[0];
 		c->c_slow_own[1] = sc->sc_slow[1];
