@@ -138,9 +138,14 @@ USLAB_API size_t uslab_cache_alloc_bulk(struct uslab_cache *cache, void **objs, 
 USLAB_API void uslab_cache_free_bulk(struct uslab_cache *cache, void **objs, size_t n);
 
 /**
- * Give unused memory back: objects cached above the slab layer that are not
- * needed, and every empty slab beyond none (destructing its objects).
- * Returns the number of bytes given back to the page source.
+ * Give unused memory back: every object cached in per-CPU and depot
+ * magazines returns to its slab, and every empty slab is released (its
+ * objects destructed, its pages given back). Returns the number of bytes
+ * given back to the page source by this call.
+ *
+ * Without reap, a cache keeps a reserve of empty slabs (one, or one in
+ * eight of its slabs) and releases the surplus as it appears, running the
+ * dtor of those slabs' objects then.
  */
 USLAB_API size_t uslab_cache_reap(struct uslab_cache *cache);
 
