@@ -32,13 +32,21 @@
  * 4. Lock order.
  *    1. cache_list_lock: the registry list (c_next, c_prev). Held while
  *       fork() runs, with every cache lock below.
- *    2. pcpu slot locks (locked mode only): one slot's magazine.
- *    3. c_depot_lock: the depot's magazine lists and magazine size.
- *    4. c_slab_lock: slab lists, slab headers and slab counts.
- *    5. seg_lock (segment.c): the stats segment's file, records and
+ *    2. c_drain_lock: remote slot operations (drain, resize) and, in rseq
+ *       mode, starting a slot; c_pcpu_cap.
+ *    3. pcpu slot locks (locked mode only): one slot's magazine.
+ *    4. c_depot_lock: the depot's magazine lists and magazine size.
+ *    5. c_slab_lock: slab lists, slab headers and slab counts.
+ *    6. seg_lock (segment.c): the stats segment's file, records and
  *       regions; taken last at fork. Its sc_lock (one per published cache,
  *       the record's writer) is a leaf under c_slab_lock or c_depot_lock.
- *    Page sources are called with no uslab lock held.
+ *    Page sources, ctors and dtors are called with no uslab lock held (a
+ *    dtor may free into any cache, a ctor allocate from one).
+ *    fork(): the prepare handler takes all of them in this order, cache by
+ *    cache; the child gets consistent structures, but objects that another
+ *    thread was moving between layers at that moment (in a slow path's
+ *    local buffer) belong to no layer in the child, so a child that
+ *    destroys a cache it inherited may get EBUSY.
  *
  * 5. RCU: none yet; the registry is walked under cache_list_lock.
  *
@@ -49,7 +57,13 @@
  *    where frees are checked at once (foreign pointer, double free).
  *    Otherwise the checks run when objects return to their slabs.
  *
- * 8. Observing: see include/uslab.h (uslab_mode) and the stats issue.
+ * 8. Observing: uslab_cache_stats() and uslab_slabinfo() (slab/stats.c),
+ *    USDT probes on slow-path events (slab/probes.h), and the live segment
+ *    that uslabtop reads (slab/segment.c).
+ *
+ * 9. Signals: a hit is async-signal-safe (a signal aborts an rseq section,
+ *    it cannot corrupt it); a miss takes mutexes. So the API as a whole is
+ *    not async-signal-safe.
  */
 
 pthread_mutex_t cache_list_lock = PTHREAD_MUTEX_INITIALIZER; /* the registry list */

@@ -14,13 +14,16 @@
  * The depot holds full magazines that per-CPU slots flushed and will
  * reload, under one lock per cache (c_depot_lock). A magazine is a
  * structure of c_mag_max rounds allocated with malloc on the slow path;
- * spare structures are kept on c_empty.
+ * spare structures are kept on c_mag_spare.
  *
  * Working set: the depot counts its own operations; every DEPOT_INTERVAL
  * operations an interval ends, and the full magazines that stayed in the
  * depot during the whole interval (the minimum of c_nfull over it) were not
- * needed: they go back to the slab layer. So an idle depot drains without a
- * timer thread, and a busy one keeps what it uses.
+ * needed: they go back to the slab layer. So a depot in use trims what it
+ * does not use without a timer thread; one nobody touches keeps its
+ * magazines until uslab_cache_reap(). The magazines released are taken
+ * from the head of the list (the most recently filled); which ones go does
+ * not matter for the count, only for how warm the objects left behind are.
  *
  * Magazine size: M = c_mag_size rounds per magazine (per-CPU slots hold
  * 2M). It starts from the object size and doubles, up to c_mag_max, when

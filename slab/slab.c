@@ -4,8 +4,22 @@
 
 #include <errno.h>
 #include <string.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
 
 #include "internal.h"
+
+/* LeakSanitizer does not scan memory it did not allocate: register slabs as
+ * root regions, so a malloc'd block reachable only from a uslab object is
+ * not reported as leaked. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SLAB_LSAN_ROOT(p, n) __lsan_register_root_region((p), (n))
+#define SLAB_LSAN_UNROOT(p, n) __lsan_unregister_root_region((p), (n))
+#else
+#define SLAB_LSAN_ROOT(p, n) ((void)(p), (void)(n))
+#define SLAB_LSAN_UNROOT(p, n) ((void)(p), (void)(n))
+#endif
 
 /*
  * Design
@@ -234,6 +248,7 @@ static struct slab *slab_create(struct uslab_cache *c)
 		s->s_free[c->c_slab_words - 1] = ((uint64_t)1 << (c->c_slab_objs % 64)) - 1;
 
 	PROBE3(slab_grow, c, s, c->c_slab_size);
+	SLAB_LSAN_ROOT(block, c->c_slab_size);
 	if (c->c_ctor != NULL) {
 		for (uint32_t i = 0; i < c->c_slab_objs; i++) {
 			int err = c->c_ctor(slab_obj(c, s, i), c->c_arg);
@@ -242,6 +257,7 @@ static struct slab *slab_create(struct uslab_cache *c)
 			if (c->c_dtor != NULL)
 				while (i-- > 0)
 					c->c_dtor(slab_obj(c, s, i), c->c_arg);
+			SLAB_LSAN_UNROOT(block, c->c_slab_size);
 			slabmap_clear(block, c->c_slab_size);
 			pgsrc_put(c->c_src, block, c->c_slab_size);
 			errno = err;
@@ -260,6 +276,7 @@ static void slab_destroy(struct uslab_cache *c, struct slab *s)
 		for (uint32_t i = 0; i < c->c_slab_objs; i++)
 			c->c_dtor(slab_obj(c, s, i), c->c_arg);
 	s->s_magic = 0;
+	SLAB_LSAN_UNROOT(s, c->c_slab_size);
 	slabmap_clear(s, c->c_slab_size);
 	pgsrc_put(c->c_src, s, c->c_slab_size);
 }
