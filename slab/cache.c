@@ -81,7 +81,7 @@ static void cache_atfork_prepare(void)
 		depot_lock(c);
 		pthread_mutex_lock(&c->c_slab_lock);
 	}
-	seg_atfork_prepare(); /* stops and saves the shared slot regions */
+	seg_atfork_prepare(); /* holds seg_lock: no record or page half made */
 }
 
 static void cache_atfork_release(void)
@@ -100,7 +100,7 @@ static void cache_atfork_parent(void)
 	cache_atfork_release();
 }
 
-/* The child gets private slot regions before anything can touch them. */
+/* The child stops sharing counters pages before anything can touch them. */
 static void cache_atfork_child(void)
 {
 	seg_atfork_child();

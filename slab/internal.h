@@ -114,7 +114,7 @@ struct uslab_cache {
 
 	/* ---- immutable after create ---- */
 	unsigned c_flags;
-	char *c_pcpu;           /* per-CPU slot region: slot i at c_pcpu + (i << PCPU_SHIFT) */
+	char *c_pcpu;           /* per-CPU slots, private: slot i at c_pcpu + (i << PCPU_SHIFT) */
 	uint32_t c_slot;     /* object spacing: size rounded up to c_align */
 	uintptr_t c_slab_mask; /* ~(c_slab_size - 1) */
 
@@ -248,12 +248,17 @@ void pcpu_free_bulk(struct uslab_cache *c, void *const *objs, size_t n);
 
 struct seg_cache;
 
-/** The per-CPU slot region of @c, @len bytes, zeroed: mapped from the stats
- *  segment when published, else anonymous. Sets c_seg and the slow-counter
- *  pointers. NULL when no memory. */
-char *seg_pcpu_map(struct uslab_cache *c, size_t len);
-/** Unmap what seg_pcpu_map() gave and retire the cache's record. */
-void seg_pcpu_unmap(struct uslab_cache *c, size_t len);
+/** Publish @c (c_pcpu mapped) in a record of the stats segment, when
+ *  stats are on and the file can grow. Sets c_seg and the slow-counter
+ *  pointers either way. */
+void seg_cache_publish(struct uslab_cache *c);
+/** Retire the cache's record and its counters pages (before c_pcpu is
+ *  unmapped). */
+void seg_cache_retire(struct uslab_cache *c);
+/** Slot @i starts (p_cap still 0; c_drain_lock or the slot lock held):
+ *  map its counters page shared from the file if @c is published. On
+ *  failure the page stays private. */
+void seg_counters_share(struct uslab_cache *c, uint32_t i);
 /** Publish the slab counts; c_slab_lock held. Cheap; no-op if unpublished. */
 void seg_slab_publish_locked(struct uslab_cache *c);
 /** Publish the depot figures; c_depot_lock held. */
@@ -261,7 +266,8 @@ void seg_depot_publish_locked(struct uslab_cache *c);
 /** Publish the page-source totals (no lock needed). */
 void seg_totals_publish(void);
 /** Fork handlers, called last in prepare and first in parent and child
- *  (cache.c), with every cache lock held. */
+ *  (cache.c), with every cache lock held. The child stops sharing the
+ *  counters pages and publishes none of the caches it inherited. */
 void seg_atfork_prepare(void);
 void seg_atfork_parent(void);
 void seg_atfork_child(void);

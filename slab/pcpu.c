@@ -20,10 +20,18 @@
 /*
  * Design
  *
- * 1. Slots. Each cache maps one region of nslots << shift bytes; slot i
- *    (struct pcpu_slot, see arch/fastpath.h) serves CPU i. nslots is the
- *    number of possible CPUs, so every rseq cpu_id has a slot; pages of
- *    CPUs that never run a thread are never touched.
+ * 1. Slots. Each cache maps one private anonymous region of
+ *    nslots << PCPU_SHIFT bytes; slot i serves CPU i. nslots is the number
+ *    of possible CPUs, so every rseq cpu_id has a slot; pages of CPUs that
+ *    never run a thread are never touched. A slot is two pages
+ *    (arch/fastpath.h): the magazine (struct pcpu_slot), which never leaves
+ *    this process, and the event counters (struct pcpu_counters), the only
+ *    per-CPU data another process may see. When the cache is published,
+ *    the stats segment maps the counters page from its file over the
+ *    private one when the slot starts (pcpu_start_mine / pcpu_lock_mine),
+ *    before its p_cap first becomes non-zero, so no increment can land on
+ *    the private page first. A remote drain adds what it took to the
+ *    slot's pc_drained, so other processes can derive the fill.
  *
  * 2. Hysteresis. A slot holds up to 2M rounds (M = the depot's magazine
  *    size). An alloc miss (empty) loads one magazine of M from the depot;
@@ -55,11 +63,15 @@
 /* The asm hard-codes the slot layout. */
 _Static_assert(offsetof(struct pcpu_slot, p_count) == 0, "asm SLOT_COUNT");
 _Static_assert(offsetof(struct pcpu_slot, p_cap) == 4, "asm SLOT_CAP");
-_Static_assert(offsetof(struct pcpu_slot, p_allocs) == 8, "asm SLOT_ALLOCS");
-_Static_assert(offsetof(struct pcpu_slot, p_frees) == 16, "asm SLOT_FREES");
 _Static_assert(offsetof(struct pcpu_slot, p_rounds) == PCPU_SLOT_HDR, "asm SLOT_ROUNDS");
+_Static_assert(offsetof(struct pcpu_counters, pc_allocs) == 0, "asm CTR_ALLOCS");
+_Static_assert(offsetof(struct pcpu_counters, pc_frees) == 8, "asm CTR_FREES");
+_Static_assert(offsetof(struct pcpu_counters, pc_pushed) == 16, "asm CTR_PUSHED");
+_Static_assert(offsetof(struct pcpu_counters, pc_popped) == 24, "asm CTR_POPPED");
+_Static_assert(PCPU_COUNTERS_OFF == 4096 && (2u << 12) == (1u << PCPU_SHIFT),
+               "asm: two 4 KiB pages per slot");
 _Static_assert(offsetof(struct uslab_cache, c_fast) == 0, "asm CACHE_FAST");
-_Static_assert(PCPU_SLOT_HDR + 2 * PCPU_BUF * sizeof(void *) <= (1u << PCPU_SHIFT),
+_Static_assert(PCPU_SLOT_HDR + 2 * PCPU_BUF * sizeof(void *) <= PCPU_COUNTERS_OFF,
                "a slot holds two of the largest magazines");
 
 /* What c_fast points at when the asm must always miss: a read-only zero
@@ -173,6 +185,11 @@ static struct pcpu_slot *pcpu_slot(const struct uslab_cache *c, uint32_t i)
 	return (struct pcpu_slot *)(c->c_pcpu + ((size_t)i << PCPU_SHIFT));
 }
 
+static struct pcpu_counters *pcpu_ctr(const struct uslab_cache *c, uint32_t i)
+{
+	return pcpu_slot_counters(pcpu_slot(c, i));
+}
+
 static bool pcpu_off(const struct uslab_cache *c)
 {
 	return (c->c_flags & USLAB_NOMAGAZINE) != 0;
@@ -185,16 +202,23 @@ int pcpu_cache_init(struct uslab_cache *c)
 		return -1;
 	c->c_pcpu_rounds = pcpu_off(c) ? 0 : 2 * c->c_mag_max;
 	VERIFY(c->c_pcpu_rounds <= 2 * PCPU_BUF);
-	c->c_pcpu = seg_pcpu_map(c, (size_t)pcpu_nslots << PCPU_SHIFT); /* in the stats segment */
-	if (c->c_pcpu == NULL)
+	c->c_pcpu = mmap(NULL, (size_t)pcpu_nslots << PCPU_SHIFT, PROT_READ | PROT_WRITE,
+	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (c->c_pcpu == MAP_FAILED) {
+		c->c_pcpu = NULL;
 		return -1;
+	}
+	seg_cache_publish(c); /* a record in the stats segment, if it can */
 	c->c_pcpu_cap = pcpu_off(c) ? 0 : 2 * c->c_mag_size;
 	c->c_fast = pcpu_rseq && !pcpu_off(c) ? c->c_pcpu : pcpu_zero;
 	pthread_mutex_init(&c->c_drain_lock, NULL);
 	if (!pcpu_rseq) {
 		c->c_pcpu_locks = malloc(pcpu_nslots * sizeof *c->c_pcpu_locks);
 		if (c->c_pcpu_locks == NULL) {
-			seg_pcpu_unmap(c, (size_t)pcpu_nslots << PCPU_SHIFT);
+			pthread_mutex_destroy(&c->c_drain_lock);
+			seg_cache_retire(c);
+			munmap(c->c_pcpu, (size_t)pcpu_nslots << PCPU_SHIFT);
+			c->c_pcpu = NULL;
 			return -1;
 		}
 		for (uint32_t i = 0; i < pcpu_nslots; i++)
@@ -213,7 +237,10 @@ void pcpu_cache_fini(struct uslab_cache *c)
 		free(c->c_pcpu_locks);
 	}
 	pthread_mutex_destroy(&c->c_drain_lock);
-	seg_pcpu_unmap(c, (size_t)pcpu_nslots << PCPU_SHIFT);
+	/* The record first: while the segment lists the cache, its region is
+	 * mapped (the fork child handler relies on it). */
+	seg_cache_retire(c);
+	munmap(c->c_pcpu, (size_t)pcpu_nslots << PCPU_SHIFT);
 }
 
 void pcpu_lock_all(struct uslab_cache *c)
@@ -241,6 +268,7 @@ static uint32_t pcpu_lock_mine(struct uslab_cache *c)
 
 	pthread_mutex_lock(&c->c_pcpu_locks[i]);
 	if (s->p_live == 0) {
+		seg_counters_share(c, i); /* before any hit can count */
 		s->p_cap = __atomic_load_n(&c->c_pcpu_cap, __ATOMIC_RELAXED);
 		s->p_live = 1;
 	}
@@ -250,8 +278,9 @@ static uint32_t pcpu_lock_mine(struct uslab_cache *c)
 /* rseq mode: start the slot of the CPU we run on if it never ran, so a
  * cache touches the slots of the CPUs that use it and no others. Slots
  * start stopped (cap 0) and are started under c_drain_lock, which every
- * remote operation holds. The CPU may change under us: then we started
- * another CPU's slot, which is harmless. */
+ * remote operation holds; the counters page is shared first, while no hit
+ * can count (cap 0). The CPU may change under us: then we started another
+ * CPU's slot, which is harmless. */
 static void pcpu_start_mine(struct uslab_cache *c)
 {
 	int cpu = sched_getcpu();
@@ -263,6 +292,7 @@ static void pcpu_start_mine(struct uslab_cache *c)
 		return;
 	pthread_mutex_lock(&c->c_drain_lock);
 	if (s->p_live == 0) {
+		seg_counters_share(c, (uint32_t)cpu);
 		__atomic_store_n(&s->p_live, 1, __ATOMIC_RELAXED);
 		__atomic_store_n(&s->p_cap, c->c_pcpu_cap, __ATOMIC_RELEASE);
 	}
@@ -352,6 +382,11 @@ size_t pcpu_drain(struct uslab_cache *c)
 		ASSERT(n <= c->c_pcpu_rounds);
 		memcpy(buf, s->p_rounds, n * sizeof(void *));
 		__atomic_store_n(&s->p_count, 0, __ATOMIC_RELAXED);
+		/* We own the slot; its owner writes other counters only. */
+		struct pcpu_counters *ctr = pcpu_ctr(c, i);
+		__atomic_store_n(&ctr->pc_drained,
+		                 __atomic_load_n(&ctr->pc_drained, __ATOMIC_RELAXED) + n,
+		                 __ATOMIC_RELAXED);
 		pcpu_restart(c, i, cap);
 		pthread_mutex_unlock(&c->c_drain_lock);
 		/* With no lock held: releasing slabs runs dtors, which may free
@@ -403,8 +438,8 @@ void pcpu_counts(struct uslab_cache *c, uint64_t *allocs, uint64_t *frees)
 {
 	*allocs = *frees = 0;
 	for (uint32_t i = 0; i < pcpu_nslots && !pcpu_off(c); i++) {
-		*allocs += __atomic_load_n(&pcpu_slot(c, i)->p_allocs, __ATOMIC_RELAXED);
-		*frees += __atomic_load_n(&pcpu_slot(c, i)->p_frees, __ATOMIC_RELAXED);
+		*allocs += __atomic_load_n(&pcpu_ctr(c, i)->pc_allocs, __ATOMIC_RELAXED);
+		*frees += __atomic_load_n(&pcpu_ctr(c, i)->pc_frees, __ATOMIC_RELAXED);
 	}
 }
 

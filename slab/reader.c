@@ -33,15 +33,19 @@
  *    are copied out with memcpy (no alignment assumed); strings must end
  *    within their field and have control characters replaced; counts are
  *    bounded by the bytes they occupy, so no allocation exceeds a small
- *    multiple of the file size; the slot regions of live caches may not
+ *    multiple of the file size; the counters regions of live caches may not
  *    overlap in total (their lengths may not add up past the file). Any
- *    violation is EPROTO.
+ *    violation is EPROTO. Counters are numbers only, never offsets or
+ *    indexes: the fill derived from them is clamped to [0, PCPU_MAX_ROUNDS]
+ *    with wrap-free arithmetic, so garbage gives wrong figures, not a
+ *    fault.
  *
  * 3. Consistency. Each live record is re-read from the file with its
  *    sequence lock (r_seq before, the record, r_seq after; even and equal),
  *    retried SEG_RETRIES times; if the writer keeps it busy beyond that, the
- *    last copy is used, each figure being one the writer stored. Slot
- *    counters are the fast path's, read racily, as in uslab_cache_stats().
+ *    last copy is used, each figure being one the writer stored. Per-CPU
+ *    counters are the fast path's, read racily, as in uslab_cache_stats();
+ *    a magazine's fill derived from them is exact at quiescence.
  *
  * 4. Liveness: a segment belongs to a live process when /proc/<pid>/stat
  *    gives the start time written in its header; otherwise the pid is gone
@@ -150,8 +154,25 @@ static int seg_read_rec(int fd, uint64_t off, struct seg_rec *rec)
 	return 0; /* busy writer: the last copy (see Design §3) */
 }
 
-/* Fill one cache's figures from a validated record and its slots; false
- * when the record or a slot does not make sense. */
+/* a + b, saturated. */
+static uint64_t seg_add_sat(uint64_t a, uint64_t b)
+{
+	uint64_t r;
+	return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+/* Objects in one CPU's magazine from its counters (segment.h): clamped to
+ * [0, PCPU_MAX_ROUNDS], whatever the numbers. */
+static uint64_t seg_fill(const struct pcpu_counters *k)
+{
+	uint64_t in = seg_add_sat(k->pc_frees, k->pc_pushed);
+	uint64_t out = seg_add_sat(seg_add_sat(k->pc_allocs, k->pc_popped), k->pc_drained);
+	uint64_t fill = in > out ? in - out : 0;
+	return fill < PCPU_MAX_ROUNDS ? fill : PCPU_MAX_ROUNDS;
+}
+
+/* Fill one cache's figures from a validated record and its counters; false
+ * when the record does not make sense. */
 static bool seg_cache_fill(const unsigned char *img, uint64_t len, const struct seg_header *h,
                            const struct seg_rec *r, struct uslab_stats *st, uint64_t *cpu)
 {
@@ -165,23 +186,20 @@ static bool seg_cache_fill(const unsigned char *img, uint64_t len, const struct 
 	    r->r_slab_size / r->r_slot_size < r->r_objs_per_slab || r->r_mag_max > 65536 ||
 	    r->r_mag_size > r->r_mag_max)
 		return false;
-	/* Slot region: ncpus slots of 1 << shift bytes, inside the image. */
-	if (r->r_pcpu_shift < 6 || r->r_pcpu_shift > 24 ||
-	    r->r_pcpu_len != (uint64_t)h->h_ncpus << r->r_pcpu_shift ||
-	    r->r_pcpu_off < h->h_hdr_size || r->r_pcpu_off % h->h_page_size != 0 ||
-	    !seg_in(r->r_pcpu_off, r->r_pcpu_len, len))
+	/* Counters region: ncpus pages, inside the image (the header check
+	 * bounds ncpus and the page size, so the product cannot overflow). */
+	if (r->r_ctr_len != (uint64_t)h->h_ncpus * h->h_page_size ||
+	    r->r_ctr_off < h->h_hdr_size || r->r_ctr_off % h->h_page_size != 0 ||
+	    !seg_in(r->r_ctr_off, r->r_ctr_len, len))
 		return false;
-	uint64_t rounds = (((uint64_t)1 << r->r_pcpu_shift) - PCPU_SLOT_HDR) / sizeof(uint64_t);
 	uint64_t pcpu = 0, fa = 0, ff = 0;
 	for (uint32_t i = 0; i < h->h_ncpus; i++) {
-		struct pcpu_slot s;
-		memcpy(&s, img + r->r_pcpu_off + ((uint64_t)i << r->r_pcpu_shift), sizeof s);
-		if (s.p_count > rounds)
-			return false;
-		cpu[i] = s.p_count;
-		pcpu += s.p_count;
-		fa += s.p_allocs;
-		ff += s.p_frees;
+		struct pcpu_counters k;
+		memcpy(&k, img + r->r_ctr_off + (uint64_t)i * h->h_page_size, sizeof k);
+		cpu[i] = seg_fill(&k);
+		pcpu += cpu[i]; /* at most 65536 * 508: no overflow */
+		fa += k.pc_allocs; /* unsigned: wraps, never undefined */
+		ff += k.pc_frees;
 	}
 	/* The figures, derived as uslab_cache_stats() derives them. */
 	st->obj_size = r->r_obj_size;
@@ -230,7 +248,8 @@ static int seg_parse(const unsigned char *img, uint64_t len, int fd, struct usla
 	memcpy(&h, img, sizeof h);
 	if (memcmp(h.h_magic, SEG_MAGIC, sizeof h.h_magic) != 0 ||
 	    h.h_version != USLAB_SEGMENT_VERSION || h.h_hdr_size != sizeof h ||
-	    h.h_rec_size != sizeof(struct seg_rec) || h.h_slot_hdr != PCPU_SLOT_HDR ||
+	    h.h_rec_size != sizeof(struct seg_rec) ||
+	    h.h_ctr_size != sizeof(struct pcpu_counters) ||
 	    h.h_ncpus == 0 || h.h_ncpus > SEG_MAX_CPUS || !seg_pow2(h.h_page_size) ||
 	    h.h_page_size < 1024 || h.h_page_size > ((uint32_t)1 << 20) || h.h_pid <= 0 ||
 	    h.h_pid > INT_MAX || !seg_str(out->mode, h.h_mode, sizeof h.h_mode))
@@ -256,8 +275,8 @@ static int seg_parse(const unsigned char *img, uint64_t len, int fd, struct usla
 		prev_end = recs + (uint64_t)t.t_nrec * sizeof(struct seg_rec);
 		off = t.t_next;
 	}
-	/* Bounded by the file: a live record takes 256 bytes, its slots at
-	 * least 64 per CPU (checked below as the sum of region lengths). */
+	/* Bounded by the file: a live record takes 256 bytes, its counters at
+	 * least 1 KiB per CPU (checked below as the sum of region lengths). */
 	err = ENOMEM;
 	if (nlive != 0) {
 		caches = calloc(nlive, sizeof *caches);
@@ -294,7 +313,7 @@ static int seg_parse(const unsigned char *img, uint64_t len, int fd, struct usla
 				goto fail;
 			if (!seg_cache_fill(img, len, &h, &r, &caches[n], cpu + n * h.h_ncpus))
 				goto fail;
-			region_total += r.r_pcpu_len;
+			region_total += r.r_ctr_len;
 			if (region_total > len)
 				goto fail; /* regions overlap: hostile */
 			found[n].f_id = r.r_id;

@@ -10,9 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
-#include <linux/membarrier.h>
 
 #include "internal.h"
 #include "segment.h"
@@ -27,13 +25,20 @@
  *    segment.h; slab/reader.c reads it from other processes and trusts
  *    none of it.
  *
- * 2. Zero cost on the fast path. The fast path's counters (p_count,
- *    p_allocs, p_frees) already live in each cache's per-CPU slot region,
- *    so that region IS mapped from the file (MAP_SHARED at a page-aligned
- *    offset): a reader sums the live slots and the fast path does exactly
- *    what it did before. Nothing else is published from the fast path.
- *    When stats are off or the file cannot grow, the region is the
- *    anonymous private mapping it always was.
+ * 2. Zero cost on the fast path, and nothing to trust. The fast path
+ *    counts its hits on the second page of each per-CPU slot (struct
+ *    pcpu_counters, arch/fastpath.h). Those pages, and only those, come
+ *    from the file: when a slot starts (pcpu.c, before its p_cap first
+ *    becomes non-zero), seg_counters_share() maps the CPU's counters page
+ *    MAP_SHARED|MAP_FIXED over the slot's private one, so the fast path
+ *    does exactly what it did before and a reader sums the pages. The
+ *    magazines (counts, caps, object pointers) are private anonymous memory
+ *    that no other process can reach: whatever another process writes in
+ *    the file changes numbers in a report, never what the allocator does
+ *    (DESIGN.md §3, invariant 6). A reader derives each magazine's fill
+ *    from the counters (segment.h). When stats are off, the file cannot
+ *    grow, or a map fails, the counters page stays private (that CPU's
+ *    figures then stay local).
  *
  * 3. Slow-changing figures (slab and object counts, depot contents,
  *    magazine size, slow-path counters) go in a per-cache record. The slab
@@ -50,28 +55,22 @@
  *    existing mappings never move. fallocate (not ftruncate) reserves the
  *    tmpfs pages up front, so a full /dev/shm is an error at create time
  *    (the cache falls back to a private region) and never a SIGBUS on the
- *    fast path. A destroyed cache's region is hole-punched and reused for
- *    a later region of the same length. Records are claimed from chained
+ *    fast path. Each published cache gets h_ncpus counters pages at
+ *    create (mapped later, slot by slot). A destroyed cache's region is
+ *    hole-punched and reused for a later region of the same length. Records are claimed from chained
  *    table chunks; which records are in use is tracked privately, never
  *    read back from the file.
  *
- * 5. Fork. A MAP_SHARED slot region must not stay shared with a child:
- *    parent and child would pop each other's pointers, and each would hand
- *    out objects the other holds. The prepare handler (run after cache.c's,
- *    with every cache lock held) stops every slot (p_cap = 0, then one
- *    membarrier fence in rseq mode, as pcpu.c's remote operations do) and
- *    saves the used part of each slot (header and p_count rounds) to a
- *    private buffer: the state at the fork, which the parent's threads
- *    cannot change until the parent handler restarts the slots. The child
- *    replaces each shared region by a private anonymous one at the same
- *    address (MAP_FIXED) and restores the saved slots. The child stops
- *    publishing the caches it inherited (their numbers are the parent's
- *    record, and a child that execs would otherwise leave a segment that
- *    looks alive under the new program); caches the child creates later go
- *    to a segment of its own. If the buffer cannot be allocated, the child
- *    starts with empty slots: the saved objects leak in the child, never
- *    are they handed out twice.
- *
+ * 5. Fork. The magazines are private memory, so the child simply has its
+ *    copy. Only the counters pages are shared: the child handler (single
+ *    threaded) replaces each page this process mapped from the file by a
+ *    private anonymous page holding the same counters (copy, MAP_FIXED,
+ *    copy back), so the child's hits never show in the parent's segment.
+ *    The child stops publishing the caches it inherited (their numbers are
+ *    the parent's record, and a child that execs would otherwise leave a
+ *    segment that looks alive under the new program); caches the child
+ *    creates later go to a segment of its own. The prepare handler only
+ *    holds seg_lock, so no record or page is half made at the fork.
  * 6. Cleanup. The file is created under a temporary name and renamed into
  *    place once its header is written, so readers never see a half-made
  *    header; it is unlinked at normal exit (atexit) by the process that
@@ -80,12 +79,11 @@
  *    in /proc/<pid>/stat) and removed.
  *
  * 7. Trust. The writer never reads back what it published to make a
- *    decision: offsets, record ownership and sequence numbers are kept in
- *    private memory. The slot regions, however, are the fast path's own
- *    state, so a process that can write the file (only this user: it is
- *    0600 in a sticky directory) could corrupt the allocator; that is the
- *    price of the zero-cost counters. Under Yama ptrace_scope >= 1 that is
- *    more than such a process could otherwise do; USLAB_STATS=0 removes it.
+ *    decision: offsets, record ownership, sequence numbers and which pages
+ *    are shared are kept in private memory, and the counters pages only
+ *    ever feed statistics. A process that can write the file (only this
+ *    user: it is 0600 in a sticky directory) can falsify the figures, not
+ *    the allocator.
  *
  * Lock order: seg_lock comes after every cache lock (cache.c §4): fork
  * takes it last. sc_lock is a leaf, taken with c_slab_lock, c_depot_lock or
@@ -116,14 +114,11 @@ struct seg_cache {
 	struct seg_rec *sc_rec;
 	struct seg_chunk *sc_chunk;
 	uint32_t sc_index; /* record index in sc_chunk */
-	char *sc_map;      /* the slot region's mapping */
-	uint64_t sc_off, sc_len;
-	pthread_mutex_t sc_lock; /* serialises the writers of sc_rec (leaf) */
-	uint32_t sc_seq;         /* r_seq as written, under sc_lock */
-	/* fork, under seg_lock */
-	bool sc_forked;
-	size_t sc_buf_off;
-	uint64_t sc_slow[2];
+	uint64_t sc_off, sc_len; /* the counters region in the file */
+	unsigned char *sc_shared; /* [i]: slot i's counters page is mapped from the
+	                           * file (under seg_lock) */
+	pthread_mutex_t sc_lock;  /* serialises the writers of sc_rec (leaf) */
+	uint32_t sc_seq;          /* r_seq as written, under sc_lock */
 };
 
 static pthread_mutex_t seg_lock = PTHREAD_MUTEX_INITIALIZER; /* all state below */
@@ -138,7 +133,6 @@ static struct seg_hole *seg_holes;
 static struct seg_cache *seg_caches;
 static uint64_t seg_next_id;
 static bool seg_atexit_set;
-static char *seg_fork_buf; /* slots saved by the prepare handler */
 
 #define SEG_PUT(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
 
@@ -242,7 +236,7 @@ static int seg_open_locked(void)
 	h0.h_version = USLAB_SEGMENT_VERSION;
 	h0.h_hdr_size = sizeof h0;
 	h0.h_rec_size = sizeof(struct seg_rec);
-	h0.h_slot_hdr = PCPU_SLOT_HDR;
+	h0.h_ctr_size = sizeof(struct pcpu_counters);
 	h0.h_ncpus = pcpu_slots();
 	h0.h_page_size = (uint32_t)page;
 	h0.h_pid = pid;
@@ -351,37 +345,34 @@ static void seg_store_max(uint64_t *field, uint64_t v)
 		;
 }
 
-/* Publish @c in a new record with a slot region of @len bytes; returns the
- * region, or NULL when the cache stays unpublished. */
-static char *seg_publish_locked(struct uslab_cache *c, size_t len)
+/* Publish @c in a new record with a counters region of @len bytes; false
+ * when the cache stays unpublished. */
+static bool seg_publish_locked(struct uslab_cache *c, uint64_t len)
 {
 	if (seg_enabled < 0) {
 		const char *env = getenv("USLAB_STATS");
 		seg_enabled = env == NULL || strcmp(env, "0") != 0;
 	}
 	if (seg_enabled == 0)
-		return NULL;
+		return false;
 	if (seg_fd < 0 && seg_open_locked() != 0) {
 		seg_enabled = 0; /* do not retry at every create */
-		return NULL;
+		return false;
 	}
 	struct seg_cache *sc = calloc(1, sizeof *sc);
 	if (sc == NULL)
-		return NULL;
-	uint64_t maplen = seg_round_page(len);
+		return false;
+	sc->sc_shared = calloc(pcpu_slots(), 1);
+	if (sc->sc_shared == NULL)
+		goto fail;
 	sc->sc_chunk = seg_rec_claim_locked(&sc->sc_index);
 	if (sc->sc_chunk == NULL)
 		goto fail;
-	sc->sc_off = seg_region_get_locked(maplen);
+	/* Zeroed: new space, or a hole that was punched (only those are kept). */
+	sc->sc_off = seg_region_get_locked(len);
 	if (sc->sc_off == UINT64_MAX)
 		goto fail_rec;
-	sc->sc_len = maplen;
-	sc->sc_map = seg_map_locked(sc->sc_off, maplen);
-	if (sc->sc_map == NULL) {
-		seg_region_put_locked(sc->sc_off, maplen);
-		goto fail_rec;
-	}
-	memset(sc->sc_map, 0, len); /* in case the hole could not be punched */
+	sc->sc_len = len;
 	sc->sc_cache = c;
 	sc->sc_rec = seg_rec_at(sc->sc_chunk, sc->sc_index);
 	pthread_mutex_init(&sc->sc_lock, NULL);
@@ -400,9 +391,9 @@ static char *seg_publish_locked(struct uslab_cache *c, size_t len)
 	SEG_PUT(r->r_slab_size, c->c_slab_size);
 	SEG_PUT(r->r_mag_max, c->c_mag_max);
 	SEG_PUT(r->r_mag_size, c->c_mag_size);
-	SEG_PUT(r->r_pcpu_shift, PCPU_SHIFT);
-	SEG_PUT(r->r_pcpu_off, sc->sc_off);
-	SEG_PUT(r->r_pcpu_len, (uint64_t)len);
+	SEG_PUT(r->r_pad0, 0);
+	SEG_PUT(r->r_ctr_off, sc->sc_off);
+	SEG_PUT(r->r_ctr_len, len);
 	SEG_PUT(r->r_inuse, 0);
 	SEG_PUT(r->r_slabs, 0);
 	SEG_PUT(r->r_empty_slabs, 0);
@@ -425,91 +416,51 @@ static char *seg_publish_locked(struct uslab_cache *c, size_t len)
 	if (seg_caches != NULL)
 		seg_caches->sc_prev = sc;
 	seg_caches = sc;
-	return sc->sc_map;
+	return true;
 
 fail_rec:
 	sc->sc_chunk->k_used &= ~(1ull << sc->sc_index);
 fail:
+	free(sc->sc_shared);
 	free(sc);
-	return NULL;
+	return false;
 }
 
 /* ---- Fork ---- */
 
-static struct pcpu_slot *seg_slot(const struct uslab_cache *c, uint32_t i)
+/* Slot @i's counters page in @c's region. */
+static void *seg_counters_page(const struct uslab_cache *c, uint32_t i)
 {
-	return (struct pcpu_slot *)(c->c_pcpu + ((size_t)i << PCPU_SHIFT));
+	return c->c_pcpu + ((size_t)i << PCPU_SHIFT) + PCPU_COUNTERS_OFF;
 }
 
-/* Give a slot stopped by the prepare handler its cap back: every started
- * slot runs at c_pcpu_cap (c_drain_lock is held); one never started stays
- * stopped until pcpu.c starts it. */
-static void seg_slot_restart(const struct uslab_cache *c, struct pcpu_slot *s)
-{
-	__atomic_store_n(&s->p_cap, s->p_live != 0 ? c->c_pcpu_cap : 0, __ATOMIC_RELEASE);
-}
-
-static bool seg_cache_listed(const struct uslab_cache *c)
-{
-	for (const struct uslab_cache *l = cache_list; l != NULL; l = l->c_next)
-		if (l == c)
-			return true;
-	return false;
-}
-
+/* Nothing to stop or save: the magazines are private memory. Holding
+ * seg_lock keeps records and counters pages whole across the fork. */
 void seg_atfork_prepare(void)
 {
-	uint32_t n = pcpu_slots();
-	size_t need = 0;
-
 	pthread_mutex_lock(&seg_lock);
-	for (struct seg_cache *sc = seg_caches; sc != NULL; sc = sc->sc_next) {
-		struct uslab_cache *c = sc->sc_cache;
-		/* A cache not yet (or no longer) listed is being created or
-		 * destroyed by a thread the child will not have. */
-		sc->sc_forked = seg_cache_listed(c);
-		if (!sc->sc_forked)
-			continue;
-		for (uint32_t i = 0; i < n; i++)
-			__atomic_store_n(&seg_slot(c, i)->p_cap, 0, __ATOMIC_RELAXED);
-		sc->sc_slow[0] = __atomic_load_n(c->c_slow_allocs, __ATOMIC_RELAXED);
-		sc->sc_slow[1] = __atomic_load_n(c->c_slow_frees, __ATOMIC_RELAXED);
-	}
-	if (pcpu_rseq && seg_caches != NULL)
-		VERIFY(syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0);
-	/* No slot changes from here until the parent handler restarts them. */
-	for (struct seg_cache *sc = seg_caches; sc != NULL; sc = sc->sc_next) {
-		sc->sc_buf_off = need;
-		for (uint32_t i = 0; i < n && sc->sc_forked; i++)
-			need += PCPU_SLOT_HDR + (size_t)seg_slot(sc->sc_cache, i)->p_count * sizeof(void *);
-	}
-	seg_fork_buf = need != 0 ? malloc(need) : NULL;
-	for (struct seg_cache *sc = seg_caches; sc != NULL && seg_fork_buf != NULL;
-	     sc = sc->sc_next) {
-		char *p = seg_fork_buf + sc->sc_buf_off;
-		for (uint32_t i = 0; i < n && sc->sc_forked; i++) {
-			const struct pcpu_slot *s = seg_slot(sc->sc_cache, i);
-			size_t k = PCPU_SLOT_HDR + (size_t)s->p_count * sizeof(void *);
-			memcpy(p, s, k);
-			p += k;
-		}
-	}
 }
 
 void seg_atfork_parent(void)
 {
-	uint32_t n = pcpu_slots();
-
-	for (struct seg_cache *sc = seg_caches; sc != NULL; sc = sc->sc_next)
-		for (uint32_t i = 0; i < n && sc->sc_forked; i++)
-			seg_slot_restart(sc->sc_cache, seg_slot(sc->sc_cache, i));
-	free(seg_fork_buf);
-	seg_fork_buf = NULL;
 	pthread_mutex_unlock(&seg_lock);
 }
 
-/* The child: every inherited region becomes private, restored from the
- * slots saved at the fork; the parent's file is let go. */
+/* Replace the shared counters page at @page by a private one with the same
+ * contents. The child is single-threaded here: nothing else touches it. */
+static void seg_page_privatise(void *page)
+{
+	static uint64_t save[PCPU_COUNTERS_OFF / sizeof(uint64_t)];
+
+	memcpy(save, page, sizeof save);
+	void *p = mmap(page, PCPU_COUNTERS_OFF, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+	VERIFY(p == page); /* a shared page must not survive in the child */
+	memcpy(page, save, sizeof save);
+}
+
+/* The child: every counters page shared with the file becomes private, the
+ * inherited caches are unpublished, and the parent's file is let go. */
 void seg_atfork_child(void)
 {
 	uint32_t n = pcpu_slots();
@@ -518,37 +469,21 @@ void seg_atfork_child(void)
 		struct seg_cache *sc = seg_caches;
 		struct uslab_cache *c = sc->sc_cache;
 		seg_caches = sc->sc_next;
-		if (!sc->sc_forked) {
-			munmap(sc->sc_map, sc->sc_len);
-			pthread_mutex_destroy(&sc->sc_lock);
-			free(sc);
-			continue;
-		}
-		void *p = mmap(sc->sc_map, sc->sc_len, PROT_READ | PROT_WRITE,
-		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-		VERIFY(p == sc->sc_map); /* a shared region must not survive in the child */
-		const char *q = seg_fork_buf != NULL ? seg_fork_buf + sc->sc_buf_off : NULL;
-		for (uint32_t i = 0; i < n; i++) {
-			struct pcpu_slot *s = seg_slot(c, i);
-			if (q != NULL) {
-				uint32_t count;
-				memcpy(&count, q, sizeof count);
-				size_t k = PCPU_SLOT_HDR + (size_t)count * sizeof(void *);
-				memcpy(s, q, k);
-				q += k;
-			}
-			seg_slot_restart(c, s);
-		}
-		c->c_slow_own[0] = sc->sc_slow[0];
-		c->c_slow_own[1] = sc->sc_slow[1];
+		/* Every listed cache has its region mapped (pcpu.c retires the
+		 * record before unmapping), even one that a thread the child
+		 * lacks was creating or destroying. */
+		for (uint32_t i = 0; i < n; i++)
+			if (sc->sc_shared[i])
+				seg_page_privatise(seg_counters_page(c, i));
+		c->c_slow_own[0] = __atomic_load_n(c->c_slow_allocs, __ATOMIC_RELAXED);
+		c->c_slow_own[1] = __atomic_load_n(c->c_slow_frees, __ATOMIC_RELAXED);
 		c->c_slow_allocs = &c->c_slow_own[0];
 		c->c_slow_frees = &c->c_slow_own[1];
 		c->c_seg = NULL;
 		pthread_mutex_destroy(&sc->sc_lock);
+		free(sc->sc_shared);
 		free(sc);
 	}
-	free(seg_fork_buf);
-	seg_fork_buf = NULL;
 	while (seg_chunks != NULL) {
 		struct seg_chunk *k = seg_chunks;
 		seg_chunks = k->k_next;
@@ -575,29 +510,51 @@ void seg_atfork_child(void)
 
 /* ---- Entry points for the layers ---- */
 
-char *seg_pcpu_map(struct uslab_cache *c, size_t len)
+void seg_cache_publish(struct uslab_cache *c)
 {
 	c->c_slow_allocs = &c->c_slow_own[0];
 	c->c_slow_frees = &c->c_slow_own[1];
 	c->c_seg = NULL;
 	pthread_mutex_lock(&seg_lock);
-	char *p = seg_publish_locked(c, len);
+	seg_publish_locked(c, (uint64_t)pcpu_slots() * pgsrc_page_size());
 	pthread_mutex_unlock(&seg_lock);
-	if (p != NULL)
-		return p;
-	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
-	         0);
-	return p == MAP_FAILED ? NULL : p;
 }
 
-void seg_pcpu_unmap(struct uslab_cache *c, size_t len)
+void seg_counters_share(struct uslab_cache *c, uint32_t i)
+{
+	/* c_seg changes only at destroy (no concurrent use) and in the fork
+	 * child (single-threaded). */
+	struct seg_cache *sc = c->c_seg;
+
+	/* The page goes over the slot's second 4 KiB: only where that is a
+	 * page of its own. */
+	if (sc == NULL || pgsrc_page_size() != PCPU_COUNTERS_OFF)
+		return;
+	pthread_mutex_lock(&seg_lock);
+	if (seg_fd >= 0 && !sc->sc_shared[i]) {
+		void *page = seg_counters_page(c, i);
+		void *p = mmap(page, PCPU_COUNTERS_OFF, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+		               seg_fd, (off_t)(sc->sc_off + (uint64_t)i * PCPU_COUNTERS_OFF));
+		if (p == page) {
+			sc->sc_shared[i] = 1;
+		} else {
+			/* A failed MAP_FIXED may have unmapped the old page: put a
+			 * private one back (the counters were zero, the slot never
+			 * ran). */
+			p = mmap(page, PCPU_COUNTERS_OFF, PROT_READ | PROT_WRITE,
+			         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+			VERIFY(p == page);
+		}
+	}
+	pthread_mutex_unlock(&seg_lock);
+}
+
+void seg_cache_retire(struct uslab_cache *c)
 {
 	struct seg_cache *sc = c->c_seg;
 
-	if (sc == NULL) {
-		munmap(c->c_pcpu, len);
+	if (sc == NULL)
 		return;
-	}
 	pthread_mutex_lock(&seg_lock);
 	seg_rec_begin(sc);
 	SEG_PUT(sc->sc_rec->r_state, SEG_REC_FREE);
@@ -614,10 +571,12 @@ void seg_pcpu_unmap(struct uslab_cache *c, size_t len)
 	if (sc->sc_next != NULL)
 		sc->sc_next->sc_prev = sc->sc_prev;
 	sc->sc_chunk->k_used &= ~(1ull << sc->sc_index);
-	munmap(sc->sc_map, sc->sc_len);
+	/* The caller unmaps the region with its shared pages right after; no
+	 * thread uses the cache any more, so nothing writes them meanwhile. */
 	seg_region_put_locked(sc->sc_off, sc->sc_len);
 	pthread_mutex_unlock(&seg_lock);
 	pthread_mutex_destroy(&sc->sc_lock);
+	free(sc->sc_shared);
 	free(sc);
 }
 

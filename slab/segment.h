@@ -6,26 +6,33 @@
 #include <stdint.h>
 
 /*
- * File layout, version 1 (all integers in the writer's byte order; the
+ * File layout, version 2 (all integers in the writer's byte order; the
  * reader rejects a foreign order by the magic and the sizes):
  *
  *   offset 0            struct seg_header (h_hdr_size bytes)
  *   h_tab_off           record table chunk: struct seg_table, then t_nrec
  *                       records of h_rec_size bytes; t_next chains the next
  *                       chunk (strictly increasing offsets, 0 ends)
- *   r_pcpu_off (each)   a live cache's per-CPU slot region, r_pcpu_len bytes:
- *                       h_ncpus slots of (1 << r_pcpu_shift) bytes, each a
- *                       struct pcpu_slot (h_slot_hdr bytes, then rounds)
+ *   r_ctr_off (each)    a live cache's counters, r_ctr_len bytes: h_ncpus
+ *                       pages of h_page_size bytes, page i starting with
+ *                       CPU i's struct pcpu_counters (h_ctr_size bytes;
+ *                       slab/arch/fastpath.h)
  *
- * Chunks and slot regions start on page boundaries and never move: the file
- * only grows (ftruncate), and a destroyed cache's region is hole-punched
- * and reused by a later cache of the same region length.
+ * Nothing the allocator acts on is in the file: no magazine, round, count
+ * or capacity. The counters pages are mapped MAP_SHARED over the second
+ * page of each started slot; the magazines stay private (pcpu.c). Another
+ * process derives a magazine's fill from its counters:
+ *   fill = pc_frees + pc_pushed - pc_allocs - pc_popped - pc_drained.
+ *
+ * Chunks and counters regions start on page boundaries and never move: the
+ * file only grows (fallocate), and a destroyed cache's region is
+ * hole-punched and reused by a later cache of the same region length.
  *
  * Consistency: r_seq is a sequence lock over every record field but the
  * live counters (r_slow_*): odd while the writer changes the record. The
  * header's fields are written once before the file is given its name,
- * except h_bytes_got/h_bytes_put (relaxed, monotonic). Slot fields are the
- * fast path's own memory and are read racily.
+ * except h_bytes_got/h_bytes_put (relaxed, monotonic). The counters pages
+ * are the fast path's and are read racily.
  */
 
 #define SEG_MAGIC "USLABSEG"
@@ -36,8 +43,8 @@ struct seg_header {
 	uint32_t h_version;   /* USLAB_SEGMENT_VERSION */
 	uint32_t h_hdr_size;  /* sizeof(struct seg_header) */
 	uint32_t h_rec_size;  /* sizeof(struct seg_rec) */
-	uint32_t h_slot_hdr;  /* PCPU_SLOT_HDR */
-	uint32_t h_ncpus;     /* slots per cache */
+	uint32_t h_ctr_size;  /* sizeof(struct pcpu_counters) */
+	uint32_t h_ncpus;     /* counters pages per cache */
 	uint32_t h_page_size;
 	int64_t h_pid;
 	uint64_t h_start_time; /* /proc/<pid>/stat field 22: tells pid reuse apart */
@@ -74,9 +81,9 @@ struct seg_rec {
 	uint32_t r_objs_per_slab;
 	uint64_t r_slab_size;
 	uint32_t r_mag_max;
-	uint32_t r_pcpu_shift;
-	uint64_t r_pcpu_off;
-	uint64_t r_pcpu_len;
+	uint32_t r_pad0;
+	uint64_t r_ctr_off; /* h_ncpus counters pages, h_page_size apart */
+	uint64_t r_ctr_len; /* h_ncpus * h_page_size */
 
 	/* ---- slab layer, written under c_slab_lock ---- */
 	uint64_t r_inuse; /* sum of s_inuse */

@@ -11,8 +11,12 @@
 #include "testutil.h"
 
 #define ROUNDS 48 /* rounds a test slot can hold */
-#define SLOT_SHIFT 10
-_Static_assert(PCPU_SLOT_HDR + ROUNDS * sizeof(void *) <= (1u << SLOT_SHIFT), "slot fits");
+/* Test slots have the caches' layout: the magazine page, then the counters
+ * page at PCPU_COUNTERS_OFF (arch/fastpath.h). */
+#define SLOT_SHIFT PCPU_SHIFT
+_Static_assert(PCPU_SLOT_HDR + ROUNDS * sizeof(void *) <= PCPU_COUNTERS_OFF, "slot fits");
+
+#define CTR(s) pcpu_slot_counters(s)
 
 #define SENTINEL 0xee
 
@@ -58,14 +62,14 @@ START_TEST(fastpath_generic_pop_empty_or_stopped)
 
 	ck_assert_ptr_null(pcpu_generic_pop(s));
 	ck_assert_uint_eq(s->p_count, 0);
-	ck_assert_uint_eq(s->p_allocs, 0);
+	ck_assert_uint_eq(CTR(s)->pc_allocs, 0);
 
 	s->p_count = 3;
 	s->p_rounds[0] = obj(1);
 	s->p_cap = 0; /* stopped: nothing comes out, even with rounds */
 	ck_assert_ptr_null(pcpu_generic_pop(s));
 	ck_assert_uint_eq(s->p_count, 3);
-	ck_assert_uint_eq(s->p_allocs, 0);
+	ck_assert_uint_eq(CTR(s)->pc_allocs, 0);
 	free(s);
 }
 END_TEST
@@ -78,7 +82,7 @@ START_TEST(fastpath_generic_push_full_or_stopped)
 	ck_assert_int_eq(pcpu_generic_push(s, obj(5)), 0);
 	ck_assert_uint_eq(s->p_count, 4);
 	ck_assert_ptr_eq(s->p_rounds[4], obj(99)); /* nothing written past the count */
-	ck_assert_uint_eq(s->p_frees, 0);
+	ck_assert_uint_eq(CTR(s)->pc_frees, 0);
 
 	s->p_count = 0;
 	s->p_cap = 0;
@@ -97,12 +101,12 @@ START_TEST(fastpath_generic_push_pop_lifo_counted)
 	ck_assert_int_eq(pcpu_generic_push(s, obj(2)), 1);
 	ck_assert_int_eq(pcpu_generic_push(s, obj(3)), 1);
 	ck_assert_int_eq(pcpu_generic_push(s, obj(4)), 0);
-	ck_assert_uint_eq(s->p_frees, 3);
+	ck_assert_uint_eq(CTR(s)->pc_frees, 3);
 	ck_assert_ptr_eq(pcpu_generic_pop(s), obj(3));
 	ck_assert_ptr_eq(pcpu_generic_pop(s), obj(2));
 	ck_assert_ptr_eq(pcpu_generic_pop(s), obj(1));
 	ck_assert_ptr_null(pcpu_generic_pop(s));
-	ck_assert_uint_eq(s->p_allocs, 3);
+	ck_assert_uint_eq(CTR(s)->pc_allocs, 3);
 	ck_assert_uint_eq(s->p_count, 0);
 	free(s);
 }
@@ -134,8 +138,9 @@ START_TEST(fastpath_generic_pop_batch_clamps)
 	s->p_cap = 0;
 	ck_assert_uint_eq(pcpu_generic_pop_batch(s, out, 2), 0);
 	ck_assert_uint_eq(s->p_count, 4);
-	/* Batches are not fast-path hits: not counted. */
-	ck_assert_uint_eq(s->p_allocs, 0);
+	/* Batches are not fast-path hits: counted apart, as rounds. */
+	ck_assert_uint_eq(CTR(s)->pc_allocs, 0);
+	ck_assert_uint_eq(CTR(s)->pc_popped, 5);
 	free(s);
 }
 END_TEST
@@ -165,7 +170,8 @@ START_TEST(fastpath_generic_push_batch_clamps)
 	s->p_cap = 0;
 	ck_assert_uint_eq(pcpu_generic_push_batch(s, in, 4), 0);
 	ck_assert_uint_eq(s->p_count, 0);
-	ck_assert_uint_eq(s->p_frees, 0);
+	ck_assert_uint_eq(CTR(s)->pc_frees, 0);
+	ck_assert_uint_eq(CTR(s)->pc_pushed, 4);
 	free(s);
 }
 END_TEST
@@ -235,8 +241,11 @@ static void pair_randomise(struct pair *p, uint64_t *rng)
 		s->p_count = (uint32_t)(rng_next(rng) % (s->p_cap + 1));
 		break;
 	}
-	s->p_allocs = rng_next(rng);
-	s->p_frees = rng_next(rng);
+	CTR(s)->pc_allocs = rng_next(rng);
+	CTR(s)->pc_frees = rng_next(rng);
+	CTR(s)->pc_pushed = rng_next(rng);
+	CTR(s)->pc_popped = rng_next(rng);
+	CTR(s)->pc_drained = rng_next(rng);
 	s->p_live = rng_next(rng);
 	for (uint32_t i = 0; i < ROUNDS; i++)
 		s->p_rounds[i] = obj(rng_next(rng) % 100000);
@@ -246,13 +255,15 @@ static void pair_randomise(struct pair *p, uint64_t *rng)
 /* Both slots byte for byte equal, and no byte outside ours written. */
 static void pair_check(const struct pair *p, unsigned step)
 {
+	const struct pcpu_counters *a = CTR(p->asm_slot), *r = CTR(p->ref);
 	CHECK(memcmp(p->asm_slot, p->ref, (size_t)1 << SLOT_SHIFT) == 0,
-	              "step %u: slots differ (asm count %u cap %u allocs %llu frees %llu; "
-	              "ref count %u cap %u allocs %llu frees %llu)",
-	              step, p->asm_slot->p_count, p->asm_slot->p_cap,
-	              (unsigned long long)p->asm_slot->p_allocs,
-	              (unsigned long long)p->asm_slot->p_frees, p->ref->p_count, p->ref->p_cap,
-	              (unsigned long long)p->ref->p_allocs, (unsigned long long)p->ref->p_frees);
+	      "step %u: slots differ (asm count %u cap %u allocs %llu frees %llu pushed %llu "
+	      "popped %llu; ref count %u cap %u allocs %llu frees %llu pushed %llu popped %llu)",
+	      step, p->asm_slot->p_count, p->asm_slot->p_cap, (unsigned long long)a->pc_allocs,
+	      (unsigned long long)a->pc_frees, (unsigned long long)a->pc_pushed,
+	      (unsigned long long)a->pc_popped, p->ref->p_count, p->ref->p_cap,
+	      (unsigned long long)r->pc_allocs, (unsigned long long)r->pc_frees,
+	      (unsigned long long)r->pc_pushed, (unsigned long long)r->pc_popped);
 	for (size_t i = 0; i < p->region_size; i++) {
 		if (i >> SLOT_SHIFT == p->cpu)
 			continue;
@@ -371,8 +382,11 @@ START_TEST(fastpath_rseq_matches_generic_edges)
 				memset(p.ref, SENTINEL, (size_t)1 << SLOT_SHIFT);
 				p.ref->p_count = states[k][0];
 				p.ref->p_cap = states[k][1];
-				p.ref->p_allocs = 10;
-				p.ref->p_frees = 20;
+				CTR(p.ref)->pc_allocs = 10;
+				CTR(p.ref)->pc_frees = 20;
+				CTR(p.ref)->pc_pushed = 30;
+				CTR(p.ref)->pc_popped = 40;
+				CTR(p.ref)->pc_drained = 50;
 				for (uintptr_t i = 0; i < ROUNDS; i++)
 					p.ref->p_rounds[i] = obj(i + 1);
 				memcpy(p.asm_slot, p.ref, (size_t)1 << SLOT_SHIFT);
@@ -429,10 +443,17 @@ START_TEST(fastpath_rseq_on_cache_region)
 	uint32_t count = s->p_count;
 	ck_assert_uint_gt(count, 0);
 	void *top = s->p_rounds[count - 1];
+	struct pcpu_counters before = *CTR(s);
 	ck_assert_ptr_eq(uslab_rseq_pop(c->c_pcpu, PCPU_SHIFT), top);
 	ck_assert_uint_eq(s->p_count, count - 1);
 	ck_assert_int_eq(uslab_rseq_push(c->c_pcpu, PCPU_SHIFT, top), 1);
 	ck_assert_uint_eq(s->p_count, count);
+	ck_assert_uint_eq(CTR(s)->pc_allocs, before.pc_allocs + 1);
+	ck_assert_uint_eq(CTR(s)->pc_frees, before.pc_frees + 1);
+	/* The counters account for every round the slot holds. */
+	ck_assert_uint_eq(CTR(s)->pc_frees + CTR(s)->pc_pushed - CTR(s)->pc_allocs -
+	                      CTR(s)->pc_popped - CTR(s)->pc_drained,
+	                  count);
 	for (int i = 0; i < 8; i++)
 		uslab_cache_free(c, objs[i]);
 	ck_assert(cache_is_valid(c));

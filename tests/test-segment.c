@@ -38,6 +38,15 @@ static void seg_path_of(char *buf, size_t n, const char *dir, pid_t pid)
 		abort();
 }
 
+/* Possible CPUs, as the library counts them. */
+static uint32_t pcpu_cpus(void)
+{
+	struct uslab_global_stats g;
+	if (uslab_global_stats(&g) != 0)
+		abort();
+	return g.cpus;
+}
+
 static bool file_exists(const char *path)
 {
 	struct stat st;
@@ -595,14 +604,14 @@ START_TEST(segment_parse_huge_fields)
 	                                      offsetof(struct seg_header, h_page_size),
 	                                      offsetof(struct seg_header, h_rec_size),
 	                                      offsetof(struct seg_header, h_hdr_size)};
-	static const size_t rec_fields64[] = {offsetof(struct seg_rec, r_pcpu_off),
-	                                      offsetof(struct seg_rec, r_pcpu_len),
+	static const size_t rec_fields64[] = {offsetof(struct seg_rec, r_ctr_off),
+	                                      offsetof(struct seg_rec, r_ctr_len),
 	                                      offsetof(struct seg_rec, r_slab_size),
 	                                      offsetof(struct seg_rec, r_obj_size),
 	                                      offsetof(struct seg_rec, r_slot_size),
 	                                      offsetof(struct seg_rec, r_inuse),
 	                                      offsetof(struct seg_rec, r_slabs)};
-	static const size_t rec_fields32[] = {offsetof(struct seg_rec, r_pcpu_shift),
+	static const size_t rec_fields32[] = {offsetof(struct seg_rec, r_mag_max),
 	                                      offsetof(struct seg_rec, r_objs_per_slab),
 	                                      offsetof(struct seg_rec, r_state),
 	                                      offsetof(struct seg_rec, r_mag_size)};
@@ -795,6 +804,200 @@ START_TEST(segment_fork_no_shared_objects)
 }
 END_TEST
 
+/* Pin to the CPU we run on; returns the previous affinity in @saved. */
+static void pin_here(cpu_set_t *saved)
+{
+	cpu_set_t one;
+	ck_assert_int_eq(sched_getaffinity(0, sizeof *saved, saved), 0);
+	CPU_ZERO(&one);
+	CPU_SET(sched_getcpu(), &one);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof one, &one), 0);
+}
+
+/* Overwrite every byte of @path with garbage. */
+static int scribble(const char *path, uint64_t seed)
+{
+	int fd = open(path, O_RDWR);
+	struct stat st;
+	uint64_t buf[512];
+
+	if (fd < 0 || fstat(fd, &st) != 0 || st.st_size <= 0)
+		return -1;
+	for (off_t off = 0; off < st.st_size; off += (off_t)sizeof buf) {
+		for (size_t i = 0; i < sizeof buf / sizeof buf[0]; i++)
+			buf[i] = xorshift(&seed);
+		size_t n = st.st_size - off < (off_t)sizeof buf ? (size_t)(st.st_size - off)
+		                                                : sizeof buf;
+		if (pwrite(fd, buf, n, off) != (ssize_t)n)
+			return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* The victim of segment_hostile_writer: its own process (so its segment
+ * is its own whatever CK_FORK says). 0 when the allocator was unaffected. */
+static int hostile_victim(void)
+{
+	struct uslab_cache *c = uslab_cache_create("victim", 64, NULL);
+	char path[PATH_MAX];
+
+	if (c == NULL)
+		return 10;
+	if (fork_churn(c, 200000, 21) != 0) /* magazines full of objects */
+		return 11;
+	seg_path_of(path, sizeof path, test_dir, getpid());
+	if (!file_exists(path))
+		return 12;
+	pid_t pid = fork();
+	if (pid < 0)
+		return 13;
+	if (pid == 0) /* another process of this user, writing the whole file */
+		_exit(scribble(path, 0x5eed) == 0 ? 0 : 1);
+	int status;
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return 14;
+	char magic[8];
+	int fd = open(path, O_RDONLY);
+	if (fd < 0 || pread(fd, magic, sizeof magic, 0) != (ssize_t)sizeof magic)
+		return 15;
+	close(fd);
+	if (memcmp(magic, SEG_MAGIC, sizeof magic) == 0)
+		return 16; /* the file was not overwritten: the test tests nothing */
+	/* The allocator goes on as if nothing happened: no object handed out
+	 * twice (owner tags), across every slot and the slow paths. */
+	if (fork_churn(c, 2000000, 22) != 0)
+		return 17;
+	struct uslab_cache *d = uslab_cache_create("after", 200, NULL); /* more records */
+	if (d == NULL || fork_churn(d, 100000, 23) != 0 || uslab_cache_destroy(d) != 0)
+		return 18;
+	struct uslab_stats st;
+	if (uslab_cache_stats(c, &st) != 0 || st.pcpu_objs > 2u * 256 * pcpu_cpus())
+		return 19;
+	if (uslab_cache_reap(c), uslab_cache_destroy(c) != 0)
+		return 20;
+	return 0;
+}
+
+/* DESIGN.md invariant 6: a process that writes garbage over the whole
+ * segment file changes nothing the allocator does. */
+START_TEST(segment_hostile_writer)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(hostile_victim());
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	              "victim failed (status %#x)", status);
+}
+END_TEST
+
+/* Fast-path hits as another process sees them: a reader in a child sees
+ * the parent's counters move between two reads. */
+START_TEST(segment_reader_sees_live_counters)
+{
+	struct uslab_cache *c = uslab_cache_create("live", 64, NULL);
+	int go[2], done[2];
+
+	ck_assert_ptr_nonnull(c);
+	uslab_cache_free(c, uslab_cache_alloc(c));
+	ck_assert_int_eq(pipe(go), 0);
+	ck_assert_int_eq(pipe(done), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct uslab_snapshot s1, s2;
+		struct uslab_reader *r = uslab_stats_open(getppid());
+		char b = 0;
+		if (r == NULL || uslab_stats_read(r, &s1) != 0)
+			_exit(2);
+		if (write(go[1], &b, 1) != 1 || read(done[0], &b, 1) != 1)
+			_exit(3);
+		if (uslab_stats_read(r, &s2) != 0)
+			_exit(4);
+		const struct uslab_stats *a = snap_find(&s1, "live", NULL);
+		const struct uslab_stats *z = snap_find(&s2, "live", NULL);
+		if (a == NULL || z == NULL)
+			_exit(5);
+		int ok = z->fast_allocs >= a->fast_allocs + 10000 &&
+		         z->fast_frees >= a->fast_frees + 10000;
+		uslab_snapshot_free(&s1);
+		uslab_snapshot_free(&s2);
+		uslab_stats_close(r);
+		_exit(ok ? 0 : 6);
+	}
+	char b;
+	ck_assert_int_eq(read(go[0], &b, 1), 1);
+	struct uslab_stats st0, st1;
+	ck_assert_int_eq(uslab_cache_stats(c, &st0), 0);
+	for (int i = 0; i < 20000; i++) {
+		void *o = uslab_cache_alloc(c);
+		ck_assert_ptr_nonnull(o);
+		uslab_cache_free(c, o);
+	}
+	ck_assert_int_eq(uslab_cache_stats(c, &st1), 0);
+	ck_assert_uint_ge(st1.fast_allocs, st0.fast_allocs + 10000); /* they were hits */
+	ck_assert_int_eq(write(done[1], &b, 1), 1);
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "reader status %#x", status);
+	for (int i = 0; i < 2; i++) {
+		close(go[i]);
+		close(done[i]);
+	}
+	/* And at rest, the reader's per-CPU fill is the magazines' own. */
+	struct uslab_snapshot s;
+	snapshot_self(&s);
+	assert_same(&s, c);
+	uslab_snapshot_free(&s);
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+}
+END_TEST
+
+/* After fork, the child's hits stay the child's: the parent's published
+ * counters do not move. Both run on one CPU, so the child uses the very
+ * slot whose counters page the parent shares with its file. */
+START_TEST(segment_fork_child_counters_private)
+{
+	struct uslab_cache *c = uslab_cache_create("fork-ctr", 64, NULL);
+	cpu_set_t saved;
+	struct uslab_snapshot s1, s2;
+
+	ck_assert_ptr_nonnull(c);
+	pin_here(&saved);
+	ck_assert_int_eq(fork_churn(c, 20000, 31), 0);
+	snapshot_self(&s1);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct uslab_stats a, z;
+		uslab_cache_stats(c, &a);
+		for (int i = 0; i < 100000; i++)
+			uslab_cache_free(c, uslab_cache_alloc(c));
+		uslab_cache_stats(c, &z);
+		_exit(z.fast_allocs >= a.fast_allocs + 50000 ? 0 : 2); /* the child did hit */
+	}
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+	snapshot_self(&s2);
+	const struct uslab_stats *a = snap_find(&s1, "fork-ctr", NULL);
+	const struct uslab_stats *z = snap_find(&s2, "fork-ctr", NULL);
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_nonnull(z);
+	ck_assert_uint_eq(z->fast_allocs, a->fast_allocs);
+	ck_assert_uint_eq(z->fast_frees, a->fast_frees);
+	ck_assert_uint_eq(z->pcpu_objs, a->pcpu_objs);
+	assert_same(&s2, c);
+	uslab_snapshot_free(&s1);
+	uslab_snapshot_free(&s2);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof saved, &saved), 0);
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+}
+END_TEST
+
 static Suite *segment_suite(void)
 {
 	Suite *s = suite_create("segment");
@@ -825,6 +1028,13 @@ static Suite *segment_suite(void)
 	tc = tcase_create("fork");
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, segment_fork_no_shared_objects);
+	tcase_add_test(tc, segment_fork_child_counters_private);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("isolation");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, segment_reader_sees_live_counters);
+	tcase_add_test(tc, segment_hostile_writer);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -5,7 +5,8 @@
 #include "fastpath.h"
 
 /* Stores that statistics readers may load at any time without the slot's
- * lock: relaxed atomics, plain moves on x86, so no data race for them. */
+ * lock: relaxed atomics, plain moves on x86, so no data race for them.
+ * Counters are added after the commit, as the asm does (fastpath.h). */
 static void pcpu_generic_set(uint32_t *p, uint32_t v)
 {
 	__atomic_store_n(p, v, __ATOMIC_RELAXED);
@@ -25,7 +26,8 @@ void *pcpu_generic_pop(struct pcpu_slot *slot)
 		return NULL;
 	void *obj = slot->p_rounds[count - 1];
 	pcpu_generic_set(&slot->p_count, count - 1);
-	pcpu_generic_set64(&slot->p_allocs, slot->p_allocs + 1);
+	struct pcpu_counters *ctr = pcpu_slot_counters(slot);
+	pcpu_generic_set64(&ctr->pc_allocs, ctr->pc_allocs + 1);
 	return obj;
 }
 
@@ -38,7 +40,8 @@ int pcpu_generic_push(struct pcpu_slot *slot, void *obj)
 		return 0;
 	slot->p_rounds[count] = obj;
 	pcpu_generic_set(&slot->p_count, count + 1);
-	pcpu_generic_set64(&slot->p_frees, slot->p_frees + 1);
+	struct pcpu_counters *ctr = pcpu_slot_counters(slot);
+	pcpu_generic_set64(&ctr->pc_frees, ctr->pc_frees + 1);
 	return 1;
 }
 
@@ -50,9 +53,13 @@ size_t pcpu_generic_pop_batch(struct pcpu_slot *slot, void **out, size_t n)
 	if (cap == 0)
 		return 0;
 	size_t k = count < n ? count : n;
+	if (k == 0)
+		return 0;
 	for (size_t i = 0; i < k; i++)
 		out[i] = slot->p_rounds[count - k + i];
 	pcpu_generic_set(&slot->p_count, count - (uint32_t)k);
+	struct pcpu_counters *ctr = pcpu_slot_counters(slot);
+	pcpu_generic_set64(&ctr->pc_popped, ctr->pc_popped + k);
 	return k;
 }
 
@@ -64,8 +71,12 @@ size_t pcpu_generic_push_batch(struct pcpu_slot *slot, void *const *in, size_t n
 	if (count >= cap)
 		return 0;
 	size_t k = cap - count < n ? cap - count : n;
+	if (k == 0)
+		return 0;
 	for (size_t i = 0; i < k; i++)
 		slot->p_rounds[count + i] = in[i];
 	pcpu_generic_set(&slot->p_count, count + (uint32_t)k);
+	struct pcpu_counters *ctr = pcpu_slot_counters(slot);
+	pcpu_generic_set64(&ctr->pc_pushed, ctr->pc_pushed + k);
 	return k;
 }

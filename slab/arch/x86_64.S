@@ -19,7 +19,9 @@
  * Each routine: arm (store the descriptor address to rseq_cs, one 64-bit
  * store before start_ip), read cpu_id inside the section (negative: the
  * thread is not registered, fail), find the slot, load cap BEFORE count,
- * work, and commit with one 32-bit store of p_count. The abort handler
+ * work, and commit with one 32-bit store of p_count, then count the
+ * operation on the slot's counters page (after the commit label, outside
+ * the section, so an abort never counts twice). The abort handler
  * sits right after the 4-byte signature and jumps back to the arming
  * code; the kernel has already cleared rseq_cs. Nothing inside a section
  * calls out, makes a syscall, or stores where another thread can see it
@@ -44,11 +46,15 @@
 #define RSEQ_CPU_ID_OFF 4
 #define SLOT_COUNT 0
 #define SLOT_CAP 4
-#define SLOT_ALLOCS 8
-#define SLOT_FREES 16
 #define SLOT_ROUNDS 32
 #define CACHE_FAST 0
-#define PCPU_SHIFT 12
+#define PCPU_SHIFT 13
+/* struct pcpu_counters, on the slot's second page (fastpath.h) */
+#define PCPU_COUNTERS_OFF 4096
+#define CTR_ALLOCS (PCPU_COUNTERS_OFF + 0)
+#define CTR_FREES (PCPU_COUNTERS_OFF + 8)
+#define CTR_PUSHED (PCPU_COUNTERS_OFF + 16)
+#define CTR_POPPED (PCPU_COUNTERS_OFF + 24)
 
 /* Descriptor, pointer-array entry and exit point for one section. */
 .macro RSEQ_TABLES name, start, commit, abort, exit
@@ -85,14 +91,14 @@
 /*
  * RSEQ_POP pfx, fail: pop one round from this CPU's slot.
  *   in:  %r9 = region base, \shift = $PCPU_SHIFT or %cl, %r8 = __rseq_offset
- *   out: %rax = object, p_allocs bumped; or a jump to \fail
+ *   out: %rax = object, pc_allocs bumped; or a jump to \fail
  *   clobbers %rdx, %r10, %r11; keeps %rdi, %rsi
  * The abort handler (RSEQ_ABORT pfx) goes after the routine's last ret.
  *
  *	slot = base + (cpu_id << shift)
  *	if (slot->p_count - 1 >= slot->p_cap) goto fail   (cap loaded first)
  *	obj = slot->p_rounds[--slot->p_count]              (commit: the count store)
- *	slot->p_allocs++                                   (after the commit)
+ *	counters->pc_allocs++                              (after the commit)
  */
 .macro RSEQ_POP pfx, fail, shift
 \pfx\()_retry:
@@ -111,7 +117,7 @@
 	movq SLOT_ROUNDS(%rdx,%r10,8), %rax	/* obj = rounds[count - 1] */
 	movl %r10d, SLOT_COUNT(%rdx)		/* commit */
 \pfx\()_commit:
-	incq SLOT_ALLOCS(%rdx)			/* after the commit: never twice */
+	incq CTR_ALLOCS(%rdx)			/* after the commit: never twice */
 	RSEQ_TABLES \pfx, \pfx\()_start, \pfx\()_commit, \pfx\()_abort, \fail
 .endm
 
@@ -119,14 +125,14 @@
  * RSEQ_PUSH pfx, fail, shift, obj: push \obj onto this CPU's slot.
  *   in:  %r9 = region base, \shift = $PCPU_SHIFT or %cl, %r8 = __rseq_offset,
  *        \obj = the object's register
- *   out: p_frees bumped; or a jump to \fail
+ *   out: pc_frees bumped; or a jump to \fail
  *   clobbers %rax, %r10, %r11; keeps %rdi, %rsi, %rdx
  *
  *	slot = base + (cpu_id << shift)
  *	if (slot->p_count >= slot->p_cap) goto fail         (cap loaded first)
  *	slot->p_rounds[slot->p_count] = obj                 (unseen until the commit)
  *	slot->p_count++                                     (commit)
- *	slot->p_frees++                                     (after the commit)
+ *	counters->pc_frees++                                (after the commit)
  */
 .macro RSEQ_PUSH pfx, fail, shift, obj
 \pfx\()_retry:
@@ -145,7 +151,7 @@
 	incl %r10d
 	movl %r10d, SLOT_COUNT(%rax)		/* commit */
 \pfx\()_commit:
-	incq SLOT_FREES(%rax)			/* after the commit: never twice */
+	incq CTR_FREES(%rax)			/* after the commit: never twice */
 	RSEQ_TABLES \pfx, \pfx\()_start, \pfx\()_commit, \pfx\()_abort, \fail
 .endm
 
@@ -274,6 +280,7 @@ uslab_rseq_pop_batch:
 	jb .Lpopb_copy
 	movl %r9d, SLOT_COUNT(%rax)		/* commit: count - k */
 .Lpopb_commit:
+	addq %rcx, CTR_POPPED(%rax)		/* after the commit: never twice */
 	movq %rcx, %rax
 	popq %rbx
 	.cfi_remember_state
@@ -339,6 +346,7 @@ uslab_rseq_push_batch:
 	addl %ecx, %r9d
 	movl %r9d, SLOT_COUNT(%rax)		/* commit: count + k */
 .Lpushb_commit:
+	addq %rcx, CTR_PUSHED(%rax)		/* after the commit: never twice */
 	movq %rcx, %rax
 	popq %rbx
 	.cfi_remember_state
