@@ -24,8 +24,8 @@ extern "C" {
  * pages obtained from a page source (anonymous mmap by default). A cache may
  * have a constructor, run once when an object enters the cache (when its slab
  * is created), and a destructor, run once when it leaves (when its slab is
- * released: by uslab_cache_reap(), uslab_cache_destroy(), or as a surplus
- * empty slab beyond the cache's reserve). Between those,
+ * released: by uslab_cache_reap(), uslab_cache_destroy(), or when it stayed
+ * empty long enough, see uslab_cache_reap()). Between those,
  * uslab_cache_alloc() and uslab_cache_free() hand the object out and take it
  * back in its constructed state: the allocator never writes into the bytes
  * of a free object.
@@ -143,9 +143,11 @@ USLAB_API void uslab_cache_free_bulk(struct uslab_cache *cache, void **objs, siz
  * objects destructed, its pages given back). Returns the number of bytes
  * given back to the page source by this call.
  *
- * Without reap, a cache keeps a reserve of empty slabs (one, or one in
- * eight of its slabs) and releases the surplus as it appears, running the
- * dtor of those slabs' objects then.
+ * Without reap, a cache keeps the empty slabs it may reuse: slabs that
+ * stayed empty through a whole second of slab-layer activity are released
+ * (their objects destructed then), so memory follows the working set
+ * without a timer thread. A cache nobody touches keeps its empty slabs
+ * until reap or destroy.
  */
 USLAB_API size_t uslab_cache_reap(struct uslab_cache *cache);
 

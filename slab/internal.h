@@ -31,6 +31,10 @@
 #define SLAB_MAX_SHIFT 24
 #define SLAB_MAGIC 0x75736c6162736c62ull /* "uslabslb" */
 
+/* Empty slabs that stayed empty through a whole interval of this length
+ * are released (slab.c §3). */
+#define SLAB_DECAY_NS 1000000000ull
+
 /* Partial slabs are kept in buckets by fullness so the fullest is found in
  * O(1): bucket b holds slabs with b*capacity/8 <= inuse < (b+1)*capacity/8. */
 #define SLAB_BUCKETS 8
@@ -169,6 +173,8 @@ struct uslab_cache {
 	uint32_t c_colour_next;
 	uint64_t c_slabs;        /* slabs on any list */
 	uint64_t c_empty_slabs;  /* slabs on c_empty */
+	uint64_t c_decay_start;  /* ns (CLOCK_MONOTONIC_COARSE): this interval's start */
+	uint64_t c_decay_min;    /* fewest empty slabs seen this interval */
 	uint64_t c_inuse;        /* sum of s_inuse */
 	uint64_t c_slabs_created;
 	uint64_t c_slabs_released;

@@ -233,7 +233,7 @@ START_TEST(slab_bulk_counts)
 	for (size_t i = 1; i < n; i++)
 		ck_assert_ptr_ne(objs[i], objs[i - 1]);
 
-	/* Empty the first slab: it stays as the reserve. */
+	/* Empty the first slab: it is kept for reuse. */
 	slab_free_bulk(c, objs, per);
 	ck_assert_uint_eq(slab_inuse(c), n - per);
 	ck_assert_uint_eq(c->c_slabs, 3);
@@ -245,15 +245,16 @@ START_TEST(slab_bulk_counts)
 	ck_assert_uint_eq(slab_inuse(c), n - per - (n - per) / 2);
 	ck_assert(cache_is_valid(c));
 
-	/* Everything: one empty slab is kept, the others are released. */
+	/* Everything: within the decay interval every empty slab is kept
+	 * (slab_empty_slabs_decay_by_working_set covers their release). */
 	slab_free_bulk(c, objs + per + (n - per) / 2, n - per - (n - per) / 2);
 	ck_assert_uint_eq(slab_inuse(c), 0);
-	ck_assert_uint_eq(c->c_slabs, 1);
-	ck_assert_uint_eq(c->c_empty_slabs, 1);
-	ck_assert_uint_eq(c->c_slabs_released, 2);
+	ck_assert_uint_eq(c->c_slabs, 3);
+	ck_assert_uint_eq(c->c_empty_slabs, 3);
+	ck_assert_uint_eq(c->c_slabs_released, 0);
 	ck_assert(cache_is_valid(c));
 
-	/* The reserve serves the next allocation without a new slab. */
+	/* Kept slabs serve the next allocation without a new slab. */
 	ck_assert_uint_eq(slab_alloc_bulk(c, objs, per), per);
 	ck_assert_uint_eq(c->c_slabs_created, 3);
 	ck_assert(cache_is_valid(c));
@@ -277,16 +278,30 @@ START_TEST(slab_bulk_zero_is_noop)
 }
 END_TEST
 
-START_TEST(slab_empty_reserve_bounded)
+/* Empty slabs follow the working set: kept while the interval runs,
+ * released once they stayed empty through a whole one. The test ends
+ * intervals by moving their start into the past, not by sleeping. */
+START_TEST(slab_empty_slabs_decay_by_working_set)
 {
 	struct uslab_cache *c = slab_cache(4096, 0, NULL);
 	size_t nslabs = 24;
 	void **objs = fill_slabs(c, nslabs);
+	void *one;
 
 	slab_free_bulk(c, objs, nslabs * c->c_slab_objs);
-	/* At most one empty slab in eight (and at least one) is kept. */
-	ck_assert_uint_eq(c->c_slabs, nslabs / 8);
-	ck_assert_uint_eq(c->c_empty_slabs, nslabs / 8);
+	/* Within the interval, nothing is released: a new cycle reuses them. */
+	ck_assert_uint_eq(c->c_slabs, nslabs);
+	ck_assert_uint_eq(c->c_empty_slabs, nslabs);
+	/* An interval ends: the low-water mark was 0 (slabs were in use), so
+	 * nothing goes, and the next interval starts with all 24 empty. */
+	c->c_decay_start = 0;
+	ck_assert_uint_eq(slab_alloc_bulk(c, &one, 1), 1);
+	ck_assert_uint_eq(c->c_slabs, nslabs);
+	/* The next one ends: 23 stayed empty through it and go. */
+	c->c_decay_start = 0;
+	slab_free_bulk(c, &one, 1);
+	ck_assert_uint_eq(c->c_slabs, 1);
+	ck_assert_uint_eq(c->c_empty_slabs, 1);
 	ck_assert(cache_is_valid(c));
 	free(objs);
 	slab_cache_done(c);
@@ -349,9 +364,9 @@ START_TEST(slab_reap_releases_empty_slabs_with_dtor)
 	ck_assert_uint_eq(l.dtor, 0);
 
 	slab_free_bulk(c, objs, 3 * per);
-	ck_assert_uint_eq(l.dtor, 2 * per); /* beyond the one-slab reserve */
+	ck_assert_uint_eq(l.dtor, 0); /* empty slabs are kept within the interval */
 	ck_assert(cache_is_valid(c));
-	ck_assert_uint_eq(slab_reap(c), c->c_slab_size);
+	ck_assert_uint_eq(slab_reap(c), 3 * c->c_slab_size);
 	ck_assert_uint_eq(l.dtor, 3 * per);
 	ck_assert_uint_eq(c->c_slabs, 0);
 	ck_assert_uint_eq(c->c_slabs_released, 3);
@@ -602,7 +617,7 @@ static Suite *slab_suite(void)
 	tc = tcase_create("bulk");
 	tcase_add_test(tc, slab_bulk_counts);
 	tcase_add_test(tc, slab_bulk_zero_is_noop);
-	tcase_add_test(tc, slab_empty_reserve_bounded);
+	tcase_add_test(tc, slab_empty_slabs_decay_by_working_set);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("lists");
