@@ -163,7 +163,7 @@
 .endm
 
 .macro FUNC name, visibility
-	.p2align 4
+	.p2align 4, 0xcc				/* int3 padding, never run */
 	.globl \name
 	.\visibility \name
 	.type \name, @function
@@ -239,7 +239,7 @@ FUNC uslab_rseq_push, hidden
 ENDFUNC uslab_rseq_push
 
 /* size_t uslab_rseq_pop_batch(char *base, unsigned shift, void **out, size_t n) */
-	.p2align 4
+	.p2align 4, 0xcc				/* int3 padding, never run */
 	.globl uslab_rseq_pop_batch
 	.hidden uslab_rseq_pop_batch
 	.type uslab_rseq_pop_batch, @function
@@ -304,7 +304,7 @@ uslab_rseq_pop_batch:
 	RSEQ_TABLES .Lpopb, .Lpopb_start, .Lpopb_commit, .Lpopb_abort, .Lpopb_fail
 
 /* size_t uslab_rseq_push_batch(char *base, unsigned shift, void *const *in, size_t n) */
-	.p2align 4
+	.p2align 4, 0xcc				/* int3 padding, never run */
 	.globl uslab_rseq_push_batch
 	.hidden uslab_rseq_push_batch
 	.type uslab_rseq_push_batch, @function
