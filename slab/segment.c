@@ -505,7 +505,10 @@ void seg_atfork_child(void)
 	seg_pid = 0; /* the parent's file is the parent's to remove */
 	if (seg_enabled == 0)
 		seg_enabled = -1; /* a failure in the parent need not hold here */
-	pthread_mutex_init(&seg_lock, NULL);
+	/* Taken by this thread in the prepare handler: released, not
+	 * re-initialised (ThreadSanitizer would still count it as held, and
+	 * the child now takes it whenever a slot starts). */
+	pthread_mutex_unlock(&seg_lock);
 }
 
 /* ---- Entry points for the layers ---- */
