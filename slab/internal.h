@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <sys/types.h>
 
 #include "uslab.h"
@@ -102,6 +103,16 @@ bool slab_cache_is_valid(struct uslab_cache *c);
 /** The slab holding @obj, if @obj is an object of @c; reports otherwise. */
 struct slab *slab_of_checked(struct uslab_cache *c, const void *obj, uint32_t *idx);
 
+/** Coarse monotonic time in ns (vDSO, no syscall), for the working-set
+ *  intervals of the depot and the slab layer. */
+static inline uint64_t uslab_coarse_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* ======================================================================== */
 /* ---- slabmap.c: which address ranges are slabs ---- */
 
@@ -152,6 +163,7 @@ struct uslab_cache {
 	uint32_t c_mag_size;          /* rounds per depot magazine (M) */
 	uint32_t c_mag_max;           /* largest M, fixed at create */
 	uint64_t c_ws_min_full;       /* working set: fewest full magazines this interval */
+	uint64_t c_ws_start;          /* ns (coarse clock): this interval's start */
 	uint32_t c_ws_ops;            /* depot operations this interval */
 	uint32_t c_ws_contended;      /* lock contentions this interval */
 	uint64_t c_depot_contended;   /* lock contentions, ever */

@@ -263,7 +263,8 @@ void pcpu_unlock_all(struct uslab_cache *c)
 static uint32_t pcpu_lock_mine(struct uslab_cache *c)
 {
 	int cpu = sched_getcpu();
-	uint32_t i = cpu >= 0 ? (uint32_t)cpu % pcpu_nslots : 0;
+	/* cpu is below the slot count (pcpu_possible); no division on this path. */
+	uint32_t i = cpu >= 0 && (uint32_t)cpu < pcpu_nslots ? (uint32_t)cpu : 0;
 	struct pcpu_slot *s = pcpu_slot(c, i);
 
 	pthread_mutex_lock(&c->c_pcpu_locks[i]);

@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <time.h>
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
 #endif
@@ -219,22 +218,13 @@ static struct slab *slab_detach_empty_locked(struct uslab_cache *c, uint64_t kee
 	return chain;
 }
 
-/* Coarse monotonic time in ns (vDSO: no syscall). */
-static uint64_t slab_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* Note the empty slabs' low-water mark; at the end of an interval, detach
  * the slabs that stayed empty through it (a chain to destroy unlocked). */
 static struct slab *slab_decay_locked(struct uslab_cache *c)
 {
 	if (c->c_empty_slabs < c->c_decay_min)
 		c->c_decay_min = c->c_empty_slabs;
-	uint64_t now = slab_now();
+	uint64_t now = uslab_coarse_ns();
 	if (now - c->c_decay_start < SLAB_DECAY_NS)
 		return NULL;
 	struct slab *chain = slab_detach_empty_locked(c, c->c_empty_slabs - c->c_decay_min);
