@@ -38,6 +38,12 @@
  */
 
 #define DEPOT_INTERVAL_NS 1000000000ull
+/* Full magazines the depot holds at most. A magazine structure costs
+ * 16 + 8 * c_mag_max bytes of malloc'd memory (up to 1 KiB for 32 objects
+ * of 64 bytes); without a bound, a program freeing 10 million objects in
+ * less than an interval kept 300 MB of them, which glibc does not give
+ * back after reap. Beyond the bound, frees go to the slab layer. */
+#define DEPOT_FULL_MAX 128
 #define DEPOT_CONTENTION_SHARE 8
 #define DEPOT_SPARE_MAX 16
 
@@ -190,6 +196,12 @@ void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n)
 	if (n == 0)
 		return;
 	depot_enter(c);
+	if (c->c_nfull >= DEPOT_FULL_MAX) {
+		/* The depot is at its bound: these go to their slabs. */
+		depot_leave(c);
+		slab_free_bulk(c, buf, n);
+		return;
+	}
 	struct mag *m = c->c_mag_spare;
 	if (m != NULL) {
 		c->c_mag_spare = m->m_next;
