@@ -31,13 +31,14 @@
  *
  * Magazine size: M = c_mag_size rounds per magazine (per-CPU slots hold
  * 2M). It starts from the object size and doubles, up to c_mag_max, when
- * more than 1/DEPOT_CONTENTION_SHARE of an interval's lock acquisitions had
- * to wait: bigger magazines mean fewer trips to the depot. It never shrinks
+ * more than 1/DEPOT_CONTENTION_SHARE of the lock acquisitions in a window of
+ * DEPOT_CONTENTION_WINDOW operations had to wait: bigger magazines mean fewer trips to the depot. It never shrinks
  * (left for later: shrinking needs a working-set signal that small
  * magazines would do as well).
  */
 
 #define DEPOT_INTERVAL_NS 1000000000ull
+#define DEPOT_CONTENTION_WINDOW 256 /* depot operations */
 /* Full magazines the depot holds at most. A magazine structure costs
  * 16 + 8 * c_mag_max bytes of malloc'd memory (up to 1 KiB for 32 objects
  * of 64 bytes); without a bound, a program freeing 10 million objects in
@@ -119,7 +120,15 @@ static struct mag *depot_tick_locked(struct uslab_cache *c)
 
 	if (c->c_nfull < c->c_ws_min_full)
 		c->c_ws_min_full = c->c_nfull;
-	c->c_ws_ops++;
+	/* Contention is judged over a window of operations, so magazines grow
+	 * within milliseconds of a fight over the lock, not a second later. */
+	if (++c->c_ws_ops >= DEPOT_CONTENTION_WINDOW) {
+		if (c->c_ws_contended * DEPOT_CONTENTION_SHARE > c->c_ws_ops &&
+		    c->c_mag_size < c->c_mag_max)
+			__atomic_store_n(&c->c_mag_size, c->c_mag_size * 2, __ATOMIC_RELAXED);
+		c->c_ws_ops = 0;
+		c->c_ws_contended = 0;
+	}
 	uint64_t now = uslab_coarse_ns();
 	if (now - c->c_ws_start < DEPOT_INTERVAL_NS)
 		return NULL;
@@ -132,11 +141,6 @@ static struct mag *depot_tick_locked(struct uslab_cache *c)
 		m->m_next = idle;
 		idle = m;
 	}
-	if (c->c_ws_contended * DEPOT_CONTENTION_SHARE > c->c_ws_ops &&
-	    c->c_mag_size < c->c_mag_max)
-		__atomic_store_n(&c->c_mag_size, c->c_mag_size * 2, __ATOMIC_RELAXED);
-	c->c_ws_ops = 0;
-	c->c_ws_contended = 0;
 	c->c_ws_min_full = c->c_nfull;
 	return idle;
 }
