@@ -61,8 +61,8 @@
 #define PCPU_BUF 128
 
 /* The asm hard-codes the slot layout. */
-_Static_assert(offsetof(struct pcpu_slot, p_count) == 0, "asm SLOT_COUNT");
-_Static_assert(offsetof(struct pcpu_slot, p_cap) == 4, "asm SLOT_CAP");
+_Static_assert(offsetof(struct pcpu_slot, p_count) == 64, "asm SLOT_COUNT");
+_Static_assert(offsetof(struct pcpu_slot, p_cap) == 68, "asm SLOT_CAP");
 _Static_assert(offsetof(struct pcpu_slot, p_rounds) == PCPU_SLOT_HDR, "asm SLOT_ROUNDS");
 _Static_assert(offsetof(struct pcpu_counters, pc_allocs) == 0, "asm CTR_ALLOCS");
 _Static_assert(offsetof(struct pcpu_counters, pc_frees) == 8, "asm CTR_FREES");

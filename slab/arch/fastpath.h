@@ -44,8 +44,8 @@
  * threads is the final store of p_count, the commit. They return 0/NULL
  * when the slot is stopped, the thread has no rseq registration
  * (cpu_id < 0), or the magazine is empty/full. They take no lock, make no
- * call or syscall, and touch no shared counter: cost, pop ~17 and push ~18
- * instructions including the call.
+ * call or syscall, and touch no shared counter: cost, pop 18 and push 19
+ * instructions for a hit, counter included.
  *
  * Counters: every routine adds to its counter of page 1 right AFTER the
  * commit, outside the section (inside, an abort after the add would count
@@ -61,6 +61,11 @@
  */
 
 struct pcpu_slot {
+	/* p_count sits 64 bytes into the page, not at its start: the fast
+	 * path's counter increment (page 1, offset 0) right after the count
+	 * store would otherwise share its low 12 address bits and stall on
+	 * 4K aliasing (measured: 5.93 vs 4.93 ns per alloc+free pair). */
+	uint8_t p_skew[64];
 	uint32_t p_count;
 	uint32_t p_cap;
 	uint64_t p_live;   /* 1 once started; written under c_drain_lock (rseq) or the slot lock */
@@ -68,7 +73,7 @@ struct pcpu_slot {
 	void *p_rounds[]; /* asm: offset PCPU_SLOT_HDR */
 };
 
-#define PCPU_SLOT_HDR 32
+#define PCPU_SLOT_HDR 96
 
 /* Page 1 of a slot: the per-CPU event counters (see above). */
 struct pcpu_counters {

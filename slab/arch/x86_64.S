@@ -44,9 +44,9 @@
 #define RSEQ_SIG 0x53053053
 #define RSEQ_CS_OFF 8
 #define RSEQ_CPU_ID_OFF 4
-#define SLOT_COUNT 0
-#define SLOT_CAP 4
-#define SLOT_ROUNDS 32
+#define SLOT_COUNT 64
+#define SLOT_CAP 68
+#define SLOT_ROUNDS 96
 #define CACHE_FAST 0
 #define PCPU_SHIFT 13
 /* struct pcpu_counters, on the slot's second page (fastpath.h) */
