@@ -166,7 +166,7 @@ USLAB_API const char *uslab_cache_name(const struct uslab_cache *cache);
 USLAB_API size_t uslab_cache_size(const struct uslab_cache *cache);
 
 /** The per-CPU mode chosen at start, as a static string:
- *  "rseq cpu_id" or "locked: <why>" (mm_cid indexing is not implemented). */
+ *  "rseq cpu_id" or "locked: <why>" (slots are indexed by cpu_id only). */
 USLAB_API const char *uslab_mode(void);
 
 /* ---- Statistics ---- */
