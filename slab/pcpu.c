@@ -61,13 +61,13 @@
 #define PCPU_BUF 128
 
 /* The asm hard-codes the slot layout. */
-_Static_assert(offsetof(struct pcpu_slot, p_count) == 64, "asm SLOT_COUNT");
-_Static_assert(offsetof(struct pcpu_slot, p_cap) == 68, "asm SLOT_CAP");
+_Static_assert(offsetof(struct pcpu_slot, p_word) == 64, "asm SLOT_WORD");
+_Static_assert(offsetof(struct pcpu_slot, p_cap) == 72, "asm SLOT_CAP");
 _Static_assert(offsetof(struct pcpu_slot, p_rounds) == PCPU_SLOT_HDR, "asm SLOT_ROUNDS");
-_Static_assert(offsetof(struct pcpu_counters, pc_allocs) == 0, "asm CTR_ALLOCS");
-_Static_assert(offsetof(struct pcpu_counters, pc_frees) == 8, "asm CTR_FREES");
-_Static_assert(offsetof(struct pcpu_counters, pc_pushed) == 16, "asm CTR_PUSHED");
-_Static_assert(offsetof(struct pcpu_counters, pc_popped) == 24, "asm CTR_POPPED");
+_Static_assert(PCPU_HIT == 0x10000 && PCPU_MAX_ROUNDS < PCPU_COUNT_MASK, "asm PCPU_HIT");
+_Static_assert(offsetof(struct pcpu_counters, pc_word) == 0, "asm CTR_WORD");
+_Static_assert(offsetof(struct pcpu_counters, pc_pushed) == 8, "asm CTR_PUSHED");
+_Static_assert(offsetof(struct pcpu_counters, pc_popped) == 16, "asm CTR_POPPED");
 _Static_assert(PCPU_COUNTERS_OFF == 4096 && (2u << 12) == (1u << PCPU_SHIFT),
                "asm: two 4 KiB pages per slot");
 _Static_assert(offsetof(struct uslab_cache, c_fast) == 0, "asm CACHE_FAST");
@@ -75,8 +75,9 @@ _Static_assert(PCPU_SLOT_HDR + 2 * PCPU_BUF * sizeof(void *) <= PCPU_COUNTERS_OF
                "a slot holds two of the largest magazines");
 
 /* What c_fast points at when the asm must always miss: a read-only zero
- * mapping of nslots slots, so every p_cap reads 0 (stopped). Untouched
- * pages of it cost nothing; touched ones are the shared zero page. */
+ * region of nslots slots (and its guards), so every p_cap reads 0
+ * (stopped). Untouched pages of it cost nothing; touched ones are the
+ * shared zero page. */
 static char *pcpu_zero;
 
 int pcpu_rseq;                 /* set once by pcpu_mode_init */
@@ -121,6 +122,30 @@ static uint32_t pcpu_possible(void)
 	return n > 0 ? (uint32_t)n : PCPU_MAX_IDS;
 }
 
+/* A slot region: PCPU_GUARD read-only zero slots, then nslots slots with
+ * @prot. Returns the base (slot 0), NULL when out of memory. */
+static char *pcpu_map(int prot)
+{
+	size_t guard = (size_t)PCPU_GUARD << PCPU_SHIFT;
+	char *p = mmap(NULL, guard + ((size_t)pcpu_nslots << PCPU_SHIFT), prot,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	if ((prot & PROT_WRITE) != 0 && mprotect(p, guard, PROT_READ) != 0) {
+		munmap(p, guard + ((size_t)pcpu_nslots << PCPU_SHIFT));
+		return NULL;
+	}
+	return p + guard;
+}
+
+static void pcpu_unmap(char *base)
+{
+	size_t guard = (size_t)PCPU_GUARD << PCPU_SHIFT;
+
+	munmap(base - guard, guard + ((size_t)pcpu_nslots << PCPU_SHIFT));
+}
+
 static int pcpu_membarrier(int cmd, unsigned flags, int cpu)
 {
 	return (int)syscall(__NR_membarrier, cmd, flags, cpu);
@@ -159,10 +184,7 @@ static const char *pcpu_choose(void)
 static void pcpu_once_init(void)
 {
 	pcpu_nslots = pcpu_possible();
-	pcpu_zero = mmap(NULL, (size_t)pcpu_nslots << PCPU_SHIFT, PROT_READ,
-	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (pcpu_zero == MAP_FAILED)
-		pcpu_zero = NULL;
+	pcpu_zero = pcpu_map(PROT_READ);
 	pcpu_mode_name = pcpu_choose();
 }
 
@@ -202,12 +224,9 @@ int pcpu_cache_init(struct uslab_cache *c)
 		return -1;
 	c->c_pcpu_rounds = pcpu_off(c) ? 0 : 2 * c->c_mag_max;
 	VERIFY(c->c_pcpu_rounds <= 2 * PCPU_BUF);
-	c->c_pcpu = mmap(NULL, (size_t)pcpu_nslots << PCPU_SHIFT, PROT_READ | PROT_WRITE,
-	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (c->c_pcpu == MAP_FAILED) {
-		c->c_pcpu = NULL;
+	c->c_pcpu = pcpu_map(PROT_READ | PROT_WRITE);
+	if (c->c_pcpu == NULL)
 		return -1;
-	}
 	seg_cache_publish(c); /* a record in the stats segment, if it can */
 	c->c_pcpu_cap = pcpu_off(c) ? 0 : 2 * c->c_mag_size;
 	c->c_fast = pcpu_rseq && !pcpu_off(c) ? c->c_pcpu : pcpu_zero;
@@ -217,7 +236,7 @@ int pcpu_cache_init(struct uslab_cache *c)
 		if (c->c_pcpu_locks == NULL) {
 			pthread_mutex_destroy(&c->c_drain_lock);
 			seg_cache_retire(c);
-			munmap(c->c_pcpu, (size_t)pcpu_nslots << PCPU_SHIFT);
+			pcpu_unmap(c->c_pcpu);
 			c->c_pcpu = NULL;
 			return -1;
 		}
@@ -240,7 +259,7 @@ void pcpu_cache_fini(struct uslab_cache *c)
 	/* The record first: while the segment lists the cache, its region is
 	 * mapped (the fork child handler relies on it). */
 	seg_cache_retire(c);
-	munmap(c->c_pcpu, (size_t)pcpu_nslots << PCPU_SHIFT);
+	pcpu_unmap(c->c_pcpu);
 }
 
 void pcpu_lock_all(struct uslab_cache *c)
@@ -259,6 +278,24 @@ void pcpu_unlock_all(struct uslab_cache *c)
 	pthread_mutex_unlock(&c->c_drain_lock);
 }
 
+/* With slot @i owned (stopped by pcpu_stop, or its lock held): move its
+ * hits into pc_ops, so they never wrap in the word, and set its count to
+ * @count. Returns the count it had. */
+static uint32_t pcpu_set_owned(struct uslab_cache *c, uint32_t i, uint32_t count)
+{
+	struct pcpu_slot *s = pcpu_slot(c, i);
+	struct pcpu_counters *ctr = pcpu_ctr(c, i);
+	uint64_t w = s->p_word;
+
+	ASSERT(pcpu_word_count(w) <= c->c_pcpu_rounds);
+	__atomic_store_n(&ctr->pc_ops,
+	                 __atomic_load_n(&ctr->pc_ops, __ATOMIC_RELAXED) + pcpu_word_hits(w),
+	                 __ATOMIC_RELAXED);
+	__atomic_store_n(&s->p_word, (uint64_t)count, __ATOMIC_RELAXED);
+	__atomic_store_n(&ctr->pc_word, (uint64_t)count, __ATOMIC_RELAXED);
+	return pcpu_word_count(w);
+}
+
 /* Locked mode: the slot of the CPU we probably run on, locked. */
 static uint32_t pcpu_lock_mine(struct uslab_cache *c)
 {
@@ -273,8 +310,13 @@ static uint32_t pcpu_lock_mine(struct uslab_cache *c)
 		s->p_cap = __atomic_load_n(&c->c_pcpu_cap, __ATOMIC_RELAXED);
 		s->p_live = 1;
 	}
+	if (pcpu_word_hits(s->p_word) >= PCPU_FOLD_AT)
+		pcpu_set_owned(c, i, pcpu_word_count(s->p_word));
 	return i;
 }
+
+static uint32_t pcpu_stop(struct uslab_cache *c, uint32_t i);
+static void pcpu_restart(struct uslab_cache *c, uint32_t i, uint32_t cap);
 
 /* rseq mode: start the slot of the CPU we run on if it never ran, so a
  * cache touches the slots of the CPUs that use it and no others. Slots
@@ -288,12 +330,23 @@ static void pcpu_start_mine(struct uslab_cache *c)
 
 	if (cpu < 0 || (uint32_t)cpu >= pcpu_nslots)
 		return;
-	struct pcpu_slot *s = pcpu_slot(c, (uint32_t)cpu);
-	if (__atomic_load_n(&s->p_live, __ATOMIC_RELAXED) != 0)
+	uint32_t i = (uint32_t)cpu;
+	struct pcpu_slot *s = pcpu_slot(c, i);
+	if (__atomic_load_n(&s->p_live, __ATOMIC_RELAXED) != 0) {
+		/* Once per 2^46 hits of a CPU: fold them (a racy peek). */
+		if (pcpu_word_hits(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED)) >=
+		    PCPU_FOLD_AT) {
+			pthread_mutex_lock(&c->c_drain_lock);
+			uint32_t cap = pcpu_stop(c, i);
+			pcpu_set_owned(c, i, pcpu_word_count(s->p_word));
+			pcpu_restart(c, i, cap);
+			pthread_mutex_unlock(&c->c_drain_lock);
+		}
 		return;
+	}
 	pthread_mutex_lock(&c->c_drain_lock);
 	if (s->p_live == 0) {
-		seg_counters_share(c, (uint32_t)cpu);
+		seg_counters_share(c, i);
 		__atomic_store_n(&s->p_live, 1, __ATOMIC_RELAXED);
 		__atomic_store_n(&s->p_cap, c->c_pcpu_cap, __ATOMIC_RELEASE);
 	}
@@ -375,14 +428,13 @@ size_t pcpu_drain(struct uslab_cache *c)
 		/* Skip empty slots without a fence or a lock; the peek is racy
 		 * (the owner may be filling it), which a drain of running CPUs
 		 * accepts. Slot counts are relaxed atomics on both sides. */
-		if (__atomic_load_n(&s->p_count, __ATOMIC_RELAXED) == 0)
+		if (pcpu_word_count(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED)) == 0)
 			continue;
 		pthread_mutex_lock(&c->c_drain_lock);
 		uint32_t cap = pcpu_stop(c, i);
-		uint32_t n = s->p_count;
-		ASSERT(n <= c->c_pcpu_rounds);
+		uint32_t n = pcpu_word_count(s->p_word);
 		memcpy(buf, s->p_rounds, n * sizeof(void *));
-		__atomic_store_n(&s->p_count, 0, __ATOMIC_RELAXED);
+		pcpu_set_owned(c, i, 0);
 		/* We own the slot; its owner writes other counters only. */
 		struct pcpu_counters *ctr = pcpu_ctr(c, i);
 		__atomic_store_n(&ctr->pc_drained,
@@ -412,6 +464,7 @@ static void pcpu_resize(struct uslab_cache *c)
 			if (__atomic_load_n(&pcpu_slot(c, i)->p_live, __ATOMIC_RELAXED) == 0)
 				continue;
 			pcpu_stop(c, i);
+			pcpu_set_owned(c, i, pcpu_word_count(pcpu_slot(c, i)->p_word));
 			pcpu_restart(c, i, cap);
 		}
 	}
@@ -423,15 +476,16 @@ uint64_t pcpu_objects(struct uslab_cache *c)
 	uint64_t n = 0;
 
 	for (uint32_t i = 0; i < pcpu_nslots && !pcpu_off(c); i++)
-		n += __atomic_load_n(&pcpu_slot(c, i)->p_count, __ATOMIC_RELAXED);
+		n += pcpu_word_count(__atomic_load_n(&pcpu_slot(c, i)->p_word, __ATOMIC_RELAXED));
 	return n;
 }
 
 size_t pcpu_slot_objects(struct uslab_cache *c, uint64_t *counts, size_t n)
 {
 	for (uint32_t i = 0; i < pcpu_nslots && i < n; i++)
-		counts[i] = pcpu_off(c) ? 0 : __atomic_load_n(&pcpu_slot(c, i)->p_count,
-		                                               __ATOMIC_RELAXED);
+		counts[i] = pcpu_off(c) ? 0
+		                        : pcpu_word_count(__atomic_load_n(&pcpu_slot(c, i)->p_word,
+		                                                          __ATOMIC_RELAXED));
 	return pcpu_nslots;
 }
 
@@ -439,8 +493,19 @@ void pcpu_counts(struct uslab_cache *c, uint64_t *allocs, uint64_t *frees)
 {
 	*allocs = *frees = 0;
 	for (uint32_t i = 0; i < pcpu_nslots && !pcpu_off(c); i++) {
-		*allocs += __atomic_load_n(&pcpu_ctr(c, i)->pc_allocs, __ATOMIC_RELAXED);
-		*frees += __atomic_load_n(&pcpu_ctr(c, i)->pc_frees, __ATOMIC_RELAXED);
+		const struct pcpu_counters *ctr = pcpu_ctr(c, i);
+		struct pcpu_counters k = {
+			.pc_pushed = __atomic_load_n(&ctr->pc_pushed, __ATOMIC_RELAXED),
+			.pc_popped = __atomic_load_n(&ctr->pc_popped, __ATOMIC_RELAXED),
+			.pc_drained = __atomic_load_n(&ctr->pc_drained, __ATOMIC_RELAXED),
+			.pc_ops = __atomic_load_n(&ctr->pc_ops, __ATOMIC_RELAXED),
+		};
+		uint64_t a, f;
+		/* The private word: exact, where other processes see its copy. */
+		pcpu_split_hits(__atomic_load_n(&pcpu_slot(c, i)->p_word, __ATOMIC_RELAXED), &k,
+		                &a, &f);
+		*allocs += a;
+		*frees += f;
 	}
 }
 

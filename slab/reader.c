@@ -154,20 +154,11 @@ static int seg_read_rec(int fd, uint64_t off, struct seg_rec *rec)
 	return 0; /* busy writer: the last copy (see Design §3) */
 }
 
-/* a + b, saturated. */
-static uint64_t seg_add_sat(uint64_t a, uint64_t b)
-{
-	uint64_t r;
-	return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
-}
-
-/* Objects in one CPU's magazine from its counters (segment.h): clamped to
- * [0, PCPU_MAX_ROUNDS], whatever the numbers. */
+/* Objects in one CPU's magazine from the copy of its word (segment.h):
+ * clamped to [0, PCPU_MAX_ROUNDS], whatever the number. */
 static uint64_t seg_fill(const struct pcpu_counters *k)
 {
-	uint64_t in = seg_add_sat(k->pc_frees, k->pc_pushed);
-	uint64_t out = seg_add_sat(seg_add_sat(k->pc_allocs, k->pc_popped), k->pc_drained);
-	uint64_t fill = in > out ? in - out : 0;
+	uint64_t fill = pcpu_word_count(k->pc_word);
 	return fill < PCPU_MAX_ROUNDS ? fill : PCPU_MAX_ROUNDS;
 }
 
@@ -198,8 +189,10 @@ static bool seg_cache_fill(const unsigned char *img, uint64_t len, const struct 
 		memcpy(&k, img + r->r_ctr_off + (uint64_t)i * h->h_page_size, sizeof k);
 		cpu[i] = seg_fill(&k);
 		pcpu += cpu[i]; /* at most 65536 * 508: no overflow */
-		fa += k.pc_allocs; /* unsigned: wraps, never undefined */
-		ff += k.pc_frees;
+		uint64_t a, f;
+		pcpu_split_hits(k.pc_word, &k, &a, &f); /* unsigned: wraps, never undefined */
+		fa += a;
+		ff += f;
 	}
 	/* The figures, derived as uslab_cache_stats() derives them. */
 	st->obj_size = r->r_obj_size;

@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 /*
- * File layout, version 2 (all integers in the writer's byte order; the
+ * File layout, version 3 (all integers in the writer's byte order; the
  * reader rejects a foreign order by the magic and the sizes):
  *
  *   offset 0            struct seg_header (h_hdr_size bytes)
@@ -21,8 +21,8 @@
  * Nothing the allocator acts on is in the file: no magazine, round, count
  * or capacity. The counters pages are mapped MAP_SHARED over the second
  * page of each started slot; the magazines stay private (pcpu.c). Another
- * process derives a magazine's fill from its counters:
- *   fill = pc_frees + pc_pushed - pc_allocs - pc_popped - pc_drained.
+ * process reads a magazine's fill from the copy of its word (pc_word) and
+ * splits its hits into allocs and frees with pcpu_split_hits().
  *
  * Chunks and counters regions start on page boundaries and never move: the
  * file only grows (fallocate), and a destroyed cache's region is

@@ -12,16 +12,16 @@
  *
  * Figures that the structure gives are computed from it, not counted:
  * slabs and objects come from the slab layer's counts (under c_slab_lock),
- * objects cached above it from the slots (their p_count) and the depot.
- * Event counters are per-CPU (pc_allocs / pc_frees on each slot's counters
- * page, bumped by the fast path right after its commit; arch/fastpath.h)
- * plus per-cache relaxed atomics bumped by the slow paths; the reader sums
- * them and accepts that operations in flight are not yet counted. Another
- * process (slab/reader.c) sees the same counters through the stats
- * segment, but no p_count: it derives the magazines' fill from the
- * counters pages instead.
+ * objects cached above it from the slots (the count in their p_word) and
+ * the depot. Event counters are per-CPU (each slot's word counts its hits
+ * in the same store as its count, and the batch and drain counters sit on
+ * its counters page; arch/fastpath.h explains how allocs and frees follow
+ * from them) plus per-cache relaxed atomics bumped by the slow paths; the
+ * reader sums them and accepts that operations in flight are not yet
+ * counted. Another process (slab/reader.c) sees the same figures through
+ * the stats segment, with the copy of each word in place of the word.
  *
- *   allocs = sum(pc_allocs) + c_slow_allocs
+ *   allocs = sum over CPUs of pcpu_split_hits() + c_slow_allocs
  *   active_objs = sum(s_inuse) - objects in slots - objects in the depot
  *
  * The second is exact at quiescence (DESIGN.md §3, invariant 1); while

@@ -3,9 +3,15 @@
  * assembly compared against it on identical slots (dav1d checkasm style). */
 #include "config.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#if USLAB_HAVE_SYS_RSEQ_H
+#include <sys/rseq.h>
+#endif
 
 #include "internal.h"
 #include "testutil.h"
@@ -17,6 +23,29 @@
 _Static_assert(PCPU_SLOT_HDR + ROUNDS * sizeof(void *) <= PCPU_COUNTERS_OFF, "slot fits");
 
 #define CTR(s) pcpu_slot_counters(s)
+
+/* The count and the hits in a slot's word (arch/fastpath.h). */
+static uint32_t count_of(const struct pcpu_slot *s)
+{
+	return pcpu_word_count(s->p_word);
+}
+
+static uint64_t hits_of(const struct pcpu_slot *s)
+{
+	return pcpu_word_hits(s->p_word);
+}
+
+/* Set the count, keeping the hits. */
+static void set_count(struct pcpu_slot *s, uint32_t count)
+{
+	s->p_word = (s->p_word & ~PCPU_COUNT_MASK) | count;
+}
+
+/* The word is copied to the counters page after every commit. */
+static void check_copy(struct pcpu_slot *s)
+{
+	ck_assert_uint_eq(CTR(s)->pc_word, s->p_word);
+}
 
 #define SENTINEL 0xee
 
@@ -47,7 +76,7 @@ static struct pcpu_slot *slot_new(uint32_t count, uint32_t cap)
 	struct pcpu_slot *s = calloc(1, (size_t)1 << SLOT_SHIFT);
 
 	ck_assert_ptr_nonnull(s);
-	s->p_count = count;
+	s->p_word = count;
 	s->p_cap = cap;
 	for (uint32_t i = 0; i < count; i++)
 		s->p_rounds[i] = obj(i + 1);
@@ -61,15 +90,15 @@ START_TEST(fastpath_generic_pop_empty_or_stopped)
 	struct pcpu_slot *s = slot_new(0, 8);
 
 	ck_assert_ptr_null(pcpu_generic_pop(s));
-	ck_assert_uint_eq(s->p_count, 0);
-	ck_assert_uint_eq(CTR(s)->pc_allocs, 0);
+	ck_assert_uint_eq(s->p_word, 0); /* no hit, no borrow into the hits */
+	ck_assert_uint_eq(CTR(s)->pc_word, 0);
 
-	s->p_count = 3;
+	set_count(s, 3);
 	s->p_rounds[0] = obj(1);
 	s->p_cap = 0; /* stopped: nothing comes out, even with rounds */
 	ck_assert_ptr_null(pcpu_generic_pop(s));
-	ck_assert_uint_eq(s->p_count, 3);
-	ck_assert_uint_eq(CTR(s)->pc_allocs, 0);
+	ck_assert_uint_eq(s->p_word, 3);
+	ck_assert_uint_eq(CTR(s)->pc_word, 0);
 	free(s);
 }
 END_TEST
@@ -80,14 +109,14 @@ START_TEST(fastpath_generic_push_full_or_stopped)
 
 	s->p_rounds[4] = obj(99);
 	ck_assert_int_eq(pcpu_generic_push(s, obj(5)), 0);
-	ck_assert_uint_eq(s->p_count, 4);
+	ck_assert_uint_eq(s->p_word, 4);
 	ck_assert_ptr_eq(s->p_rounds[4], obj(99)); /* nothing written past the count */
-	ck_assert_uint_eq(CTR(s)->pc_frees, 0);
+	ck_assert_uint_eq(CTR(s)->pc_word, 0);
 
-	s->p_count = 0;
+	set_count(s, 0);
 	s->p_cap = 0;
 	ck_assert_int_eq(pcpu_generic_push(s, obj(5)), 0);
-	ck_assert_uint_eq(s->p_count, 0);
+	ck_assert_uint_eq(s->p_word, 0);
 	ck_assert_ptr_eq(s->p_rounds[0], obj(1));
 	free(s);
 }
@@ -101,13 +130,23 @@ START_TEST(fastpath_generic_push_pop_lifo_counted)
 	ck_assert_int_eq(pcpu_generic_push(s, obj(2)), 1);
 	ck_assert_int_eq(pcpu_generic_push(s, obj(3)), 1);
 	ck_assert_int_eq(pcpu_generic_push(s, obj(4)), 0);
-	ck_assert_uint_eq(CTR(s)->pc_frees, 3);
+	ck_assert_uint_eq(hits_of(s), 3);
+	ck_assert_uint_eq(count_of(s), 3);
+	check_copy(s);
+	uint64_t allocs, frees;
+	pcpu_split_hits(s->p_word, CTR(s), &allocs, &frees);
+	ck_assert_uint_eq(allocs, 0);
+	ck_assert_uint_eq(frees, 3);
 	ck_assert_ptr_eq(pcpu_generic_pop(s), obj(3));
 	ck_assert_ptr_eq(pcpu_generic_pop(s), obj(2));
 	ck_assert_ptr_eq(pcpu_generic_pop(s), obj(1));
 	ck_assert_ptr_null(pcpu_generic_pop(s));
-	ck_assert_uint_eq(CTR(s)->pc_allocs, 3);
-	ck_assert_uint_eq(s->p_count, 0);
+	ck_assert_uint_eq(hits_of(s), 6);
+	ck_assert_uint_eq(count_of(s), 0);
+	check_copy(s);
+	pcpu_split_hits(CTR(s)->pc_word, CTR(s), &allocs, &frees);
+	ck_assert_uint_eq(allocs, 3);
+	ck_assert_uint_eq(frees, 3);
 	free(s);
 }
 END_TEST
@@ -122,24 +161,25 @@ START_TEST(fastpath_generic_pop_batch_clamps)
 	ck_assert_ptr_eq(out[0], obj(3));
 	ck_assert_ptr_eq(out[1], obj(4));
 	ck_assert_ptr_eq(out[2], obj(5));
-	ck_assert_uint_eq(s->p_count, 2);
+	ck_assert_uint_eq(s->p_word, 2);
+	check_copy(s);
 	/* More than held: all of them. */
 	out[2] = obj(77);
 	ck_assert_uint_eq(pcpu_generic_pop_batch(s, out, 16), 2);
 	ck_assert_ptr_eq(out[0], obj(1));
 	ck_assert_ptr_eq(out[1], obj(2));
 	ck_assert_ptr_eq(out[2], obj(77));
-	ck_assert_uint_eq(s->p_count, 0);
+	ck_assert_uint_eq(s->p_word, 0);
 	ck_assert_uint_eq(pcpu_generic_pop_batch(s, out, 16), 0);
 	/* n = 0, and a stopped slot. */
-	s->p_count = 4;
+	set_count(s, 4);
 	ck_assert_uint_eq(pcpu_generic_pop_batch(s, out, 0), 0);
-	ck_assert_uint_eq(s->p_count, 4);
+	ck_assert_uint_eq(s->p_word, 4);
 	s->p_cap = 0;
 	ck_assert_uint_eq(pcpu_generic_pop_batch(s, out, 2), 0);
-	ck_assert_uint_eq(s->p_count, 4);
+	ck_assert_uint_eq(s->p_word, 4);
 	/* Batches are not fast-path hits: counted apart, as rounds. */
-	ck_assert_uint_eq(CTR(s)->pc_allocs, 0);
+	ck_assert_uint_eq(hits_of(s), 0);
 	ck_assert_uint_eq(CTR(s)->pc_popped, 5);
 	free(s);
 }
@@ -154,23 +194,23 @@ START_TEST(fastpath_generic_push_batch_clamps)
 		in[i] = obj(100 + i);
 	ck_assert_uint_eq(pcpu_generic_push_batch(s, in, 0), 0);
 	ck_assert_uint_eq(pcpu_generic_push_batch(s, in, 3), 3);
-	ck_assert_uint_eq(s->p_count, 5);
+	ck_assert_uint_eq(s->p_word, 5);
+	check_copy(s);
 	ck_assert_ptr_eq(s->p_rounds[1], obj(2));
 	ck_assert_ptr_eq(s->p_rounds[2], obj(100));
 	ck_assert_ptr_eq(s->p_rounds[4], obj(102));
 	/* More than the room: the room. */
 	s->p_rounds[6] = obj(99);
 	ck_assert_uint_eq(pcpu_generic_push_batch(s, in, 16), 1);
-	ck_assert_uint_eq(s->p_count, 6);
+	ck_assert_uint_eq(s->p_word, 6);
 	ck_assert_ptr_eq(s->p_rounds[5], obj(100));
 	ck_assert_ptr_eq(s->p_rounds[6], obj(99));
 	ck_assert_uint_eq(pcpu_generic_push_batch(s, in, 1), 0); /* full */
 	/* Stopped. */
-	s->p_count = 0;
+	set_count(s, 0);
 	s->p_cap = 0;
 	ck_assert_uint_eq(pcpu_generic_push_batch(s, in, 4), 0);
-	ck_assert_uint_eq(s->p_count, 0);
-	ck_assert_uint_eq(CTR(s)->pc_frees, 0);
+	ck_assert_uint_eq(s->p_word, 0);
 	ck_assert_uint_eq(CTR(s)->pc_pushed, 4);
 	free(s);
 }
@@ -223,26 +263,30 @@ static void pair_randomise(struct pair *p, uint64_t *rng)
 	uint64_t r = rng_next(rng);
 
 	memset(s, SENTINEL, (size_t)1 << SLOT_SHIFT);
+	/* Any hits, up to the largest (the add wraps the same in both). */
+	s->p_word = rng_next(rng) & ~PCPU_COUNT_MASK;
 	switch (r % 6) {
 	case 0:
 		s->p_cap = 0;
-		s->p_count = (uint32_t)(rng_next(rng) % (ROUNDS + 1));
+		set_count(s, (uint32_t)(rng_next(rng) % (ROUNDS + 1)));
 		break;
 	case 1:
 		s->p_cap = 1 + (uint32_t)(rng_next(rng) % ROUNDS);
-		s->p_count = 0;
+		set_count(s, 0);
 		break;
 	case 2:
 		s->p_cap = 1 + (uint32_t)(rng_next(rng) % ROUNDS);
-		s->p_count = s->p_cap;
+		set_count(s, s->p_cap);
 		break;
 	default:
 		s->p_cap = 1 + (uint32_t)(rng_next(rng) % ROUNDS);
-		s->p_count = (uint32_t)(rng_next(rng) % (s->p_cap + 1));
+		set_count(s, (uint32_t)(rng_next(rng) % (s->p_cap + 1)));
 		break;
 	}
-	CTR(s)->pc_allocs = rng_next(rng);
-	CTR(s)->pc_frees = rng_next(rng);
+	if (r % 7 == 0)
+		s->p_word |= ~PCPU_COUNT_MASK; /* the largest hit count */
+	CTR(s)->pc_word = rng_next(rng);
+	CTR(s)->pc_ops = rng_next(rng);
 	CTR(s)->pc_pushed = rng_next(rng);
 	CTR(s)->pc_popped = rng_next(rng);
 	CTR(s)->pc_drained = rng_next(rng);
@@ -257,13 +301,13 @@ static void pair_check(const struct pair *p, unsigned step)
 {
 	const struct pcpu_counters *a = CTR(p->asm_slot), *r = CTR(p->ref);
 	CHECK(memcmp(p->asm_slot, p->ref, (size_t)1 << SLOT_SHIFT) == 0,
-	      "step %u: slots differ (asm count %u cap %u allocs %llu frees %llu pushed %llu "
-	      "popped %llu; ref count %u cap %u allocs %llu frees %llu pushed %llu popped %llu)",
-	      step, p->asm_slot->p_count, p->asm_slot->p_cap, (unsigned long long)a->pc_allocs,
-	      (unsigned long long)a->pc_frees, (unsigned long long)a->pc_pushed,
-	      (unsigned long long)a->pc_popped, p->ref->p_count, p->ref->p_cap,
-	      (unsigned long long)r->pc_allocs, (unsigned long long)r->pc_frees,
-	      (unsigned long long)r->pc_pushed, (unsigned long long)r->pc_popped);
+	      "step %u: slots differ (asm word %#llx cap %u copy %#llx pushed %llu popped %llu; "
+	      "ref word %#llx cap %u copy %#llx pushed %llu popped %llu)",
+	      step, (unsigned long long)p->asm_slot->p_word, p->asm_slot->p_cap,
+	      (unsigned long long)a->pc_word, (unsigned long long)a->pc_pushed,
+	      (unsigned long long)a->pc_popped, (unsigned long long)p->ref->p_word, p->ref->p_cap,
+	      (unsigned long long)r->pc_word, (unsigned long long)r->pc_pushed,
+	      (unsigned long long)r->pc_popped);
 	for (size_t i = 0; i < p->region_size; i++) {
 		if (i >> SLOT_SHIFT == p->cpu)
 			continue;
@@ -380,10 +424,10 @@ START_TEST(fastpath_rseq_matches_generic_edges)
 				size_t n = ns[j];
 
 				memset(p.ref, SENTINEL, (size_t)1 << SLOT_SHIFT);
-				p.ref->p_count = states[k][0];
+				p.ref->p_word = ((uint64_t)(k + 1) << PCPU_COUNT_BITS) | states[k][0];
 				p.ref->p_cap = states[k][1];
-				CTR(p.ref)->pc_allocs = 10;
-				CTR(p.ref)->pc_frees = 20;
+				CTR(p.ref)->pc_word = 10;
+				CTR(p.ref)->pc_ops = 20;
 				CTR(p.ref)->pc_pushed = 30;
 				CTR(p.ref)->pc_popped = 40;
 				CTR(p.ref)->pc_drained = 50;
@@ -440,20 +484,22 @@ START_TEST(fastpath_rseq_on_cache_region)
 		ck_assert_ptr_nonnull(objs[i]);
 	}
 	struct pcpu_slot *s = (struct pcpu_slot *)(c->c_pcpu + ((size_t)cpu << PCPU_SHIFT));
-	uint32_t count = s->p_count;
+	uint32_t count = count_of(s);
 	ck_assert_uint_gt(count, 0);
 	void *top = s->p_rounds[count - 1];
-	struct pcpu_counters before = *CTR(s);
+	uint64_t a0, f0, a1, f1;
+	pcpu_split_hits(s->p_word, CTR(s), &a0, &f0);
 	ck_assert_ptr_eq(uslab_rseq_pop(c->c_pcpu, PCPU_SHIFT), top);
-	ck_assert_uint_eq(s->p_count, count - 1);
+	ck_assert_uint_eq(count_of(s), count - 1);
 	ck_assert_int_eq(uslab_rseq_push(c->c_pcpu, PCPU_SHIFT, top), 1);
-	ck_assert_uint_eq(s->p_count, count);
-	ck_assert_uint_eq(CTR(s)->pc_allocs, before.pc_allocs + 1);
-	ck_assert_uint_eq(CTR(s)->pc_frees, before.pc_frees + 1);
-	/* The counters account for every round the slot holds. */
-	ck_assert_uint_eq(CTR(s)->pc_frees + CTR(s)->pc_pushed - CTR(s)->pc_allocs -
-	                      CTR(s)->pc_popped - CTR(s)->pc_drained,
-	                  count);
+	ck_assert_uint_eq(count_of(s), count);
+	check_copy(s);
+	/* The word and counters account for every hit and every round. */
+	pcpu_split_hits(s->p_word, CTR(s), &a1, &f1);
+	ck_assert_uint_eq(a1, a0 + 1);
+	ck_assert_uint_eq(f1, f0 + 1);
+	ck_assert_uint_eq(a1, 8); /* the first alloc missed: loaded a magazine */
+	ck_assert_uint_eq(f1, 1);
 	for (int i = 0; i < 8; i++)
 		uslab_cache_free(c, objs[i]);
 	ck_assert(cache_is_valid(c));
@@ -461,6 +507,67 @@ START_TEST(fastpath_rseq_on_cache_region)
 	ck_assert_int_eq(sched_setaffinity(0, sizeof saved, &saved), 0);
 }
 END_TEST
+
+#if USLAB_HAVE_SYS_RSEQ_H
+/* A thread without an rseq registration: the entry points index a guard
+ * slot with its cpu_id (-1, or -2 when registration failed) and miss, and
+ * every object still comes and goes through the slow path. */
+static void *unregistered_thread(void *arg)
+{
+	struct uslab_cache *c = arg;
+	struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
+	void *objs[300];
+
+	/* glibc registers a length of its own (32 when __rseq_size is 20);
+	 * unregistering needs the same, which the kernel checks. */
+	uint32_t len = (uint32_t)__rseq_size;
+	while (len <= 256 && syscall(__NR_rseq, rs, len, RSEQ_FLAG_UNREGISTER, 0x53053053) != 0)
+		len += 4;
+	if (len > 256)
+		return "unregister failed";
+	for (int round = 0; round < 2; round++) {
+		int32_t id = round == 0 ? -1 : -2; /* uninitialised, registration failed */
+		if (round == 1)
+			__atomic_store_n(&rs->cpu_id, (uint32_t)id, __ATOMIC_RELAXED);
+		if ((int32_t)__atomic_load_n(&rs->cpu_id, __ATOMIC_RELAXED) != id)
+			return "unexpected cpu_id";
+		for (int i = 0; i < 300; i++) {
+			objs[i] = uslab_cache_alloc(c);
+			if (objs[i] == NULL)
+				return "alloc failed";
+			memset(objs[i], 0x5a, 64);
+			for (int j = 0; j < i; j++)
+				if (objs[j] == objs[i])
+					return "object handed out twice";
+		}
+		for (int i = 0; i < 300; i++)
+			uslab_cache_free(c, objs[i]);
+	}
+	return NULL;
+}
+
+START_TEST(fastpath_unregistered_thread_uses_guard)
+{
+	struct uslab_cache *c = uslab_cache_create("unregistered", 64, NULL);
+	struct uslab_stats st;
+	pthread_t t;
+	void *err;
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(pthread_create(&t, NULL, unregistered_thread, c), 0);
+	ck_assert_int_eq(pthread_join(t, &err), 0);
+	ck_assert_msg(err == NULL, "%s", (const char *)err);
+	ck_assert_int_eq(uslab_cache_stats(c, &st), 0);
+	ck_assert_uint_eq(st.allocs, 600);
+	ck_assert_uint_eq(st.frees, 600);
+	ck_assert_uint_eq(st.fast_allocs, 0); /* every one missed */
+	ck_assert_uint_eq(st.fast_frees, 0);
+	ck_assert_uint_eq(st.active_objs, 0);
+	ck_assert(cache_is_valid(c));
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+}
+END_TEST
+#endif
 
 static Suite *fastpath_suite(void)
 {
@@ -484,6 +591,9 @@ static Suite *fastpath_suite(void)
 		tcase_add_test(tc, fastpath_rseq_matches_generic);
 		tcase_add_test(tc, fastpath_rseq_matches_generic_edges);
 		tcase_add_test(tc, fastpath_rseq_on_cache_region);
+#if USLAB_HAVE_SYS_RSEQ_H
+		tcase_add_test(tc, fastpath_unregistered_thread_uses_guard);
+#endif
 		tcase_set_timeout(tc, 30);
 		suite_add_tcase(s, tc);
 	}

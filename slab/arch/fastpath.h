@@ -3,57 +3,72 @@
 #ifndef USLAB_FASTPATH_H
 #define USLAB_FASTPATH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 /*
- * A cache's per-CPU region is one private anonymous mapping of
- * nslots << PCPU_SHIFT bytes; slot i (a CPU number from rseq cpu_id, or
- * sched_getcpu() in locked mode) is two pages at base + (i << PCPU_SHIFT).
- * base and shift never change.
+ * A cache's per-CPU region is one private anonymous mapping; slot i (a CPU
+ * number from rseq cpu_id, or sched_getcpu() in locked mode) is two pages
+ * at base + (i << PCPU_SHIFT). base and shift never change. PCPU_GUARD
+ * read-only zero slots sit below base, so the asm may index with rseq's
+ * negative cpu_id values (-1 unregistered, -2 registration failed) without
+ * testing them: those land on a slot whose p_cap reads 0 and miss.
  *
  *   page 0  struct pcpu_slot: the magazine. Private to this process, never
  *           in a file: nothing another process writes can reach it.
- *     p_count  rounds held: p_rounds[0 .. p_count) are objects
+ *     p_word   the commit word: bits 0-15 the count of rounds held
+ *              (p_rounds[0 .. count) are objects), bits 16-63 the number
+ *              of single pops and pushes (fast-path hits) since the last
+ *              fold, modulo 2^48. One store changes both.
  *     p_cap    capacity; 0 means STOPPED: a remote operation owns the slot
  *     p_live   1 once started (under c_drain_lock, or the slot lock)
- *   page 1  struct pcpu_counters at slot + PCPU_COUNTERS_OFF: event
- *           counters, the only per-CPU data that may be shared. Private
- *           until the slot starts; when the process publishes statistics,
- *           the stats segment maps this page MAP_SHARED from its file
- *           (segment.c) before the slot's p_cap first becomes non-zero.
- *     pc_allocs / pc_frees    single pops / pushes (fast-path hits)
+ *   page 1  struct pcpu_counters at slot + PCPU_COUNTERS_OFF: the only
+ *           per-CPU data that may be shared. Private until the slot
+ *           starts; when the process publishes statistics, the stats
+ *           segment maps this page MAP_SHARED from its file (segment.c)
+ *           before the slot's p_cap first becomes non-zero.
+ *     pc_word     a copy of p_word, stored after every commit
+ *     pc_ops      hits folded out of p_word (pcpu.c, with the slot owned)
  *     pc_popped / pc_pushed   rounds moved by the batch routines
- *     pc_drained              rounds taken by remote drains (pcpu.c)
+ *     pc_drained  rounds taken by remote drains (pcpu.c)
  *
- * A process that only sees page 1 (uslabtop) derives the magazine's fill:
+ * Allocs and frees are not counted separately on the fast path: a hit
+ * already loads and stores the count, so it adds to the hit count in the
+ * same word (one add of a constant: pop 0xffff = +1 hit -1 round, push
+ * 0x10001 = +1 hit +1 round) and copies the word to page 1 with a plain
+ * store. An increment of a separate counter is a read-modify-write of
+ * memory, which measured +11-14% on an alloc+free pair; the copy costs one
+ * store. From one CPU's figures (count = word & 0xffff, hits = pc_ops +
+ * (word >> 16)):
  *
- *   fill = pc_frees + pc_pushed - pc_allocs - pc_popped - pc_drained
+ *   frees - allocs = count - pc_pushed + pc_popped + pc_drained
+ *   frees + allocs = hits
  *
- * exact at quiescence, since every change of p_count is counted there.
- * The library itself reads p_count.
+ * exact at quiescence: every change of the count is one of those terms.
+ * The library reads p_word, other processes pc_word; the copy can lag by
+ * the operations of a thread preempted between its commit and its copy,
+ * until the next hit on that CPU copies the word again.
  *
- * Invariants: p_count <= max rounds of the slot; p_cap <= max rounds;
- * while p_cap != 0, only code running on CPU i changes p_count.
+ * Invariants: count <= max rounds of the slot; p_cap <= max rounds;
+ * while p_cap != 0, only code running on CPU i changes p_word.
  *
  * The rseq routines (x86_64.S) run the whole body as one restartable
  * sequence on the current CPU's slot: the CPU number is read inside the
- * section, p_cap is loaded BEFORE p_count (a drainer stops a slot by storing
- * p_cap = 0 then fencing with membarrier; reading count first could pair a
- * stale count with a restarted cap), and the only store visible to other
- * threads is the final store of p_count, the commit. They return 0/NULL
- * when the slot is stopped, the thread has no rseq registration
- * (cpu_id < 0), or the magazine is empty/full. They take no lock, make no
- * call or syscall, and touch no shared counter: cost, pop 18 and push 19
- * instructions for a hit, counter included.
+ * section, p_cap is loaded BEFORE p_word (a drainer stops a slot by storing
+ * p_cap = 0 then fencing with membarrier; reading the count first could
+ * pair a stale count with a restarted cap), and the only store visible to
+ * other threads is the final store of p_word, the commit. They return
+ * 0/NULL when the slot is stopped, the thread has no rseq registration
+ * (cpu_id < 0: a guard slot), or the magazine is empty/full. They take no
+ * lock, make no call or syscall, and do no read-modify-write of memory.
  *
- * Counters: every routine adds to its counter of page 1 right AFTER the
- * commit, outside the section (inside, an abort after the add would count
- * twice): pop and push `incq`, the batches `addq k`. A plain RMW of memory:
- * preemption cannot split one instruction, so the only lost update is a
- * thread that migrated between commit and add racing the new owner of that
- * CPU. The rare loss is accepted (it skews other processes' view of the
- * fill; the library's own figures come from p_count).
+ * The copy to pc_word and the batches' `addq k` to pc_popped / pc_pushed
+ * come right AFTER the commit, outside the section (inside, an abort after
+ * the add would count twice). A thread that migrates between its commit
+ * and the add can race the new owner of that CPU and lose the add: rare,
+ * accepted (it skews other processes' view of the fill; the library's
+ * own figures come from p_word).
  *
  * The generic routines (generic.c) are the C reference of the same body on
  * a given slot. They are used by the locked mode, under the slot's lock,
@@ -61,37 +76,76 @@
  */
 
 struct pcpu_slot {
-	/* p_count sits 64 bytes into the page, not at its start: the fast
-	 * path's counter increment (page 1, offset 0) right after the count
-	 * store would otherwise share its low 12 address bits and stall on
-	 * 4K aliasing (measured: 5.93 vs 4.93 ns per alloc+free pair). */
+	/* p_word sits 64 bytes into the page, not at its start: the copy to
+	 * page 1 (offset 0) right after the commit would otherwise share its
+	 * low 12 address bits and stall on 4K aliasing (measured: 5.93 vs
+	 * 4.93 ns per alloc+free pair). */
 	uint8_t p_skew[64];
-	uint32_t p_count;
+	uint64_t p_word;
 	uint32_t p_cap;
-	uint64_t p_live;   /* 1 once started; written under c_drain_lock (rseq) or the slot lock */
-	uint64_t p_pad[2];
+	uint32_t p_pad0;
+	uint64_t p_live; /* 1 once started; written under c_drain_lock (rseq) or the slot lock */
+	uint64_t p_pad[1];
 	void *p_rounds[]; /* asm: offset PCPU_SLOT_HDR */
 };
 
 #define PCPU_SLOT_HDR 96
 
-/* Page 1 of a slot: the per-CPU event counters (see above). */
+/* p_word: the count in the low PCPU_COUNT_BITS bits, hits above them. */
+#define PCPU_COUNT_BITS 16
+#define PCPU_COUNT_MASK ((UINT64_C(1) << PCPU_COUNT_BITS) - 1)
+#define PCPU_HIT UINT64_C(0x10000) /* one hit, in p_word */
+/* Hits are folded into pc_ops (pcpu.c) long before they could wrap. */
+#define PCPU_FOLD_AT (UINT64_C(1) << 46)
+
+static inline uint32_t pcpu_word_count(uint64_t w)
+{
+	return (uint32_t)(w & PCPU_COUNT_MASK);
+}
+
+static inline uint64_t pcpu_word_hits(uint64_t w)
+{
+	return w >> PCPU_COUNT_BITS;
+}
+
+/* Page 1 of a slot: what another process may read (see above). */
 struct pcpu_counters {
-	uint64_t pc_allocs;  /* single pops, incremented after the commit */
-	uint64_t pc_frees;   /* single pushes, incremented after the commit */
+	uint64_t pc_word;    /* copy of p_word, stored after every commit */
 	uint64_t pc_pushed;  /* rounds pushed by push_batch, added after the commit */
 	uint64_t pc_popped;  /* rounds popped by pop_batch, added after the commit */
 	uint64_t pc_drained; /* rounds taken by remote drains, added by the drainer */
+	uint64_t pc_ops;     /* hits folded out of p_word, by the slot's owner */
 };
 
+/* One CPU's allocs and frees on its slot, from its word and counters:
+ * exact at quiescence (see above); clamped to [0, hits] when the figures
+ * were read while they changed. */
+static inline void pcpu_split_hits(uint64_t word, const struct pcpu_counters *k,
+                                   uint64_t *allocs, uint64_t *frees)
+{
+	uint64_t hits = k->pc_ops + pcpu_word_hits(word);
+	/* frees - allocs, as a signed difference modulo 2^64 */
+	uint64_t net = pcpu_word_count(word) + k->pc_popped + k->pc_drained - k->pc_pushed;
+	bool more_frees = (int64_t)net >= 0;
+	uint64_t mag = more_frees ? net : 0 - net;
+
+	if (mag > hits)
+		*allocs = more_frees ? 0 : hits;
+	else
+		*allocs = more_frees ? (hits - mag) / 2 : hits - (hits - mag) / 2;
+	*frees = hits - *allocs;
+}
+
 /* Bytes per slot of a cache's region, as a shift: two 4 KiB pages, the
- * magazine (room for (4096 - 32) / 8 = 508 rounds, more than twice the
+ * magazine (room for (4096 - 96) / 8 = 500 rounds, more than twice the
  * largest magazine) and the counters. The cache entry points use this
  * constant (one load and a register fewer); the routines below take the
  * shift as an argument for tests, which must keep the two-page layout. */
 #define PCPU_SHIFT 13
 #define PCPU_COUNTERS_OFF 4096
 #define PCPU_MAX_ROUNDS ((PCPU_COUNTERS_OFF - PCPU_SLOT_HDR) / sizeof(void *))
+/* Read-only zero slots below a region's base, for cpu_id -1 and -2. */
+#define PCPU_GUARD 2
 
 static inline struct pcpu_counters *pcpu_slot_counters(struct pcpu_slot *s)
 {
@@ -99,30 +153,34 @@ static inline struct pcpu_counters *pcpu_slot_counters(struct pcpu_slot *s)
 }
 
 /* void *pop(slot):
- *	if (slot->p_count - 1 >= slot->p_cap) return NULL;   (unsigned: empty or stopped)
- *	obj = slot->p_rounds[slot->p_count - 1];
- *	slot->p_count--;                                      (commit)
- *	counters->pc_allocs++;
+ *	w = slot->p_word + PCPU_HIT - 1;                      (cap loaded first)
+ *	if (count(w) >= slot->p_cap) return NULL;             (was 0: 0xffff; or stopped)
+ *	obj = slot->p_rounds[count(w)];
+ *	slot->p_word = w;                                     (commit)
+ *	counters->pc_word = w;
  *	return obj;
  */
 void *uslab_rseq_pop(char *base, unsigned shift);
 void *pcpu_generic_pop(struct pcpu_slot *slot);
 
 /* int push(slot, obj):
- *	if (slot->p_count >= slot->p_cap) return 0;           (full or stopped)
- *	slot->p_rounds[slot->p_count] = obj;
- *	slot->p_count++;                                      (commit)
- *	counters->pc_frees++;
+ *	w = slot->p_word;                                     (cap loaded first)
+ *	if (count(w) >= slot->p_cap) return 0;                (full or stopped)
+ *	slot->p_rounds[count(w)] = obj;
+ *	slot->p_word = w + PCPU_HIT + 1;                      (commit)
+ *	counters->pc_word = w + PCPU_HIT + 1;
  *	return 1;
  */
 int uslab_rseq_push(char *base, unsigned shift, void *obj);
 int pcpu_generic_push(struct pcpu_slot *slot, void *obj);
 
 /* size_t pop_batch(slot, out, n):
+ *	w = slot->p_word;                                     (cap loaded first)
  *	if (slot->p_cap == 0) return 0;
- *	k = min(slot->p_count, n);
- *	out[0 .. k) = p_rounds[p_count - k .. p_count);
- *	slot->p_count -= k;                                   (commit)
+ *	k = min(count(w), n);
+ *	out[0 .. k) = p_rounds[count(w) - k .. count(w));
+ *	slot->p_word = w - k;                                 (commit; hits unchanged)
+ *	counters->pc_word = w - k;
  *	counters->pc_popped += k;
  *	return k;
  */
@@ -130,9 +188,11 @@ size_t uslab_rseq_pop_batch(char *base, unsigned shift, void **out, size_t n);
 size_t pcpu_generic_pop_batch(struct pcpu_slot *slot, void **out, size_t n);
 
 /* size_t push_batch(slot, in, n):
- *	k = min(slot->p_cap - slot->p_count, n);             (cap 0: k = 0)
- *	p_rounds[p_count .. p_count + k) = in[0 .. k);
- *	slot->p_count += k;                                   (commit)
+ *	w = slot->p_word;                                     (cap loaded first)
+ *	k = min(slot->p_cap - count(w), n);                   (cap 0: k = 0)
+ *	p_rounds[count(w) .. count(w) + k) = in[0 .. k);
+ *	slot->p_word = w + k;                                 (commit; hits unchanged)
+ *	counters->pc_word = w + k;
  *	counters->pc_pushed += k;
  *	return k;
  */

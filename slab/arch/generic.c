@@ -5,50 +5,49 @@
 #include "fastpath.h"
 
 /* Stores that statistics readers may load at any time without the slot's
- * lock: relaxed atomics, plain moves on x86, so no data race for them.
- * Counters are added after the commit, as the asm does (fastpath.h). */
-static void pcpu_generic_set(uint32_t *p, uint32_t v)
-{
-	__atomic_store_n(p, v, __ATOMIC_RELAXED);
-}
-
+ * lock: relaxed atomics, plain moves on x86, so no data race for them. The
+ * word is copied and counters added after the commit, as the asm does
+ * (fastpath.h). */
 static void pcpu_generic_set64(uint64_t *p, uint64_t v)
 {
 	__atomic_store_n(p, v, __ATOMIC_RELAXED);
 }
 
+static void pcpu_generic_commit(struct pcpu_slot *slot, uint64_t w)
+{
+	pcpu_generic_set64(&slot->p_word, w);
+	pcpu_generic_set64(&pcpu_slot_counters(slot)->pc_word, w);
+}
+
 void *pcpu_generic_pop(struct pcpu_slot *slot)
 {
 	uint32_t cap = slot->p_cap;
-	uint32_t count = slot->p_count;
+	uint64_t w = slot->p_word + PCPU_HIT - 1;
 
-	if (count - 1 >= cap)
+	if (pcpu_word_count(w) >= cap) /* count was 0 (0xffff now), or stopped */
 		return NULL;
-	void *obj = slot->p_rounds[count - 1];
-	pcpu_generic_set(&slot->p_count, count - 1);
-	struct pcpu_counters *ctr = pcpu_slot_counters(slot);
-	pcpu_generic_set64(&ctr->pc_allocs, ctr->pc_allocs + 1);
+	void *obj = slot->p_rounds[pcpu_word_count(w)];
+	pcpu_generic_commit(slot, w);
 	return obj;
 }
 
 int pcpu_generic_push(struct pcpu_slot *slot, void *obj)
 {
 	uint32_t cap = slot->p_cap;
-	uint32_t count = slot->p_count;
+	uint64_t w = slot->p_word;
 
-	if (count >= cap)
+	if (pcpu_word_count(w) >= cap)
 		return 0;
-	slot->p_rounds[count] = obj;
-	pcpu_generic_set(&slot->p_count, count + 1);
-	struct pcpu_counters *ctr = pcpu_slot_counters(slot);
-	pcpu_generic_set64(&ctr->pc_frees, ctr->pc_frees + 1);
+	slot->p_rounds[pcpu_word_count(w)] = obj;
+	pcpu_generic_commit(slot, w + PCPU_HIT + 1);
 	return 1;
 }
 
 size_t pcpu_generic_pop_batch(struct pcpu_slot *slot, void **out, size_t n)
 {
 	uint32_t cap = slot->p_cap;
-	uint32_t count = slot->p_count;
+	uint64_t w = slot->p_word;
+	uint32_t count = pcpu_word_count(w);
 
 	if (cap == 0)
 		return 0;
@@ -57,7 +56,7 @@ size_t pcpu_generic_pop_batch(struct pcpu_slot *slot, void **out, size_t n)
 		return 0;
 	for (size_t i = 0; i < k; i++)
 		out[i] = slot->p_rounds[count - k + i];
-	pcpu_generic_set(&slot->p_count, count - (uint32_t)k);
+	pcpu_generic_commit(slot, w - k);
 	struct pcpu_counters *ctr = pcpu_slot_counters(slot);
 	pcpu_generic_set64(&ctr->pc_popped, ctr->pc_popped + k);
 	return k;
@@ -66,7 +65,8 @@ size_t pcpu_generic_pop_batch(struct pcpu_slot *slot, void **out, size_t n)
 size_t pcpu_generic_push_batch(struct pcpu_slot *slot, void *const *in, size_t n)
 {
 	uint32_t cap = slot->p_cap;
-	uint32_t count = slot->p_count;
+	uint64_t w = slot->p_word;
+	uint32_t count = pcpu_word_count(w);
 
 	if (count >= cap)
 		return 0;
@@ -75,7 +75,7 @@ size_t pcpu_generic_push_batch(struct pcpu_slot *slot, void *const *in, size_t n
 		return 0;
 	for (size_t i = 0; i < k; i++)
 		slot->p_rounds[count + i] = in[i];
-	pcpu_generic_set(&slot->p_count, count + (uint32_t)k);
+	pcpu_generic_commit(slot, w + k);
 	struct pcpu_counters *ctr = pcpu_slot_counters(slot);
 	pcpu_generic_set64(&ctr->pc_pushed, ctr->pc_pushed + k);
 	return k;

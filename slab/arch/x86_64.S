@@ -5,23 +5,26 @@
  * Register use (System V):
  *
  *   reg    pop / push (RSEQ_POP/PUSH)   pop_batch / push_batch
- *   rdi    cache or base (kept)         base of the region
+ *   rdi    cache (kept); index (push)   base of the region
  *   rsi    obj (free) or shift (kept)   shift (copied to cl at every retry)
  *   rdx    slot (pop), obj (rseq_push)  out / in buffer
- *   rcx    cl = shift                   cl = shift, then k inside the section
- *   r8     __rseq_offset                __rseq_offset, then loop index
- *   r9     region base                  count
- *   rax    descriptor, slot, result     descriptor, slot, then return value
- *   r10    count                        n
+ *   rcx    cl = shift; index (free)     cl = shift, then count, then k
+ *   r8     __rseq_offset                __rseq_offset, count, loop index
+ *   r9     region base                  word
+ *   rax    descriptor, slot, index      descriptor, slot, then return value
+ *   r10    word                         n
  *   r11    cap                          cap, then source/destination rounds
  *   rbx    -                            copy temporary (saved on the stack)
  *
  * Each routine: arm (store the descriptor address to rseq_cs, one 64-bit
- * store before start_ip), read cpu_id inside the section (negative: the
- * thread is not registered, fail), find the slot, load cap BEFORE count,
- * work, and commit with one 32-bit store of p_count, then count the
- * operation on the slot's counters page (after the commit label, outside
- * the section, so an abort never counts twice). The abort handler
+ * store before start_ip), read cpu_id inside the section, find the slot,
+ * load cap BEFORE the word, work, and commit with one 64-bit store of
+ * p_word (count and hits), then copy the word to the slot's counters page
+ * (after the commit label, outside the section; the batches also add k
+ * there, so an abort never counts twice). pop and push index the slot with
+ * the sign-extended cpu_id: -1 (not registered) and -2 (registration
+ * failed) land on the guard slots below the region, whose cap reads 0, so
+ * they miss without a test; the batches test it. The abort handler
  * sits right after the 4-byte signature and jumps back to the arming
  * code; the kernel has already cleared rseq_cs. Nothing inside a section
  * calls out, makes a syscall, or stores where another thread can see it
@@ -44,17 +47,17 @@
 #define RSEQ_SIG 0x53053053
 #define RSEQ_CS_OFF 8
 #define RSEQ_CPU_ID_OFF 4
-#define SLOT_COUNT 64
-#define SLOT_CAP 68
+#define SLOT_WORD 64		/* count in bits 0-15, hits above */
+#define SLOT_CAP 72
 #define SLOT_ROUNDS 96
+#define PCPU_HIT 0x10000
 #define CACHE_FAST 0
 #define PCPU_SHIFT 13
 /* struct pcpu_counters, on the slot's second page (fastpath.h) */
 #define PCPU_COUNTERS_OFF 4096
-#define CTR_ALLOCS (PCPU_COUNTERS_OFF + 0)
-#define CTR_FREES (PCPU_COUNTERS_OFF + 8)
-#define CTR_PUSHED (PCPU_COUNTERS_OFF + 16)
-#define CTR_POPPED (PCPU_COUNTERS_OFF + 24)
+#define CTR_WORD (PCPU_COUNTERS_OFF + 0)
+#define CTR_PUSHED (PCPU_COUNTERS_OFF + 8)
+#define CTR_POPPED (PCPU_COUNTERS_OFF + 16)
 
 /* Descriptor, pointer-array entry and exit point for one section. */
 .macro RSEQ_TABLES name, start, commit, abort, exit
@@ -91,67 +94,68 @@
 /*
  * RSEQ_POP pfx, fail: pop one round from this CPU's slot.
  *   in:  %r9 = region base, \shift = $PCPU_SHIFT or %cl, %r8 = __rseq_offset
- *   out: %rax = object, pc_allocs bumped; or a jump to \fail
- *   clobbers %rdx, %r10, %r11; keeps %rdi, %rsi
+ *   out: %rax = object, the word copied to page 1; or a jump to \fail
+ *   clobbers %rdx, %r10, %r11; keeps %rdi, %rsi, %rcx
  * The abort handler (RSEQ_ABORT pfx) goes after the routine's last ret.
  *
- *	slot = base + (cpu_id << shift)
- *	if (slot->p_count - 1 >= slot->p_cap) goto fail   (cap loaded first)
- *	obj = slot->p_rounds[--slot->p_count]              (commit: the count store)
- *	counters->pc_allocs++                              (after the commit)
+ *	slot = base + (cpu_id << shift)                     (cpu_id < 0: a guard)
+ *	w = slot->p_word + PCPU_HIT - 1                     (cap loaded first)
+ *	if (count(w) >= slot->p_cap) goto fail              (0xffff: was empty)
+ *	obj = slot->p_rounds[count(w)]
+ *	slot->p_word = w                                    (commit)
+ *	counters->pc_word = w                               (after the commit)
  */
 .macro RSEQ_POP pfx, fail, shift
 \pfx\()_retry:
 	RSEQ_ARM \pfx\()_cs
 \pfx\()_start:
-	movl %fs:RSEQ_CPU_ID_OFF(%r8), %edx	/* idx = cpu_id */
-	testl %edx, %edx
-	js \fail				/* not registered */
+	movslq %fs:RSEQ_CPU_ID_OFF(%r8), %rdx	/* cpu_id, sign-extended */
 	shlq \shift, %rdx
-	addq %r9, %rdx				/* slot */
+	addq %r9, %rdx				/* slot (or a guard) */
 	movl SLOT_CAP(%rdx), %r11d		/* cap first */
-	movl SLOT_COUNT(%rdx), %r10d		/* then count */
-	decl %r10d
-	cmpl %r11d, %r10d
-	jae \fail				/* count - 1 >= cap: empty or stopped */
-	movq SLOT_ROUNDS(%rdx,%r10,8), %rax	/* obj = rounds[count - 1] */
-	movl %r10d, SLOT_COUNT(%rdx)		/* commit */
+	movq SLOT_WORD(%rdx), %r10		/* then the word */
+	addq $(PCPU_HIT - 1), %r10		/* one hit more, one round less */
+	movzwl %r10w, %eax			/* count - 1 */
+	cmpl %r11d, %eax
+	jae \fail				/* empty (0xffff) or stopped */
+	movq SLOT_ROUNDS(%rdx,%rax,8), %rax	/* obj = rounds[count - 1] */
+	movq %r10, SLOT_WORD(%rdx)		/* commit */
 \pfx\()_commit:
-	incq CTR_ALLOCS(%rdx)			/* after the commit: never twice */
+	movq %r10, CTR_WORD(%rdx)		/* the copy, after the commit */
 	RSEQ_TABLES \pfx, \pfx\()_start, \pfx\()_commit, \pfx\()_abort, \fail
 .endm
 
 /*
- * RSEQ_PUSH pfx, fail, shift, obj: push \obj onto this CPU's slot.
+ * RSEQ_PUSH pfx, fail, shift, obj, idx, idx32: push \obj onto this CPU's slot.
  *   in:  %r9 = region base, \shift = $PCPU_SHIFT or %cl, %r8 = __rseq_offset,
- *        \obj = the object's register
- *   out: pc_frees bumped; or a jump to \fail
- *   clobbers %rax, %r10, %r11; keeps %rdi, %rsi, %rdx
+ *        \obj = the object's register, \idx (\idx32) = a scratch register
+ *   out: the word copied to page 1; or a jump to \fail
+ *   clobbers %rax, %r10, %r11, \idx
  *
- *	slot = base + (cpu_id << shift)
- *	if (slot->p_count >= slot->p_cap) goto fail         (cap loaded first)
- *	slot->p_rounds[slot->p_count] = obj                 (unseen until the commit)
- *	slot->p_count++                                     (commit)
- *	counters->pc_frees++                                (after the commit)
+ *	slot = base + (cpu_id << shift)                     (cpu_id < 0: a guard)
+ *	w = slot->p_word                                    (cap loaded first)
+ *	if (count(w) >= slot->p_cap) goto fail              (full or stopped)
+ *	slot->p_rounds[count(w)] = obj                      (unseen until the commit)
+ *	slot->p_word = w + PCPU_HIT + 1                     (commit)
+ *	counters->pc_word = w + PCPU_HIT + 1                (after the commit)
  */
-.macro RSEQ_PUSH pfx, fail, shift, obj
+.macro RSEQ_PUSH pfx, fail, shift, obj, idx, idx32
 \pfx\()_retry:
 	RSEQ_ARM \pfx\()_cs
 \pfx\()_start:
-	movl %fs:RSEQ_CPU_ID_OFF(%r8), %eax
-	testl %eax, %eax
-	js \fail
+	movslq %fs:RSEQ_CPU_ID_OFF(%r8), %rax	/* cpu_id, sign-extended */
 	shlq \shift, %rax
-	addq %r9, %rax
+	addq %r9, %rax				/* slot (or a guard) */
 	movl SLOT_CAP(%rax), %r11d		/* cap first */
-	movl SLOT_COUNT(%rax), %r10d
-	cmpl %r11d, %r10d
-	jae \fail				/* count >= cap: full or stopped */
-	movq \obj, SLOT_ROUNDS(%rax,%r10,8)
-	incl %r10d
-	movl %r10d, SLOT_COUNT(%rax)		/* commit */
+	movq SLOT_WORD(%rax), %r10		/* then the word */
+	movzwl %r10w, \idx32			/* count */
+	cmpl %r11d, \idx32
+	jae \fail				/* full or stopped */
+	movq \obj, SLOT_ROUNDS(%rax,\idx,8)
+	addq $(PCPU_HIT + 1), %r10		/* one hit more, one round more */
+	movq %r10, SLOT_WORD(%rax)		/* commit */
 \pfx\()_commit:
-	incq CTR_FREES(%rax)			/* after the commit: never twice */
+	movq %r10, CTR_WORD(%rax)		/* the copy, after the commit */
 	RSEQ_TABLES \pfx, \pfx\()_start, \pfx\()_commit, \pfx\()_abort, \fail
 .endm
 
@@ -203,7 +207,7 @@ FUNC uslab_cache_free, globl
 	jz .Lcf_ret
 	movq CACHE_FAST(%rdi), %r9
 	movq uslab_rseq_off(%rip), %r8
-	RSEQ_PUSH .Lcf, .Lcf_miss, $PCPU_SHIFT, %rsi
+	RSEQ_PUSH .Lcf, .Lcf_miss, $PCPU_SHIFT, %rsi, %rcx, %ecx
 .Lcf_ret:
 	ret
 .Lcf_miss:
@@ -229,7 +233,7 @@ FUNC uslab_rseq_push, hidden
 	movq %rdi, %r9
 	movl %esi, %ecx
 	movq uslab_rseq_off(%rip), %r8
-	RSEQ_PUSH .Lpush, .Lpush_fail, %cl, %rdx
+	RSEQ_PUSH .Lpush, .Lpush_fail, %cl, %rdx, %rdi, %edi	/* base is in %r9 */
 	movl $1, %eax
 	ret
 .Lpush_fail:
@@ -263,14 +267,15 @@ uslab_rseq_pop_batch:
 	movl SLOT_CAP(%rax), %r11d		/* cap first */
 	testl %r11d, %r11d
 	jz .Lpopb_fail				/* stopped */
-	movl SLOT_COUNT(%rax), %r9d
-	movq %r9, %rcx
+	movq SLOT_WORD(%rax), %r9		/* then the word */
+	movzwl %r9w, %ecx			/* count */
 	cmpq %r10, %rcx
 	cmova %r10, %rcx			/* k = min(count, n) */
 	testq %rcx, %rcx
 	jz .Lpopb_fail
-	subq %rcx, %r9				/* new count */
-	leaq SLOT_ROUNDS(%rax,%r9,8), %r11	/* &rounds[count - k] */
+	subq %rcx, %r9				/* count - k: hits unchanged */
+	movzwl %r9w, %r11d
+	leaq SLOT_ROUNDS(%rax,%r11,8), %r11	/* &rounds[count - k] */
 	xorl %r8d, %r8d
 .Lpopb_copy:
 	movq (%r11,%r8,8), %rbx
@@ -278,9 +283,10 @@ uslab_rseq_pop_batch:
 	incq %r8
 	cmpq %rcx, %r8
 	jb .Lpopb_copy
-	movl %r9d, SLOT_COUNT(%rax)		/* commit: count - k */
+	movq %r9, SLOT_WORD(%rax)		/* commit: count - k */
 .Lpopb_commit:
-	addq %rcx, CTR_POPPED(%rax)		/* after the commit: never twice */
+	movq %r9, CTR_WORD(%rax)		/* after the commit: */
+	addq %rcx, CTR_POPPED(%rax)		/* never twice */
 	movq %rcx, %rax
 	popq %rbx
 	.cfi_remember_state
@@ -326,16 +332,17 @@ uslab_rseq_push_batch:
 	shlq %cl, %rax
 	addq %rdi, %rax
 	movl SLOT_CAP(%rax), %r11d		/* cap first */
-	movl SLOT_COUNT(%rax), %r9d
-	cmpl %r11d, %r9d
+	movq SLOT_WORD(%rax), %r9		/* then the word */
+	movzwl %r9w, %r8d			/* count */
+	cmpl %r11d, %r8d
 	jae .Lpushb_fail			/* full or stopped */
 	movl %r11d, %ecx
-	subl %r9d, %ecx				/* room = cap - count */
+	subl %r8d, %ecx				/* room = cap - count */
 	cmpq %r10, %rcx
 	cmova %r10, %rcx			/* k = min(room, n) */
 	testq %rcx, %rcx
 	jz .Lpushb_fail
-	leaq SLOT_ROUNDS(%rax,%r9,8), %r11	/* &rounds[count] */
+	leaq SLOT_ROUNDS(%rax,%r8,8), %r11	/* &rounds[count] */
 	xorl %r8d, %r8d
 .Lpushb_copy:
 	movq (%rdx,%r8,8), %rbx
@@ -343,10 +350,11 @@ uslab_rseq_push_batch:
 	incq %r8
 	cmpq %rcx, %r8
 	jb .Lpushb_copy
-	addl %ecx, %r9d
-	movl %r9d, SLOT_COUNT(%rax)		/* commit: count + k */
+	addq %rcx, %r9				/* count + k: hits unchanged */
+	movq %r9, SLOT_WORD(%rax)		/* commit */
 .Lpushb_commit:
-	addq %rcx, CTR_PUSHED(%rax)		/* after the commit: never twice */
+	movq %r9, CTR_WORD(%rax)		/* after the commit: */
+	addq %rcx, CTR_PUSHED(%rax)		/* never twice */
 	movq %rcx, %rax
 	popq %rbx
 	.cfi_remember_state
