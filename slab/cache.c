@@ -246,6 +246,9 @@ size_t uslab_cache_reap(struct uslab_cache *c)
 	bytes += depot_drain(c);
 	bytes += slab_reap(c);
 	PROBE2(reap, c, bytes);
+	/* The magazine structures the drain gave up: their own cache's pages,
+	 * not counted as this cache's. */
+	depot_mag_reap();
 	return bytes;
 }
 

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,8 +14,19 @@
  *
  * The depot holds full magazines that per-CPU slots flushed and will
  * reload, under one lock per cache (c_depot_lock). A magazine is a
- * structure of c_mag_max rounds allocated with malloc on the slow path;
- * spare structures are kept on c_mag_spare.
+ * structure of M rounds (M = c_mag_size when it was made, or the batch it
+ * holds if larger), an object of an internal cache per magazine size
+ * ("uslab_magazine_<rounds>", flag USLAB_NOMAGAZINE, so it has no depot
+ * of its own), as libumem does; up to DEPOT_SPARE_MAX spare structures
+ * are kept on c_mag_spare. A depot full of magazines costs 8.5 bytes per
+ * object it holds (M = 32: 16 + 8 * 32 bytes for 32 objects) until the
+ * working set or a reap gives it back. Being slab objects, their
+ * pages go back when the depot gives them up (reap trims that cache too),
+ * which malloc'd structures did not: glibc kept 300 MB of them after a
+ * program freed 10 million objects, so the depot had to be bounded, and a
+ * burst of frees beyond the bound went to the slab layer one object at a
+ * time (batch100k 4x mimalloc). The depot is now unbounded: the working
+ * set below trims it.
  *
  * Working set: an interval lasts DEPOT_INTERVAL_NS (read from the coarse
  * vDSO clock on each depot operation); when one ends, the full magazines
@@ -39,14 +51,82 @@
 
 #define DEPOT_INTERVAL_NS 1000000000ull
 #define DEPOT_CONTENTION_WINDOW 256 /* depot operations */
-/* Full magazines the depot holds at most. A magazine structure costs
- * 16 + 8 * c_mag_max bytes of malloc'd memory (up to 1 KiB for 32 objects
- * of 64 bytes); without a bound, a program freeing 10 million objects in
- * less than an interval kept 300 MB of them, which glibc does not give
- * back after reap. Beyond the bound, frees go to the slab layer. */
-#define DEPOT_FULL_MAX 128
 #define DEPOT_CONTENTION_SHARE 8
 #define DEPOT_SPARE_MAX 16
+
+/* The magazine caches, one per size: 4 << k rounds for class k (every
+ * c_mag_size and c_mag_max of depot_sizes is one of them), created on
+ * first use and kept for the life of the process. */
+#define DEPOT_MAG_CLASSES 6
+#define DEPOT_MAG_MIN 4
+static struct uslab_cache *depot_mag_caches[DEPOT_MAG_CLASSES];
+
+/* The class of the smallest magazine of at least @n rounds. */
+static unsigned depot_mag_class(size_t n)
+{
+	unsigned k = 0;
+
+	while (k + 1 < DEPOT_MAG_CLASSES && ((size_t)DEPOT_MAG_MIN << k) < n)
+		k++;
+	VERIFY(((size_t)DEPOT_MAG_MIN << k) >= n);
+	return k;
+}
+
+/* The magazine cache of class @k, created if needed; NULL when out of
+ * memory. No uslab lock held: it may create a cache, and holds no lock of
+ * its own while it does (two racing threads both create one; the loser
+ * destroys its own), so fork() needs no handler for it. */
+static struct uslab_cache *depot_mag_cache(unsigned k)
+{
+	struct uslab_cache *mc = __atomic_load_n(&depot_mag_caches[k], __ATOMIC_ACQUIRE);
+	if (mc != NULL)
+		return mc;
+	uint32_t rounds = DEPOT_MAG_MIN << k;
+	char name[USLAB_NAME_MAX + 1];
+	snprintf(name, sizeof name, "uslab_magazine_%u", (unsigned)rounds);
+	mc = uslab_cache_create(name, sizeof(struct mag) + (size_t)rounds * sizeof(void *),
+	                        &(struct uslab_cache_conf){.flags = USLAB_NOMAGAZINE});
+	if (mc == NULL)
+		return NULL;
+	struct uslab_cache *none = NULL;
+	if (!__atomic_compare_exchange_n(&depot_mag_caches[k], &none, mc, false,
+	                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		uslab_cache_destroy(mc);
+		mc = none;
+	}
+	return mc;
+}
+
+/* A magazine of at least @n rounds; NULL when out of memory. */
+static struct mag *depot_mag_alloc(size_t n)
+{
+	unsigned k = depot_mag_class(n);
+	struct uslab_cache *mc = depot_mag_cache(k);
+	struct mag *m = mc != NULL ? uslab_cache_alloc(mc) : NULL;
+
+	if (m != NULL)
+		m->m_cap = DEPOT_MAG_MIN << k;
+	return m;
+}
+
+/* A magazine structure back to its cache (it exists, since @m came from it). */
+static void depot_mag_free(struct mag *m)
+{
+	if (m != NULL)
+		uslab_cache_free(depot_mag_caches[depot_mag_class(m->m_cap)], m);
+}
+
+size_t depot_mag_reap(void)
+{
+	size_t bytes = 0;
+
+	for (unsigned k = 0; k < DEPOT_MAG_CLASSES; k++) {
+		struct uslab_cache *mc = __atomic_load_n(&depot_mag_caches[k], __ATOMIC_ACQUIRE);
+		if (mc != NULL)
+			bytes += slab_reap(mc);
+	}
+	return bytes;
+}
 
 /* Starting and largest magazine sizes by slot size: small objects get more
  * rounds, so a magazine holds a few KiB at most. */
@@ -79,7 +159,7 @@ void depot_fini(struct uslab_cache *c)
 
 	while ((m = c->c_mag_spare) != NULL) {
 		c->c_mag_spare = m->m_next;
-		free(m);
+		depot_mag_free(m);
 	}
 	c->c_nempty = 0;
 	pthread_mutex_destroy(&c->c_depot_lock);
@@ -163,7 +243,7 @@ static size_t depot_release(struct uslab_cache *c, struct mag *chain)
 			m = NULL;
 		}
 		depot_leave(c);
-		free(m);
+		depot_mag_free(m);
 	}
 	return bytes;
 }
@@ -200,21 +280,20 @@ void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n)
 	if (n == 0)
 		return;
 	depot_enter(c);
-	if (c->c_nfull >= DEPOT_FULL_MAX) {
-		/* The depot is at its bound: these go to their slabs. */
-		depot_leave(c);
-		slab_free_bulk(c, buf, n);
-		return;
-	}
 	struct mag *m = c->c_mag_spare;
 	if (m != NULL) {
 		c->c_mag_spare = m->m_next;
 		c->c_nempty--;
 	}
+	size_t want = n > c->c_mag_size ? n : c->c_mag_size;
 	depot_leave(c);
+	if (m != NULL && m->m_cap < want) { /* made before M grew */
+		depot_mag_free(m);
+		m = NULL;
+	}
 	if (m == NULL)
-		m = malloc(sizeof *m + (size_t)c->c_mag_max * sizeof(void *));
-	if (m == NULL) {
+		m = depot_mag_alloc(want);
+	if (m == NULL) { /* out of memory: straight to the slabs */
 		slab_free_bulk(c, buf, n);
 		return;
 	}

@@ -207,11 +207,12 @@ bool cache_is_valid(struct uslab_cache *c);
 /* ======================================================================== */
 /* ---- depot.c: full and empty magazines of a cache ---- */
 
-/* A depot magazine: m_count objects in m_rounds (c_mag_max slots). */
+/* A depot magazine: m_count objects in m_rounds (m_cap slots, a power of
+ * two from 4 to 128: an object of the magazine cache of that size). */
 struct mag {
 	struct mag *m_next;
 	uint32_t m_count;
-	uint32_t m_pad;
+	uint32_t m_cap;
 	void *m_rounds[];
 };
 
@@ -228,6 +229,8 @@ void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n);
 /** Send every object of every magazine to the slab layer; returns the
  *  bytes of slabs that this released. */
 size_t depot_drain(struct uslab_cache *c);
+/** Release the empty slabs of the magazine caches; bytes given back. */
+size_t depot_mag_reap(void);
 /** Objects and magazines held in the depot (takes c_depot_lock). */
 uint64_t depot_objects(struct uslab_cache *c, uint64_t *full, uint64_t *spare);
 

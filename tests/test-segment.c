@@ -432,15 +432,21 @@ START_TEST(segment_parse_real_image)
 	struct uslab_snapshot s;
 
 	ck_assert_int_eq(uslab_stats_parse(img, len, &s), 0);
-	ck_assert_uint_eq(s.ncaches, 2);
+	/* img-a's frees filled depot magazines, which created the magazine
+	 * cache of its size (slab/depot.c); caches come in creation order. */
+	ck_assert_uint_eq(s.ncaches, 3);
 	ck_assert_str_eq(s.caches[0].name, "img-a");
 	ck_assert_str_eq(s.caches[1].name, "img-b");
+	ck_assert_str_eq(s.caches[2].name, "uslab_magazine_32"); /* M = 32 for 64 B */
 	ck_assert_uint_eq(s.caches[0].active_objs, 2000 - 667);
 	ck_assert_uint_eq(s.caches[1].active_objs, 150);
 	ck_assert_uint_eq(s.caches[1].allocs, 300);
 	ck_assert_uint_eq(s.caches[1].frees, 150);
 	ck_assert_uint_eq(s.caches[0].allocs, 2000);
 	ck_assert_uint_eq(s.caches[0].frees, 667);
+	/* Every magazine structure in use is one of img-a's depot's. */
+	ck_assert_uint_gt(s.caches[0].depot_full, 0);
+	ck_assert_uint_eq(s.caches[2].active_objs, s.caches[0].depot_full + s.caches[0].depot_empty);
 	uslab_snapshot_free(&s);
 	free(img);
 }
