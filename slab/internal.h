@@ -148,7 +148,6 @@ struct uslab_cache {
 	void (*c_dtor)(void *, void *);
 	void *c_arg;
 	const struct uslab_pagesrc *c_src;
-	pthread_mutex_t *c_pcpu_locks; /* locked mode: slot i's magazine */
 	uint32_t c_pcpu_rounds;        /* rounds a slot can hold (the largest cap) */
 
 	/* ---- under c_drain_lock ---- */

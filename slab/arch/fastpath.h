@@ -22,6 +22,7 @@
  *              of single pops and pushes (fast-path hits) since the last
  *              fold, modulo 2^48. One store changes both.
  *     p_cap    capacity; 0 means STOPPED: a remote operation owns the slot
+ *     p_lock   locked mode only: the slot's lock (pcpu.c)
  *     p_live   1 once started (under c_drain_lock, or the slot lock)
  *   page 1  struct pcpu_counters at slot + PCPU_COUNTERS_OFF: the only
  *           per-CPU data that may be shared. Private until the slot
@@ -83,7 +84,7 @@ struct pcpu_slot {
 	uint8_t p_skew[64];
 	uint64_t p_word;
 	uint32_t p_cap;
-	uint32_t p_pad0;
+	uint32_t p_lock; /* locked mode: the slot's spinlock (pcpu.c); unused by the asm */
 	uint64_t p_live; /* 1 once started; written under c_drain_lock (rseq) or the slot lock */
 	uint64_t p_pad[1];
 	void *p_rounds[]; /* asm: offset PCPU_SLOT_HDR */
