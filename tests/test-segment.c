@@ -425,6 +425,21 @@ static unsigned char *make_image(size_t *len, pid_t *child)
 	return img;
 }
 
+static int find_magazine_cache(struct uslab_cache *c, void *arg)
+{
+	if (strcmp(uslab_cache_name(c), "uslab_magazine_32") == 0)
+		*(bool *)arg = true;
+	return 0;
+}
+
+/* Whether this process already has the magazine cache make_image uses. */
+static bool magazine_cache_inherited(void)
+{
+	bool found = false;
+	uslab_foreach_cache(find_magazine_cache, &found);
+	return found;
+}
+
 START_TEST(segment_parse_real_image)
 {
 	size_t len;
@@ -433,11 +448,12 @@ START_TEST(segment_parse_real_image)
 
 	ck_assert_int_eq(uslab_stats_parse(img, len, &s), 0);
 	/* img-a's frees filled depot magazines, which created the magazine
-	 * cache of its size (slab/depot.c); caches come in creation order. */
-	ck_assert_uint_eq(s.ncaches, 3);
+	 * cache of its size (slab/depot.c); caches come in creation order. A
+	 * runner without CK_FORK (valgrind) may have created that cache
+	 * before make_image forked: a child does not publish what it inherits. */
+	ck_assert_uint_eq(s.ncaches, magazine_cache_inherited() ? 2 : 3);
 	ck_assert_str_eq(s.caches[0].name, "img-a");
 	ck_assert_str_eq(s.caches[1].name, "img-b");
-	ck_assert_str_eq(s.caches[2].name, "uslab_magazine_32"); /* M = 32 for 64 B */
 	ck_assert_uint_eq(s.caches[0].active_objs, 2000 - 667);
 	ck_assert_uint_eq(s.caches[1].active_objs, 150);
 	ck_assert_uint_eq(s.caches[1].allocs, 300);
@@ -446,7 +462,11 @@ START_TEST(segment_parse_real_image)
 	ck_assert_uint_eq(s.caches[0].frees, 667);
 	/* Every magazine structure in use is one of img-a's depot's. */
 	ck_assert_uint_gt(s.caches[0].depot_full, 0);
-	ck_assert_uint_eq(s.caches[2].active_objs, s.caches[0].depot_full + s.caches[0].depot_empty);
+	if (s.ncaches == 3) {
+		ck_assert_str_eq(s.caches[2].name, "uslab_magazine_32"); /* M = 32 for 64 B */
+		ck_assert_uint_eq(s.caches[2].active_objs,
+		                  s.caches[0].depot_full + s.caches[0].depot_empty);
+	}
 	uslab_snapshot_free(&s);
 	free(img);
 }
