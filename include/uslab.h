@@ -155,7 +155,9 @@ USLAB_API size_t uslab_cache_reap(struct uslab_cache *cache);
  * Destroy @cache: every object is destructed and every page goes back to the
  * page source. Returns 0, or -1 with errno:
  *   EBUSY   objects are still allocated; the cache is unchanged and usable;
- *   EINVAL  @cache is NULL.
+ *   EINVAL  @cache is NULL;
+ *   EPERM   @cache is one of the library's own magazine caches
+ *           ("uslab_magazine_<rounds>", which uslab_foreach_cache() lists).
  */
 USLAB_API int uslab_cache_destroy(struct uslab_cache *cache);
 
@@ -176,7 +178,10 @@ USLAB_API const char *uslab_mode(void);
  * and are exact when no thread is allocating or freeing in the cache
  * (at quiescence active_objs is exactly what the program holds); counters
  * are per-CPU sums read without stopping anybody, so they may lag by the
- * operations in flight.
+ * operations in flight. fast_allocs and fast_frees are derived from each
+ * CPU's hit count and magazine fill (slab/arch/fastpath.h): exact at
+ * quiescence, but while a thread is preempted inside a magazine refill or
+ * flush they can be off by half a magazine, both ways, until it runs on.
  */
 struct uslab_stats {
 	char name[USLAB_NAME_MAX + 1];
@@ -194,8 +199,8 @@ struct uslab_stats {
 	uint64_t bytes_total;    /* total_slabs * slab_size */
 	uint64_t allocs;         /* counter: successful allocations */
 	uint64_t frees;          /* counter */
-	uint64_t fast_allocs;    /* counter: served by a per-CPU magazine */
-	uint64_t fast_frees;     /* counter */
+	uint64_t fast_allocs;    /* counter (derived): served by a per-CPU magazine */
+	uint64_t fast_frees;     /* counter (derived) */
 	uint64_t alloc_failures; /* counter: NULL returned */
 	uint64_t pcpu_objs;      /* objects in per-CPU magazines */
 	uint64_t depot_objs;     /* objects in depot magazines */

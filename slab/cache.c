@@ -130,9 +130,18 @@ struct uslab_cache *uslab_cache_create(const char *name, size_t size,
 
 	if (conf == NULL)
 		conf = &defaults;
+	if ((conf->flags & ~USLAB_FLAGS_MASK) != 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return cache_create(name, size, conf, 0);
+}
+
+struct uslab_cache *cache_create(const char *name, size_t size,
+                                 const struct uslab_cache_conf *conf, unsigned internal)
+{
 	if (name == NULL || size == 0 || size > USLAB_MAX_SIZE ||
-	    (conf->align & (conf->align - 1)) != 0 || conf->align > pgsrc_page_size() ||
-	    (conf->flags & ~USLAB_FLAGS_MASK) != 0) {
+	    (conf->align & (conf->align - 1)) != 0 || conf->align > pgsrc_page_size()) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -143,7 +152,7 @@ struct uslab_cache *uslab_cache_create(const char *name, size_t size,
 	}
 	memset(c, 0, sizeof *c);
 	strncpy(c->c_name, name, USLAB_NAME_MAX);
-	c->c_flags = conf->flags;
+	c->c_flags = conf->flags | internal;
 	c->c_size = size;
 	c->c_align = conf->align != 0 ? conf->align : cache_natural_align(size);
 	c->c_slot = (uint32_t)((size + c->c_align - 1) & ~(c->c_align - 1));
@@ -182,6 +191,15 @@ int uslab_cache_destroy(struct uslab_cache *c)
 		errno = EINVAL;
 		return -1;
 	}
+	if ((c->c_flags & CACHE_INTERNAL) != 0) {
+		errno = EPERM; /* a magazine cache: the depots point at it */
+		return -1;
+	}
+	return cache_destroy(c);
+}
+
+int cache_destroy(struct uslab_cache *c)
+{
 	pcpu_drain(c);
 	depot_drain(c);
 	if (slab_inuse(c) != 0) {

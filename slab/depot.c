@@ -84,14 +84,14 @@ static struct uslab_cache *depot_mag_cache(unsigned k)
 	uint32_t rounds = DEPOT_MAG_MIN << k;
 	char name[USLAB_NAME_MAX + 1];
 	snprintf(name, sizeof name, "uslab_magazine_%u", (unsigned)rounds);
-	mc = uslab_cache_create(name, sizeof(struct mag) + (size_t)rounds * sizeof(void *),
-	                        &(struct uslab_cache_conf){.flags = USLAB_NOMAGAZINE});
+	mc = cache_create(name, sizeof(struct mag) + (size_t)rounds * sizeof(void *),
+	                  &(struct uslab_cache_conf){.flags = USLAB_NOMAGAZINE}, CACHE_INTERNAL);
 	if (mc == NULL)
 		return NULL;
 	struct uslab_cache *none = NULL;
 	if (!__atomic_compare_exchange_n(&depot_mag_caches[k], &none, mc, false,
 	                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-		uslab_cache_destroy(mc);
+		cache_destroy(mc); /* ours: never handed out */
 		mc = none;
 	}
 	return mc;
@@ -193,8 +193,9 @@ static void depot_leave(struct uslab_cache *c)
 }
 
 /* Count one operation; at the end of an interval, detach the full magazines
- * unused through it (returned as a chain) and adapt the magazine size. */
-static struct mag *depot_tick_locked(struct uslab_cache *c)
+ * unused through it (returned as a chain), adapt the magazine size and set
+ * *@ended. */
+static struct mag *depot_tick_locked(struct uslab_cache *c, bool *ended)
 {
 	struct mag *idle = NULL;
 
@@ -212,6 +213,7 @@ static struct mag *depot_tick_locked(struct uslab_cache *c)
 	uint64_t now = uslab_coarse_ns();
 	if (now - c->c_ws_start < DEPOT_INTERVAL_NS)
 		return NULL;
+	*ended = true;
 	c->c_ws_start = now;
 	for (uint64_t n = c->c_ws_min_full; n > 0; n--) {
 		struct mag *m = c->c_mag_full;
@@ -257,7 +259,8 @@ size_t depot_get_full(struct uslab_cache *c, void **buf)
 		c->c_nfull--;
 		c->c_depot_objs -= m->m_count;
 	}
-	struct mag *idle = depot_tick_locked(c);
+	bool ended = false;
+	struct mag *idle = depot_tick_locked(c, &ended);
 	size_t n = 0;
 	if (m != NULL) {
 		n = m->m_count;
@@ -269,6 +272,8 @@ size_t depot_get_full(struct uslab_cache *c, void **buf)
 	uint32_t want = c->c_mag_size;
 	depot_leave(c);
 	depot_release(c, idle);
+	if (ended)
+		pcpu_fold_due(c); /* a second of depot activity: a slot may be due */
 	PROBE2(depot_get, c, n);
 	if (n == 0)
 		n = slab_alloc_bulk(c, buf, want);
@@ -305,9 +310,12 @@ void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n)
 	c->c_mag_full = m;
 	c->c_nfull++;
 	c->c_depot_objs += n;
-	struct mag *idle = depot_tick_locked(c);
+	bool ended = false;
+	struct mag *idle = depot_tick_locked(c, &ended);
 	depot_leave(c);
 	depot_release(c, idle);
+	if (ended)
+		pcpu_fold_due(c);
 }
 
 size_t depot_drain(struct uslab_cache *c)
@@ -319,7 +327,20 @@ size_t depot_drain(struct uslab_cache *c)
 	c->c_depot_objs = 0;
 	c->c_ws_min_full = 0;
 	depot_leave(c);
-	return depot_release(c, all);
+	size_t bytes = depot_release(c, all);
+	/* And the spare structures (depot_release kept some): reap gives
+	 * back everything unused. */
+	depot_enter(c);
+	struct mag *spare = c->c_mag_spare;
+	c->c_mag_spare = NULL;
+	c->c_nempty = 0;
+	depot_leave(c);
+	while (spare != NULL) {
+		struct mag *m = spare;
+		spare = m->m_next;
+		depot_mag_free(m);
+	}
+	return bytes;
 }
 
 uint64_t depot_objects(struct uslab_cache *c, uint64_t *full, uint64_t *spare)

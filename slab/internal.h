@@ -202,6 +202,14 @@ extern struct uslab_cache *cache_list;
 
 /** Test hook: full invariant check of a cache. */
 bool cache_is_valid(struct uslab_cache *c);
+/* c_flags bit (beyond USLAB_FLAGS_MASK) of the library's own caches, which
+ * uslab_cache_destroy() refuses. */
+#define CACHE_INTERNAL 0x80000000u
+/** uslab_cache_create() for the library: @internal is 0 or CACHE_INTERNAL. */
+struct uslab_cache *cache_create(const char *name, size_t size,
+                                 const struct uslab_cache_conf *conf, unsigned internal);
+/** uslab_cache_destroy() without the internal-cache check. */
+int cache_destroy(struct uslab_cache *c);
 
 /* ======================================================================== */
 /* ---- depot.c: full and empty magazines of a cache ---- */
@@ -246,6 +254,9 @@ void pcpu_lock_all(struct uslab_cache *c);
 void pcpu_unlock_all(struct uslab_cache *c);
 /** Move every object held in any per-CPU slot to the slab layer; returns
  *  the bytes of slabs that this released. */
+/** Fold the hits of every slot past PCPU_FOLD_AT (arch/fastpath.h); no
+ * uslab lock held. Called when a depot working-set interval ends. */
+void pcpu_fold_due(struct uslab_cache *c);
 size_t pcpu_drain(struct uslab_cache *c);
 /** Objects held in per-CPU slots (racy unless quiescent). */
 uint64_t pcpu_objects(struct uslab_cache *c);

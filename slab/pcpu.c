@@ -29,9 +29,9 @@
  *    per-CPU data another process may see. When the cache is published,
  *    the stats segment maps the counters page from its file over the
  *    private one when the slot starts (pcpu_start_mine / pcpu_lock_mine),
- *    before its p_cap first becomes non-zero, so no increment can land on
- *    the private page first. A remote drain adds what it took to the
- *    slot's pc_drained, so other processes can derive the fill.
+ *    before its p_cap first becomes non-zero, so no copy of the word can
+ *    land on the private page first. A remote drain adds what it took to
+ *    the slot's pc_drained, so allocs and frees can be told apart.
  *
  * 2. Hysteresis. A slot holds up to 2M rounds (M = the depot's magazine
  *    size). An alloc miss (empty) loads one magazine of M from the depot;
@@ -358,6 +358,29 @@ static uint32_t pcpu_lock_mine(struct uslab_cache *c)
 static uint32_t pcpu_stop(struct uslab_cache *c, uint32_t i);
 static void pcpu_restart(struct uslab_cache *c, uint32_t i, uint32_t cap);
 
+/* Fold slot @i's hits into pc_ops once they reach PCPU_FOLD_AT (a racy
+ * peek, confirmed with the slot owned). No uslab lock held. */
+static void pcpu_fold_if_due(struct uslab_cache *c, uint32_t i)
+{
+	struct pcpu_slot *s = pcpu_slot(c, i);
+
+	if (pcpu_word_hits(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED)) < PCPU_FOLD_AT)
+		return;
+	pthread_mutex_lock(&c->c_drain_lock);
+	uint32_t cap = pcpu_stop(c, i);
+	if (pcpu_word_hits(s->p_word) >= PCPU_FOLD_AT)
+		pcpu_set_owned(c, i, pcpu_word_count(s->p_word));
+	pcpu_restart(c, i, cap);
+	pthread_mutex_unlock(&c->c_drain_lock);
+}
+
+void pcpu_fold_due(struct uslab_cache *c)
+{
+	for (uint32_t i = 0; i < pcpu_nslots && !pcpu_off(c); i++)
+		if (__atomic_load_n(&pcpu_slot(c, i)->p_live, __ATOMIC_RELAXED) != 0)
+			pcpu_fold_if_due(c, i);
+}
+
 /* rseq mode: start the slot of the CPU we run on if it never ran, so a
  * cache touches the slots of the CPUs that use it and no others. Slots
  * start stopped (cap 0) and are started under c_drain_lock, which every
@@ -373,15 +396,7 @@ static void pcpu_start_mine(struct uslab_cache *c)
 	uint32_t i = (uint32_t)cpu;
 	struct pcpu_slot *s = pcpu_slot(c, i);
 	if (__atomic_load_n(&s->p_live, __ATOMIC_RELAXED) != 0) {
-		/* Once per 2^46 hits of a CPU: fold them (a racy peek). */
-		if (pcpu_word_hits(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED)) >=
-		    PCPU_FOLD_AT) {
-			pthread_mutex_lock(&c->c_drain_lock);
-			uint32_t cap = pcpu_stop(c, i);
-			pcpu_set_owned(c, i, pcpu_word_count(s->p_word));
-			pcpu_restart(c, i, cap);
-			pthread_mutex_unlock(&c->c_drain_lock);
-		}
+		pcpu_fold_if_due(c, i);
 		return;
 	}
 	pthread_mutex_lock(&c->c_drain_lock);
@@ -473,6 +488,7 @@ size_t pcpu_drain(struct uslab_cache *c)
 		pthread_mutex_lock(&c->c_drain_lock);
 		uint32_t cap = pcpu_stop(c, i);
 		uint32_t n = pcpu_word_count(s->p_word);
+		ASSERT(n <= c->c_pcpu_rounds); /* before the copy into buf */
 		memcpy(buf, s->p_rounds, n * sizeof(void *));
 		pcpu_set_owned(c, i, 0);
 		/* We own the slot; its owner writes other counters only. */
@@ -534,16 +550,24 @@ void pcpu_counts(struct uslab_cache *c, uint64_t *allocs, uint64_t *frees)
 	*allocs = *frees = 0;
 	for (uint32_t i = 0; i < pcpu_nslots && !pcpu_off(c); i++) {
 		const struct pcpu_counters *ctr = pcpu_ctr(c, i);
-		struct pcpu_counters k = {
-			.pc_pushed = __atomic_load_n(&ctr->pc_pushed, __ATOMIC_RELAXED),
-			.pc_popped = __atomic_load_n(&ctr->pc_popped, __ATOMIC_RELAXED),
-			.pc_drained = __atomic_load_n(&ctr->pc_drained, __ATOMIC_RELAXED),
-			.pc_ops = __atomic_load_n(&ctr->pc_ops, __ATOMIC_RELAXED),
-		};
+		const uint64_t *word = &pcpu_slot(c, i)->p_word;
+		struct pcpu_counters k;
+		uint64_t w0, w;
+		/* The private word (exact, where other processes see its copy),
+		 * read around pc_ops: a fold moves hits from one to the other, and
+		 * the hits going down says one ran in between. */
+		for (int tries = 0;; tries++) {
+			w0 = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+			k.pc_ops = __atomic_load_n(&ctr->pc_ops, __ATOMIC_ACQUIRE);
+			w = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+			if (pcpu_word_hits(w) >= pcpu_word_hits(w0) || tries == 3)
+				break;
+		}
+		k.pc_pushed = __atomic_load_n(&ctr->pc_pushed, __ATOMIC_RELAXED);
+		k.pc_popped = __atomic_load_n(&ctr->pc_popped, __ATOMIC_RELAXED);
+		k.pc_drained = __atomic_load_n(&ctr->pc_drained, __ATOMIC_RELAXED);
 		uint64_t a, f;
-		/* The private word: exact, where other processes see its copy. */
-		pcpu_split_hits(__atomic_load_n(&pcpu_slot(c, i)->p_word, __ATOMIC_RELAXED), &k,
-		                &a, &f);
+		pcpu_split_hits(w, &k, &a, &f);
 		*allocs += a;
 		*frees += f;
 	}

@@ -25,18 +25,20 @@
  *    segment.h; slab/reader.c reads it from other processes and trusts
  *    none of it.
  *
- * 2. Zero cost on the fast path, and nothing to trust. The fast path
- *    counts its hits on the second page of each per-CPU slot (struct
- *    pcpu_counters, arch/fastpath.h). Those pages, and only those, come
- *    from the file: when a slot starts (pcpu.c, before its p_cap first
- *    becomes non-zero), seg_counters_share() maps the CPU's counters page
+ * 2. One plain store on the fast path, and nothing to trust. The fast
+ *    path copies its commit word (count and hits) to the second page of
+ *    each per-CPU slot (struct pcpu_counters, arch/fastpath.h). Those
+ *    pages, and only those, come from the file: when a slot starts
+ *    (pcpu.c, before its p_cap first becomes non-zero),
+ *    seg_counters_share() maps the CPU's counters page
  *    MAP_SHARED|MAP_FIXED over the slot's private one, so the fast path
- *    does exactly what it did before and a reader sums the pages. The
+ *    stores where it always does and a reader sums the pages. The
  *    magazines (counts, caps, object pointers) are private anonymous memory
  *    that no other process can reach: whatever another process writes in
  *    the file changes numbers in a report, never what the allocator does
- *    (DESIGN.md §3, invariant 6). A reader derives each magazine's fill
- *    from the counters (segment.h). When stats are off, the file cannot
+ *    (DESIGN.md §3, invariant 6). A reader takes each magazine's fill from
+ *    the copy of its word and splits its hits into allocs and frees
+ *    (segment.h). When stats are off, the file cannot
  *    grow, or a map fails, the counters page stays private (that CPU's
  *    figures then stay local).
  *
@@ -386,7 +388,7 @@ static bool seg_publish_locked(struct uslab_cache *c, uint64_t len)
 	SEG_PUT(r->r_obj_size, c->c_size);
 	SEG_PUT(r->r_slot_size, c->c_slot);
 	SEG_PUT(r->r_align, c->c_align);
-	SEG_PUT(r->r_flags, c->c_flags);
+	SEG_PUT(r->r_flags, c->c_flags & USLAB_FLAGS_MASK);
 	SEG_PUT(r->r_objs_per_slab, c->c_slab_objs);
 	SEG_PUT(r->r_slab_size, c->c_slab_size);
 	SEG_PUT(r->r_mag_max, c->c_mag_max);

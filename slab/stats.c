@@ -41,7 +41,7 @@ int uslab_cache_stats(struct uslab_cache *c, struct uslab_stats *st)
 	st->obj_size = c->c_size;
 	st->slot_size = c->c_slot;
 	st->align = c->c_align;
-	st->flags = c->c_flags;
+	st->flags = c->c_flags & USLAB_FLAGS_MASK;
 	st->objs_per_slab = c->c_slab_objs;
 	st->slab_size = c->c_slab_size;
 

@@ -874,6 +874,57 @@ START_TEST(cache_reap_returns_bytes)
 }
 END_TEST
 
+static int find_magazines(struct uslab_cache *c, void *arg)
+{
+	if (strcmp(uslab_cache_name(c), "uslab_magazine_32") == 0) /* M = 32 at 64 B */
+		*(struct uslab_cache **)arg = c;
+	return 0;
+}
+
+/* Depot magazines are objects of a magazine cache: listed with the others,
+ * counted, given back by reap, and never destroyed under the depots. */
+START_TEST(cache_magazines_are_a_cache)
+{
+	enum { N = 4000 };
+	struct uslab_cache *c = uslab_cache_create("mags", 64, NULL), *mags = NULL;
+	void **objs = malloc(N * sizeof *objs);
+	struct uslab_stats st, ms;
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_nonnull(objs);
+	/* Without CK_FORK (valgrind) other tests' caches may hold magazines. */
+	uint64_t before = 0;
+	uslab_foreach_cache(find_magazines, &mags);
+	if (mags != NULL) {
+		ck_assert_int_eq(uslab_cache_stats(mags, &ms), 0);
+		before = ms.active_objs;
+	}
+	for (size_t i = 0; i < N; i++)
+		objs[i] = uslab_cache_alloc(c);
+	for (size_t i = 0; i < N; i++) /* far more than a slot holds: the depot */
+		uslab_cache_free(c, objs[i]);
+	uslab_foreach_cache(find_magazines, &mags);
+	ck_assert_ptr_nonnull(mags);
+	ck_assert_int_eq(uslab_cache_stats(c, &st), 0);
+	ck_assert_int_eq(uslab_cache_stats(mags, &ms), 0);
+	ck_assert_uint_gt(st.depot_full, 0);
+	ck_assert_uint_eq(ms.active_objs - before, st.depot_full + st.depot_empty);
+	ck_assert_uint_eq(ms.flags, USLAB_NOMAGAZINE);
+	ck_assert_int_eq(uslab_cache_destroy(mags), -1);
+	ck_assert_int_eq(errno, EPERM);
+	/* Reap sends every magazine back, and their cache's slabs with them. */
+	uslab_cache_reap(c);
+	ck_assert_int_eq(uslab_cache_stats(c, &st), 0);
+	ck_assert_uint_eq(st.depot_full + st.depot_empty, 0);
+	ck_assert_int_eq(uslab_cache_stats(mags, &ms), 0);
+	ck_assert_uint_eq(ms.active_objs, before);
+	if (before == 0)
+		ck_assert_uint_eq(ms.total_slabs, 0);
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+	free(objs);
+}
+END_TEST
+
 START_TEST(cache_reap_runs_dtor)
 {
 	struct life l = {0};
@@ -1141,6 +1192,7 @@ static Suite *cache_suite(void)
 	tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
 	tcase_add_test(tc, cache_reap_returns_bytes);
 	tcase_add_test(tc, cache_reap_runs_dtor);
+	tcase_add_test(tc, cache_magazines_are_a_cache);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("typed");

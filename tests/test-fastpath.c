@@ -569,6 +569,45 @@ START_TEST(fastpath_unregistered_thread_uses_guard)
 END_TEST
 #endif
 
+/* Hits fold into pc_ops once they reach PCPU_FOLD_AT, at the next miss,
+ * and allocs and frees carry on exactly across the fold. */
+START_TEST(fastpath_hits_fold_at_a_miss)
+{
+	cpu_set_t saved;
+	unsigned cpu = pin_cpu(&saved);
+	struct uslab_cache *c = uslab_cache_create("fold", 64, NULL);
+	struct uslab_stats st0, st1;
+	void *objs[PCPU_MAX_ROUNDS + 1];
+
+	ck_assert_ptr_nonnull(c);
+	uslab_cache_free(c, uslab_cache_alloc(c)); /* start this CPU's slot */
+	struct pcpu_slot *s = (struct pcpu_slot *)(c->c_pcpu + ((size_t)cpu << PCPU_SHIFT));
+	uint32_t count = count_of(s);
+	ck_assert_uint_gt(count, 0);
+	/* Pretend this CPU had almost PCPU_FOLD_AT more hits (an even number
+	 * more: as many allocs as frees); only this pinned thread uses it. */
+	s->p_word += (PCPU_FOLD_AT - 2) << PCPU_COUNT_BITS;
+	ck_assert_int_eq(uslab_cache_stats(c, &st0), 0);
+	for (int i = 0; i < 10; i++) /* hits: past PCPU_FOLD_AT, no fold yet */
+		uslab_cache_free(c, uslab_cache_alloc(c));
+	ck_assert_uint_ge(hits_of(s), PCPU_FOLD_AT);
+	ck_assert_uint_eq(CTR(s)->pc_ops, 0);
+	for (uint32_t i = 0; i <= count; i++) /* the slot's rounds, then a miss */
+		objs[i] = uslab_cache_alloc(c);
+	ck_assert_uint_lt(hits_of(s), 1000);   /* folded ... */
+	ck_assert_uint_ge(CTR(s)->pc_ops, PCPU_FOLD_AT); /* ... into pc_ops */
+	check_copy(s);
+	ck_assert_int_eq(uslab_cache_stats(c, &st1), 0);
+	ck_assert_uint_eq(st1.allocs - st0.allocs, 10 + count + 1);
+	ck_assert_uint_eq(st1.frees - st0.frees, 10);
+	ck_assert_uint_eq(st1.fast_allocs - st0.fast_allocs, 10 + count);
+	for (uint32_t i = 0; i <= count; i++)
+		uslab_cache_free(c, objs[i]);
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof saved, &saved), 0);
+}
+END_TEST
+
 static Suite *fastpath_suite(void)
 {
 	Suite *s = suite_create("fastpath");
@@ -591,6 +630,7 @@ static Suite *fastpath_suite(void)
 		tcase_add_test(tc, fastpath_rseq_matches_generic);
 		tcase_add_test(tc, fastpath_rseq_matches_generic_edges);
 		tcase_add_test(tc, fastpath_rseq_on_cache_region);
+		tcase_add_test(tc, fastpath_hits_fold_at_a_miss);
 #if USLAB_HAVE_SYS_RSEQ_H
 		tcase_add_test(tc, fastpath_unregistered_thread_uses_guard);
 #endif

@@ -13,14 +13,16 @@
  * at base + (i << PCPU_SHIFT). base and shift never change. PCPU_GUARD
  * read-only zero slots sit below base, so the asm may index with rseq's
  * negative cpu_id values (-1 unregistered, -2 registration failed) without
- * testing them: those land on a slot whose p_cap reads 0 and miss.
+ * testing them: those land on a slot whose p_cap reads 0 and miss (with
+ * the caches' shift, PCPU_SHIFT; tests that pass another shift to the
+ * routines below must keep cpu_id >= 0).
  *
  *   page 0  struct pcpu_slot: the magazine. Private to this process, never
  *           in a file: nothing another process writes can reach it.
  *     p_word   the commit word: bits 0-15 the count of rounds held
  *              (p_rounds[0 .. count) are objects), bits 16-63 the number
  *              of single pops and pushes (fast-path hits) since the last
- *              fold, modulo 2^48. One store changes both.
+ *              fold. One store changes both.
  *     p_cap    capacity; 0 means STOPPED: a remote operation owns the slot
  *     p_lock   locked mode only: the slot's lock (pcpu.c)
  *     p_live   1 once started (under c_drain_lock, or the slot lock)
@@ -29,7 +31,7 @@
  *           starts; when the process publishes statistics, the stats
  *           segment maps this page MAP_SHARED from its file (segment.c)
  *           before the slot's p_cap first becomes non-zero.
- *     pc_word     a copy of p_word, stored after every commit
+ *     pc_word     a copy of p_word, stored right before every commit
  *     pc_ops      hits folded out of p_word (pcpu.c, with the slot owned)
  *     pc_popped / pc_pushed   rounds moved by the batch routines
  *     pc_drained  rounds taken by remote drains (pcpu.c)
@@ -47,9 +49,20 @@
  *   frees + allocs = hits
  *
  * exact at quiescence: every change of the count is one of those terms.
- * The library reads p_word, other processes pc_word; the copy can lag by
- * the operations of a thread preempted between its commit and its copy,
- * until the next hit on that CPU copies the word again.
+ * The library reads p_word, other processes pc_word. The copy is stored
+ * inside the section, just before the commit: when a section aborts after
+ * it, the copy is one operation ahead until the next operation on that
+ * CPU stores it again; and once a drain's membarrier returns, no copy of
+ * an earlier section can land over what the drainer stores.
+ *
+ * Folds: the hits field would wrap after 2^48 hits. With the slot owned
+ * (stopped, or its lock held), pcpu.c moves the hits into pc_ops: on every
+ * drain and resize, on a miss once the CPU's hits reach PCPU_FOLD_AT, and
+ * for every slot past PCPU_FOLD_AT when a depot working-set interval ends.
+ * Only a cache whose CPUs never miss and whose depot is never used for the
+ * 2^48 - 2^46 hits after that (5 days of nothing but hits at 2 ns each)
+ * could wrap; its allocs and frees would then lose 2^47 each, the objects
+ * (computed from structure) nothing.
  *
  * Invariants: count <= max rounds of the slot; p_cap <= max rounds;
  * while p_cap != 0, only code running on CPU i changes p_word.
@@ -58,18 +71,21 @@
  * sequence on the current CPU's slot: the CPU number is read inside the
  * section, p_cap is loaded BEFORE p_word (a drainer stops a slot by storing
  * p_cap = 0 then fencing with membarrier; reading the count first could
- * pair a stale count with a restarted cap), and the only store visible to
- * other threads is the final store of p_word, the commit. They return
+ * pair a stale count with a restarted cap), and the only store the
+ * allocator itself may read is the final store of p_word, the commit (the
+ * copy before it is for statistics readers only). They return
  * 0/NULL when the slot is stopped, the thread has no rseq registration
  * (cpu_id < 0: a guard slot), or the magazine is empty/full. They take no
- * lock, make no call or syscall, and do no read-modify-write of memory.
+ * lock and make no call or syscall; a hit does no read-modify-write of
+ * memory.
  *
- * The copy to pc_word and the batches' `addq k` to pc_popped / pc_pushed
- * come right AFTER the commit, outside the section (inside, an abort after
- * the add would count twice). A thread that migrates between its commit
- * and the add can race the new owner of that CPU and lose the add: rare,
- * accepted (it skews other processes' view of the fill; the library's
- * own figures come from p_word).
+ * The batches' `addq k` to pc_popped / pc_pushed comes right AFTER the
+ * commit, outside the section (inside, an abort after the add would count
+ * twice). A thread preempted between its commit and the add leaves allocs
+ * and frees (derived from them) off by k / 2 until it runs again; one that
+ * migrated there can race the new owner of that CPU and lose the add, for
+ * good: rare, accepted, and the objects counts (from structure) are never
+ * affected.
  *
  * The generic routines (generic.c) are the C reference of the same body on
  * a given slot. They are used by the locked mode, under the slot's lock,

@@ -5,18 +5,18 @@
 #include "fastpath.h"
 
 /* Stores that statistics readers may load at any time without the slot's
- * lock: relaxed atomics, plain moves on x86, so no data race for them. The
- * word is copied and counters added after the commit, as the asm does
- * (fastpath.h). */
+ * lock: relaxed atomics, plain moves on x86, so no data race for them.
+ * Batch counters are added after the commit, as the asm does (fastpath.h). */
 static void pcpu_generic_set64(uint64_t *p, uint64_t v)
 {
 	__atomic_store_n(p, v, __ATOMIC_RELAXED);
 }
 
+/* The copy, then the commit, as the asm does. */
 static void pcpu_generic_commit(struct pcpu_slot *slot, uint64_t w)
 {
-	pcpu_generic_set64(&slot->p_word, w);
 	pcpu_generic_set64(&pcpu_slot_counters(slot)->pc_word, w);
+	pcpu_generic_set64(&slot->p_word, w);
 }
 
 void *pcpu_generic_pop(struct pcpu_slot *slot)

@@ -8,7 +8,7 @@
  *   rdi    cache (kept); index (push)   base of the region
  *   rsi    obj (free) or shift (kept)   shift (copied to cl at every retry)
  *   rdx    slot (pop), obj (rseq_push)  out / in buffer
- *   rcx    cl = shift; index (free)     cl = shift, then count, then k
+ *   rcx    cl = shift; index (free)     cl = shift, then count (pop) or room, then k
  *   r8     __rseq_offset                __rseq_offset, count, loop index
  *   r9     region base                  word
  *   rax    descriptor, slot, index      descriptor, slot, then return value
@@ -18,10 +18,11 @@
  *
  * Each routine: arm (store the descriptor address to rseq_cs, one 64-bit
  * store before start_ip), read cpu_id inside the section, find the slot,
- * load cap BEFORE the word, work, and commit with one 64-bit store of
- * p_word (count and hits), then copy the word to the slot's counters page
- * (after the commit label, outside the section; the batches also add k
- * there, so an abort never counts twice). pop and push index the slot with
+ * load cap BEFORE the word, work, copy the new word to the slot's counters
+ * page and commit with one 64-bit store of p_word (count and hits). The
+ * copy is inside the section, so a drain's membarrier waits for it too;
+ * the batches' add of k comes after the commit label, outside the
+ * section, so an abort never counts twice. pop and push index the slot with
  * the sign-extended cpu_id: -1 (not registered) and -2 (registration
  * failed) land on the guard slots below the region, whose cap reads 0, so
  * they miss without a test; the batches test it. The abort handler
@@ -102,8 +103,8 @@
  *	w = slot->p_word + PCPU_HIT - 1                     (cap loaded first)
  *	if (count(w) >= slot->p_cap) goto fail              (0xffff: was empty)
  *	obj = slot->p_rounds[count(w)]
+ *	counters->pc_word = w                               (the copy, then)
  *	slot->p_word = w                                    (commit)
- *	counters->pc_word = w                               (after the commit)
  */
 .macro RSEQ_POP pfx, fail, shift
 \pfx\()_retry:
@@ -119,9 +120,9 @@
 	cmpl %r11d, %eax
 	jae \fail				/* empty (0xffff) or stopped */
 	movq SLOT_ROUNDS(%rdx,%rax,8), %rax	/* obj = rounds[count - 1] */
+	movq %r10, CTR_WORD(%rdx)		/* the copy, inside the section */
 	movq %r10, SLOT_WORD(%rdx)		/* commit */
 \pfx\()_commit:
-	movq %r10, CTR_WORD(%rdx)		/* the copy, after the commit */
 	RSEQ_TABLES \pfx, \pfx\()_start, \pfx\()_commit, \pfx\()_abort, \fail
 .endm
 
@@ -136,8 +137,8 @@
  *	w = slot->p_word                                    (cap loaded first)
  *	if (count(w) >= slot->p_cap) goto fail              (full or stopped)
  *	slot->p_rounds[count(w)] = obj                      (unseen until the commit)
+ *	counters->pc_word = w + PCPU_HIT + 1                (the copy, then)
  *	slot->p_word = w + PCPU_HIT + 1                     (commit)
- *	counters->pc_word = w + PCPU_HIT + 1                (after the commit)
  */
 .macro RSEQ_PUSH pfx, fail, shift, obj, idx, idx32
 \pfx\()_retry:
@@ -153,9 +154,9 @@
 	jae \fail				/* full or stopped */
 	movq \obj, SLOT_ROUNDS(%rax,\idx,8)
 	addq $(PCPU_HIT + 1), %r10		/* one hit more, one round more */
+	movq %r10, CTR_WORD(%rax)		/* the copy, inside the section */
 	movq %r10, SLOT_WORD(%rax)		/* commit */
 \pfx\()_commit:
-	movq %r10, CTR_WORD(%rax)		/* the copy, after the commit */
 	RSEQ_TABLES \pfx, \pfx\()_start, \pfx\()_commit, \pfx\()_abort, \fail
 .endm
 
@@ -283,10 +284,10 @@ uslab_rseq_pop_batch:
 	incq %r8
 	cmpq %rcx, %r8
 	jb .Lpopb_copy
+	movq %r9, CTR_WORD(%rax)		/* the copy, inside the section */
 	movq %r9, SLOT_WORD(%rax)		/* commit: count - k */
 .Lpopb_commit:
-	movq %r9, CTR_WORD(%rax)		/* after the commit: */
-	addq %rcx, CTR_POPPED(%rax)		/* never twice */
+	addq %rcx, CTR_POPPED(%rax)		/* after the commit: never twice */
 	movq %rcx, %rax
 	popq %rbx
 	.cfi_remember_state
@@ -351,10 +352,10 @@ uslab_rseq_push_batch:
 	cmpq %rcx, %r8
 	jb .Lpushb_copy
 	addq %rcx, %r9				/* count + k: hits unchanged */
+	movq %r9, CTR_WORD(%rax)		/* the copy, inside the section */
 	movq %r9, SLOT_WORD(%rax)		/* commit */
 .Lpushb_commit:
-	movq %r9, CTR_WORD(%rax)		/* after the commit: */
-	addq %rcx, CTR_PUSHED(%rax)		/* never twice */
+	addq %rcx, CTR_PUSHED(%rax)		/* after the commit: never twice */
 	movq %rcx, %rax
 	popq %rbx
 	.cfi_remember_state
