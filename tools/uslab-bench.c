@@ -80,8 +80,8 @@
  *    and what they call) are counted, and reports Ir / operations. Times are
  *    meaningless under valgrind and shown as n/a. Note: valgrind does not
  *    implement rseq, so glibc registers none and uslab runs in locked mode
- *    under callgrind; its rseq fast path is ~17 + ~18 instructions
- *    (slab/arch/fastpath.h). By hand, for one cell:
+ *    under callgrind; its rseq fast path is 17 + 19 instructions a hit
+ *    (tests/fastpath-asm.sh prints them). By hand, for one cell:
  *        valgrind --tool=callgrind --collect-atstart=no --toggle-collect='bk_*' \
  *          ./uslab-bench --child uslab --cg --workload pair --size 64
  *    and divide the "totals:" line of callgrind.out.<pid> by the "C" line's
