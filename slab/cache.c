@@ -32,8 +32,8 @@
  * 4. Lock order.
  *    1. cache_list_lock: the registry list (c_next, c_prev). Held while
  *       fork() runs, with every cache lock below.
- *    2. c_drain_lock: remote slot operations (drain, resize) and, in rseq
- *       mode, starting a slot; c_pcpu_cap.
+ *    2. c_drain_lock: remote slot operations (drain, resize, fold) and
+ *       starting a slot, in both modes; c_pcpu_cap.
  *    3. pcpu slot locks (locked mode only): one slot's magazine.
  *    4. c_depot_lock: the depot's magazine lists and magazine size.
  *    5. c_slab_lock: slab lists, slab headers and slab counts.
@@ -41,7 +41,9 @@
  *       regions; taken last at fork. Its sc_lock (one per published cache,
  *       the record's writer) is a leaf under c_slab_lock or c_depot_lock.
  *    Page sources, ctors and dtors are called with no uslab lock held (a
- *    dtor may free into any cache, a ctor allocate from one).
+ *    dtor may free into any cache, a ctor allocate from one). The depots'
+ *    magazine caches are only allocated from and freed to with no uslab
+ *    lock held, and created only by uslab_cache_create() (slab/depot.c).
  *    fork(): the prepare handler takes all of them in this order, cache by
  *    cache; the child gets consistent structures, but objects that another
  *    thread was moving between layers at that moment (in a slow path's
@@ -61,9 +63,10 @@
  *    USDT probes on slow-path events (slab/probes.h), and the live segment
  *    that uslabtop reads (slab/segment.c).
  *
- * 9. Signals: a hit is async-signal-safe (a signal aborts an rseq section,
- *    it cannot corrupt it); a miss takes mutexes. So the API as a whole is
- *    not async-signal-safe.
+ * 9. Signals: in the rseq mode a hit is async-signal-safe (a signal aborts
+ *    an rseq section, it cannot corrupt it); a miss takes mutexes, and so
+ *    does every operation of the locked mode (its slot lock). So the API
+ *    as a whole is not async-signal-safe.
  */
 
 pthread_mutex_t cache_list_lock = PTHREAD_MUTEX_INITIALIZER; /* the registry list */

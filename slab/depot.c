@@ -72,36 +72,36 @@ static unsigned depot_mag_class(size_t n)
 	return k;
 }
 
-/* The magazine cache of class @k, created if needed; NULL when out of
- * memory. No uslab lock held: it may create a cache, and holds no lock of
- * its own while it does (two racing threads both create one; the loser
- * destroys its own), so fork() needs no handler for it. */
-static struct uslab_cache *depot_mag_cache(unsigned k)
+/* Create the magazine cache of class @k unless it exists. Called only by
+ * depot_init(), from uslab_cache_create() before the new cache is listed:
+ * never from an alloc or a free, which may run where cache_list_lock is
+ * held (a uslab_foreach_cache() callback). Holds no lock of its own (two
+ * racing threads both create one; the loser destroys its own), so fork()
+ * needs no handler for it. */
+static void depot_mag_create(unsigned k)
 {
 	struct uslab_cache *mc = __atomic_load_n(&depot_mag_caches[k], __ATOMIC_ACQUIRE);
 	if (mc != NULL)
-		return mc;
+		return;
 	uint32_t rounds = DEPOT_MAG_MIN << k;
 	char name[USLAB_NAME_MAX + 1];
 	snprintf(name, sizeof name, "uslab_magazine_%u", (unsigned)rounds);
 	mc = cache_create(name, sizeof(struct mag) + (size_t)rounds * sizeof(void *),
 	                  &(struct uslab_cache_conf){.flags = USLAB_NOMAGAZINE}, CACHE_INTERNAL);
 	if (mc == NULL)
-		return NULL;
+		return; /* out of memory: that size's magazines go to the slabs */
 	struct uslab_cache *none = NULL;
 	if (!__atomic_compare_exchange_n(&depot_mag_caches[k], &none, mc, false,
-	                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+	                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 		cache_destroy(mc); /* ours: never handed out */
-		mc = none;
-	}
-	return mc;
 }
 
-/* A magazine of at least @n rounds; NULL when out of memory. */
+/* A magazine of at least @n rounds (n <= c_mag_max, whose class depot_init
+ * created); NULL when out of memory. */
 static struct mag *depot_mag_alloc(size_t n)
 {
 	unsigned k = depot_mag_class(n);
-	struct uslab_cache *mc = depot_mag_cache(k);
+	struct uslab_cache *mc = __atomic_load_n(&depot_mag_caches[k], __ATOMIC_ACQUIRE);
 	struct mag *m = mc != NULL ? uslab_cache_alloc(mc) : NULL;
 
 	if (m != NULL)
@@ -150,6 +150,12 @@ static void depot_sizes(size_t slot, uint32_t *start, uint32_t *max)
 int depot_init(struct uslab_cache *c)
 {
 	depot_sizes(c->c_slot, &c->c_mag_size, &c->c_mag_max);
+	/* Every magazine size this depot can ask for: from M (spares never
+	 * go below it) up to the largest batch, c_mag_max. */
+	if ((c->c_flags & USLAB_NOMAGAZINE) == 0)
+		for (unsigned k = depot_mag_class(c->c_mag_size); k <= depot_mag_class(c->c_mag_max);
+		     k++)
+			depot_mag_create(k);
 	return pthread_mutex_init(&c->c_depot_lock, NULL) == 0 ? 0 : -1;
 }
 
@@ -265,12 +271,16 @@ size_t depot_get_full(struct uslab_cache *c, void **buf)
 	if (m != NULL) {
 		n = m->m_count;
 		memcpy(buf, m->m_rounds, n * sizeof(void *));
-		m->m_next = c->c_mag_spare;
-		c->c_mag_spare = m;
-		c->c_nempty++;
+		if (c->c_nempty < DEPOT_SPARE_MAX) {
+			m->m_next = c->c_mag_spare;
+			c->c_mag_spare = m;
+			c->c_nempty++;
+			m = NULL;
+		}
 	}
 	uint32_t want = c->c_mag_size;
 	depot_leave(c);
+	depot_mag_free(m); /* beyond the spares kept */
 	depot_release(c, idle);
 	if (ended)
 		pcpu_fold_due(c); /* a second of depot activity: a slot may be due */

@@ -45,7 +45,7 @@
  *    - "rseq cpu_id": the assembly fast path (arch/x86_64.S); remote
  *      operations stop a slot (p_cap = 0), fence the CPU with
  *      membarrier(PRIVATE_EXPEDITED_RSEQ), own it, then restart it.
- *    - "locked: <why>": the same slots, each with a mutex, indexed by
+ *    - "locked: <why>": the same slots, each with a spinlock, indexed by
  *      sched_getcpu(); the index is only a hint for locality, the lock
  *      gives correctness. Used when glibc did not register rseq (valgrind,
  *      glibc.pthread.rseq=0, old kernels), with USLAB_RSEQ=0, without asm,
@@ -293,7 +293,10 @@ static inline void pcpu_slot_unlock(struct pcpu_slot *s)
 
 /* fork(): every lock of the cache. Slots start under c_drain_lock in both
  * modes, so holding it, only started slots can be locked (and the pages of
- * the others stay untouched). */
+ * the others are never written). A SCHED_FIFO thread spinning on the
+ * lock of a preempted lower-priority holder on the same CPU yields in vain
+ * (sched_yield does not run lower priorities): real-time programs should
+ * use the rseq mode. */
 void pcpu_lock_all(struct uslab_cache *c)
 {
 	pthread_mutex_lock(&c->c_drain_lock);
@@ -666,7 +669,7 @@ size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 
 	if (pcpu_off(c)) {
 		got = slab_alloc_bulk(c, objs, n);
-		__atomic_fetch_add(&c->c_slow_allocs, got, __ATOMIC_RELAXED);
+		__atomic_fetch_add(c->c_slow_allocs, got, __ATOMIC_RELAXED);
 		return got;
 	}
 	/* Take from the slot through a private buffer: an aborted section may

@@ -820,9 +820,15 @@ START_TEST(cache_bulk_nomagazine)
 	struct uslab_cache *c = make_cache("bulk-nomag", 40, 0, USLAB_NOMAGAZINE, &src);
 	ck_assert_uint_eq(uslab_cache_alloc_bulk(c, objs, N), N);
 	check_disjoint(objs, N, 40);
+	struct uslab_stats st;
+	ck_assert_int_eq(uslab_cache_stats(c, &st), 0); /* counted, as single ones are */
+	ck_assert_uint_eq(st.allocs, N);
+	ck_assert_uint_eq(st.active_objs, N);
 	void *skipped = objs[N / 2];
 	objs[N / 2] = NULL;
 	uslab_cache_free_bulk(c, objs, N);
+	ck_assert_int_eq(uslab_cache_stats(c, &st), 0);
+	ck_assert_uint_eq(st.frees, N - 1);
 	errno = 0;
 	ck_assert_int_eq(uslab_cache_destroy(c), -1); /* the skipped object is still out */
 	ck_assert_int_eq(errno, EBUSY);
@@ -920,6 +926,57 @@ START_TEST(cache_magazines_are_a_cache)
 	ck_assert_uint_eq(ms.active_objs, before);
 	if (before == 0)
 		ck_assert_uint_eq(ms.total_slabs, 0);
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+	free(objs);
+}
+END_TEST
+
+/* A magazine cache is never created on an alloc or a free: one that frees
+ * inside a uslab_foreach_cache() callback (cache_list_lock held) returns. */
+static void **cb_objs;
+static int free_in_walk(struct uslab_cache *c, void *arg)
+{
+	if (c == arg)
+		uslab_cache_free_bulk(c, cb_objs, 300);
+	return 0;
+}
+
+START_TEST(cache_free_inside_foreach)
+{
+	struct uslab_cache *c = uslab_cache_create("walked", 48, NULL);
+	void *objs[300];
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_uint_eq(uslab_cache_alloc_bulk(c, objs, 300), 300);
+	cb_objs = objs;
+	uslab_foreach_cache(free_in_walk, c); /* hung before: see above */
+	struct uslab_stats st;
+	ck_assert_int_eq(uslab_cache_stats(c, &st), 0);
+	ck_assert_uint_eq(st.active_objs, 0);
+	ck_assert_uint_gt(st.depot_full, 0);
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+}
+END_TEST
+
+/* The depot keeps at most a few spare magazine structures: emptied ones
+ * beyond them go back to their cache, not onto a list nobody trims. */
+START_TEST(cache_depot_spares_bounded)
+{
+	enum { N = 100000 };
+	struct uslab_cache *c = uslab_cache_create("spares", 64, NULL);
+	void **objs = malloc(N * sizeof *objs);
+	struct uslab_stats st;
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_nonnull(objs);
+	for (int round = 0; round < 2; round++) {
+		ck_assert_uint_eq(uslab_cache_alloc_bulk(c, objs, N), N);
+		uslab_cache_free_bulk(c, objs, N); /* thousands of full magazines */
+	}
+	ck_assert_uint_eq(uslab_cache_alloc_bulk(c, objs, N), N); /* ... emptied */
+	ck_assert_int_eq(uslab_cache_stats(c, &st), 0);
+	ck_assert_uint_le(st.depot_empty, 16);
+	uslab_cache_free_bulk(c, objs, N);
 	ck_assert_int_eq(uslab_cache_destroy(c), 0);
 	free(objs);
 }
@@ -1193,6 +1250,8 @@ static Suite *cache_suite(void)
 	tcase_add_test(tc, cache_reap_returns_bytes);
 	tcase_add_test(tc, cache_reap_runs_dtor);
 	tcase_add_test(tc, cache_magazines_are_a_cache);
+	tcase_add_test(tc, cache_free_inside_foreach);
+	tcase_add_test(tc, cache_depot_spares_bounded);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("typed");

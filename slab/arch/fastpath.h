@@ -101,7 +101,7 @@ struct pcpu_slot {
 	uint64_t p_word;
 	uint32_t p_cap;
 	uint32_t p_lock; /* locked mode: the slot's spinlock (pcpu.c); unused by the asm */
-	uint64_t p_live; /* 1 once started; written under c_drain_lock (rseq) or the slot lock */
+	uint64_t p_live; /* 1 once started; written under c_drain_lock */
 	uint64_t p_pad[1];
 	void *p_rounds[]; /* asm: offset PCPU_SLOT_HDR */
 };
