@@ -17,16 +17,16 @@
  * structure of M rounds (M = c_mag_size when it was made, or the batch it
  * holds if larger), an object of an internal cache per magazine size
  * ("uslab_magazine_<rounds>", flag USLAB_NOMAGAZINE, so it has no depot
- * of its own), as libumem does; up to DEPOT_SPARE_MAX spare structures
- * are kept on c_mag_spare. A depot full of magazines costs 8.5 bytes per
- * object it holds (M = 32: 16 + 8 * 32 bytes for 32 objects) until the
- * working set or a reap gives it back. Being slab objects, their
- * pages go back when the depot gives them up (reap trims that cache too),
- * which malloc'd structures did not: glibc kept 300 MB of them after a
- * program freed 10 million objects, so the depot had to be bounded, and a
- * burst of frees beyond the bound went to the slab layer one object at a
- * time (batch100k 4x mimalloc). The depot is now unbounded: the working
- * set below trims it.
+ * of its own), as libumem does, created with the first cache that can use
+ * it. Up to DEPOT_SPARE_MAX spare structures are kept on c_mag_spare. A
+ * depot full of magazines costs 8.5 bytes per object it holds (M = 32:
+ * 16 + 8 * 32 bytes for 32 objects) until the working set or a reap gives
+ * it back. Being slab objects, their pages go back when the depot gives
+ * them up (reap trims those caches too), which malloc'd structures did
+ * not: glibc kept 300 MB of them after a program freed 10 million
+ * objects, so the depot had to be bounded, and a burst of frees beyond the
+ * bound went to the slab layer one object at a time (batch100k 4x
+ * mimalloc). The depot is now unbounded: the working set below trims it.
  *
  * Working set: an interval lasts DEPOT_INTERVAL_NS (read from the coarse
  * vDSO clock on each depot operation); when one ends, the full magazines
@@ -35,16 +35,20 @@
  * first version ended an interval every 256 operations; a program freeing
  * 100,000 objects then sent most of them to the slabs while it was still
  * freeing, and took them back through the slab layer on the next cycle:
- * a third of the benchmark's batch100k time was slab_free_bulk.) So a depot in use trims what it
- * does not use without a timer thread; one nobody touches keeps its
+ * a third of the benchmark's batch100k time was slab_free_bulk.) So a
+ * depot in use trims what it does not use without a timer thread; one
+ * nobody touches keeps its
  * magazines until uslab_cache_reap(). The magazines released are taken
  * from the head of the list (the most recently filled); which ones go does
  * not matter for the count, only for how warm the objects left behind are.
+ * An interval's end also folds the per-CPU hit counts due (pcpu.c), since
+ * a CPU that never misses would not.
  *
  * Magazine size: M = c_mag_size rounds per magazine (per-CPU slots hold
  * 2M). It starts from the object size and doubles, up to c_mag_max, when
- * more than 1/DEPOT_CONTENTION_SHARE of the lock acquisitions in a window of
- * DEPOT_CONTENTION_WINDOW operations had to wait: bigger magazines mean fewer trips to the depot. It never shrinks
+ * more than 1/DEPOT_CONTENTION_SHARE of the lock acquisitions in a window
+ * of DEPOT_CONTENTION_WINDOW operations had to wait: bigger magazines mean
+ * fewer trips to the depot. It never shrinks
  * (left for later: shrinking needs a working-set signal that small
  * magazines would do as well).
  */
@@ -55,8 +59,8 @@
 #define DEPOT_SPARE_MAX 16
 
 /* The magazine caches, one per size: 4 << k rounds for class k (every
- * c_mag_size and c_mag_max of depot_sizes is one of them), created on
- * first use and kept for the life of the process. */
+ * c_mag_size and c_mag_max of depot_sizes is one of them), created by
+ * depot_init() and kept for the life of the process. */
 #define DEPOT_MAG_CLASSES 6
 #define DEPOT_MAG_MIN 4
 static struct uslab_cache *depot_mag_caches[DEPOT_MAG_CLASSES];
