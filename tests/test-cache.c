@@ -882,7 +882,7 @@ END_TEST
 
 static int find_magazines(struct uslab_cache *c, void *arg)
 {
-	if (strcmp(uslab_cache_name(c), "uslab_magazine_32") == 0) /* M = 32 at 64 B */
+	if (strcmp(uslab_cache_name(c), "uslab_magazine_64") == 0) /* M = 64 at 64 B */
 		*(struct uslab_cache **)arg = c;
 	return 0;
 }

@@ -49,7 +49,7 @@ echo "$out"
 count() { printf '%s\n' "$out" | awk -F, -v e="sdt_uslab:$1" '$3 == e {print $1}'; }
 status=0
 # The demo's 4 caches, and the magazine caches their depots can use
-# (slab/depot.c: 32-128 rounds for the three small ones, 8-32 for the
+# (slab/depot.c: 64-128 rounds for the three small ones, 8-32 for the
 # 4 KiB one: 8, 16, 32, 64, 128), which live on after the demo's destroys.
 [ "$(count cache_create)" = 9 ] || { echo "expected 9 cache_create"; status=1; }
 [ "$(count cache_destroy)" = 4 ] || { echo "expected 4 cache_destroy"; status=1; }
