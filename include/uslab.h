@@ -141,7 +141,9 @@ USLAB_API void uslab_cache_free_bulk(struct uslab_cache *cache, void **objs, siz
  * Give unused memory back: every object cached in per-CPU and depot
  * magazines returns to its slab, and every empty slab is released (its
  * objects destructed, its pages given back). Returns the number of bytes
- * given back to the page source by this call.
+ * of this cache given back to the page source by this call (the depot's
+ * magazine structures go back to their own caches, uslab_magazine_<n>,
+ * whose empty slabs this call releases too, uncounted).
  *
  * Without reap, a cache keeps the empty slabs it may reuse: slabs that
  * stayed empty through a whole second of slab-layer activity are released
