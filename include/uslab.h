@@ -81,11 +81,11 @@ USLAB_API const struct uslab_pagesrc *uslab_pagesrc_mmap(void);
 /** Cache configuration. Every field is optional: a zeroed structure (or a
  *  NULL pointer) means the defaults. */
 struct uslab_cache_conf {
-	size_t align;                       /* power of two, at most the page size; 0 = natural */
-	unsigned flags;                     /* USLAB_* */
-	int (*ctor)(void *obj, void *arg);  /* object enters the cache: 0, or an errno value */
-	void (*dtor)(void *obj, void *arg); /* object leaves the cache */
-	void *arg;                          /* passed to ctor and dtor */
+	size_t align;                        /* power of two, at most the page size; 0 = natural */
+	unsigned flags;                      /* USLAB_* */
+	int (*ctor)(void *obj, void *arg);   /* object enters the cache: 0, or an errno value */
+	void (*dtor)(void *obj, void *arg);  /* object leaves the cache */
+	void *arg;                           /* passed to ctor and dtor */
 	const struct uslab_pagesrc *pagesrc; /* NULL = uslab_pagesrc_mmap() */
 };
 
@@ -187,29 +187,29 @@ USLAB_API const char *uslab_mode(void);
  */
 struct uslab_stats {
 	char name[USLAB_NAME_MAX + 1];
-	uint64_t obj_size;       /* as created */
-	uint64_t slot_size;      /* object spacing: size rounded up to align */
+	uint64_t obj_size;  /* as created */
+	uint64_t slot_size; /* object spacing: size rounded up to align */
 	uint64_t align;
 	uint32_t flags;
 	uint32_t objs_per_slab;
-	uint64_t slab_size;      /* bytes per slab */
-	uint64_t active_objs;    /* exact: held by the program */
-	uint64_t total_objs;     /* exact: objects in all slabs */
-	uint64_t active_slabs;   /* exact: slabs with an object out of the slab */
-	uint64_t total_slabs;    /* exact */
-	uint64_t bytes_active;   /* active_objs * slot_size */
-	uint64_t bytes_total;    /* total_slabs * slab_size */
-	uint64_t allocs;         /* counter: successful allocations */
-	uint64_t frees;          /* counter */
-	uint64_t fast_allocs;    /* counter (derived): served by a per-CPU magazine */
-	uint64_t fast_frees;     /* counter (derived) */
-	uint64_t alloc_failures; /* counter: NULL returned */
-	uint64_t pcpu_objs;      /* objects in per-CPU magazines */
-	uint64_t depot_objs;     /* objects in depot magazines */
-	uint64_t depot_full;     /* full magazines in the depot */
-	uint64_t depot_empty;    /* spare magazine structures */
-	uint32_t mag_size;       /* rounds per depot magazine (per-CPU holds 2x) */
-	uint32_t mag_max;        /* largest magazine size for this cache */
+	uint64_t slab_size;       /* bytes per slab */
+	uint64_t active_objs;     /* exact: held by the program */
+	uint64_t total_objs;      /* exact: objects in all slabs */
+	uint64_t active_slabs;    /* exact: slabs with an object out of the slab */
+	uint64_t total_slabs;     /* exact */
+	uint64_t bytes_active;    /* active_objs * slot_size */
+	uint64_t bytes_total;     /* total_slabs * slab_size */
+	uint64_t allocs;          /* counter: successful allocations */
+	uint64_t frees;           /* counter */
+	uint64_t fast_allocs;     /* counter (derived): served by a per-CPU magazine */
+	uint64_t fast_frees;      /* counter (derived) */
+	uint64_t alloc_failures;  /* counter: NULL returned */
+	uint64_t pcpu_objs;       /* objects in per-CPU magazines */
+	uint64_t depot_objs;      /* objects in depot magazines */
+	uint64_t depot_full;      /* full magazines in the depot */
+	uint64_t depot_empty;     /* spare magazine structures */
+	uint32_t mag_size;        /* rounds per depot magazine (per-CPU holds 2x) */
+	uint32_t mag_max;         /* largest magazine size for this cache */
 	uint64_t depot_contended; /* depot lock acquisitions that waited */
 	uint64_t slabs_created;
 	uint64_t slabs_released;
@@ -257,9 +257,9 @@ USLAB_API int uslab_slabinfo(FILE *out);
  * USLAB_CACHE(type, flags): create a cache named after struct @type, sized and
  * aligned as the type. Example: USLAB_CACHE(conn, 0) for struct conn.
  */
-#define USLAB_CACHE(type, flags_)                                                        \
-	uslab_cache_create(#type, sizeof(struct type),                                   \
-	                   &(const struct uslab_cache_conf){.align = _Alignof(struct type), \
+#define USLAB_CACHE(type, flags_)                                                                  \
+	uslab_cache_create(#type, sizeof(struct type),                                             \
+	                   &(const struct uslab_cache_conf){.align = _Alignof(struct type),        \
 	                                                    .flags = (flags_)})
 
 /**
@@ -269,15 +269,15 @@ USLAB_API int uslab_slabinfo(FILE *out);
  *   static void type_free(struct type *);
  * The program creates the cache (USLAB_CACHE) and stores it in @cachevar.
  */
-#define USLAB_DEFINE_TYPED(type, cachevar)                                               \
-	static struct uslab_cache *cachevar;                                             \
-	static inline __attribute__((unused)) struct type *type##_alloc(void)            \
-	{                                                                                \
-		return (struct type *)uslab_cache_alloc(cachevar);                       \
-	}                                                                                \
-	static inline __attribute__((unused)) void type##_free(struct type *obj)         \
-	{                                                                                \
-		uslab_cache_free(cachevar, obj);                                         \
+#define USLAB_DEFINE_TYPED(type, cachevar)                                                         \
+	static struct uslab_cache *cachevar;                                                       \
+	static inline __attribute__((unused)) struct type *type##_alloc(void)                      \
+	{                                                                                          \
+		return (struct type *)uslab_cache_alloc(cachevar);                                 \
+	}                                                                                          \
+	static inline __attribute__((unused)) void type##_free(struct type *obj)                   \
+	{                                                                                          \
+		uslab_cache_free(cachevar, obj);                                                   \
 	}
 
 #ifdef __cplusplus

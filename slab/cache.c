@@ -140,8 +140,8 @@ struct uslab_cache *uslab_cache_create(const char *name, size_t size,
 	return cache_create(name, size, conf, 0);
 }
 
-struct uslab_cache *cache_create(const char *name, size_t size,
-                                 const struct uslab_cache_conf *conf, unsigned internal)
+struct uslab_cache *cache_create(const char *name, size_t size, const struct uslab_cache_conf *conf,
+                                 unsigned internal)
 {
 	if (name == NULL || size == 0 || size > USLAB_MAX_SIZE ||
 	    (conf->align & (conf->align - 1)) != 0 || conf->align > pgsrc_page_size()) {

@@ -21,8 +21,8 @@ enum uslab_error {
  * Report misuse or corruption in one line on stderr, naming the cache and the
  * object, then abort(). Async-signal-safe (write(2) only).
  */
-__attribute__((noreturn, cold)) void uslab_report(const struct uslab_cache *cache,
-                                                  const void *obj, enum uslab_error err);
+__attribute__((noreturn, cold)) void uslab_report(const struct uslab_cache *cache, const void *obj,
+                                                  enum uslab_error err);
 
 __attribute__((noreturn, cold)) void uslab_assert_fail(const char *expr, const char *file,
                                                        int line);
@@ -30,9 +30,9 @@ __attribute__((noreturn, cold)) void uslab_assert_fail(const char *expr, const c
 /* VERIFY is always on; ASSERT from debug level 1; ASSERT_EXPENSIVE (the
  * _is_valid() walkers) from level 3. Both branches always compile. */
 #define VERIFY(e) ((e) ? (void)0 : uslab_assert_fail(#e, __FILE__, __LINE__))
-#define ASSERT(e)                                                                  \
+#define ASSERT(e)                                                                                  \
 	((USLAB_DEBUG_LEVEL < 1 || (e)) ? (void)0 : uslab_assert_fail(#e, __FILE__, __LINE__))
-#define ASSERT_EXPENSIVE(e)                                                        \
+#define ASSERT_EXPENSIVE(e)                                                                        \
 	((USLAB_DEBUG_LEVEL < 3 || (e)) ? (void)0 : uslab_assert_fail(#e, __FILE__, __LINE__))
 
 #endif /* USLAB_DEBUG_H */

@@ -95,8 +95,8 @@ static void depot_mag_create(unsigned k)
 	if (mc == NULL)
 		return; /* out of memory: that size's magazines go to the slabs */
 	struct uslab_cache *none = NULL;
-	if (!__atomic_compare_exchange_n(&depot_mag_caches[k], &none, mc, false,
-	                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+	if (!__atomic_compare_exchange_n(&depot_mag_caches[k], &none, mc, false, __ATOMIC_ACQ_REL,
+	                                 __ATOMIC_ACQUIRE))
 		cache_destroy(mc); /* ours: never handed out */
 }
 
@@ -157,8 +157,8 @@ int depot_init(struct uslab_cache *c)
 	/* Every magazine size this depot can ask for: from M (spares never
 	 * go below it) up to the largest batch, c_mag_max. */
 	if ((c->c_flags & USLAB_NOMAGAZINE) == 0)
-		for (unsigned k = depot_mag_class(c->c_mag_size); k <= depot_mag_class(c->c_mag_max);
-		     k++)
+		for (unsigned k = depot_mag_class(c->c_mag_size);
+		     k <= depot_mag_class(c->c_mag_max); k++)
 			depot_mag_create(k);
 	return pthread_mutex_init(&c->c_depot_lock, NULL) == 0 ? 0 : -1;
 }

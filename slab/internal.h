@@ -125,12 +125,12 @@ bool slabmap_test(const void *p);
 
 struct uslab_cache {
 	/* ---- fast path, read by the asm (offset 0); immutable ---- */
-	char *c_fast;           /* c_pcpu in rseq mode; a zero region (all caps 0) otherwise */
+	char *c_fast; /* c_pcpu in rseq mode; a zero region (all caps 0) otherwise */
 
 	/* ---- immutable after create ---- */
 	unsigned c_flags;
-	char *c_pcpu;           /* per-CPU slots, private: slot i at c_pcpu + (i << PCPU_SHIFT) */
-	uint32_t c_slot;     /* object spacing: size rounded up to c_align */
+	char *c_pcpu;          /* per-CPU slots, private: slot i at c_pcpu + (i << PCPU_SHIFT) */
+	uint32_t c_slot;       /* object spacing: size rounded up to c_align */
 	uintptr_t c_slab_mask; /* ~(c_slab_size - 1) */
 
 	/* ---- immutable after create ---- */
@@ -138,17 +138,17 @@ struct uslab_cache {
 	size_t c_size;
 	size_t c_align;
 	size_t c_slab_size;
-	uint32_t c_slab_objs;    /* objects per slab */
-	uint32_t c_slab_words;   /* 64-bit words in s_free */
-	uint32_t c_first;        /* offset of object 0 before colour */
-	uint32_t c_colour_step;  /* bytes between successive colours */
-	uint32_t c_colours;      /* number of distinct colour offsets */
-	uint64_t c_div;          /* ceil(2^64 / c_slot), for exact offset division */
+	uint32_t c_slab_objs;   /* objects per slab */
+	uint32_t c_slab_words;  /* 64-bit words in s_free */
+	uint32_t c_first;       /* offset of object 0 before colour */
+	uint32_t c_colour_step; /* bytes between successive colours */
+	uint32_t c_colours;     /* number of distinct colour offsets */
+	uint64_t c_div;         /* ceil(2^64 / c_slot), for exact offset division */
 	int (*c_ctor)(void *, void *);
 	void (*c_dtor)(void *, void *);
 	void *c_arg;
 	const struct uslab_pagesrc *c_src;
-	uint32_t c_pcpu_rounds;        /* rounds a slot can hold (the largest cap) */
+	uint32_t c_pcpu_rounds; /* rounds a slot can hold (the largest cap) */
 
 	/* ---- under c_drain_lock ---- */
 	pthread_mutex_t c_drain_lock; /* serialises remote slot operations (drain, resize) */
@@ -156,24 +156,24 @@ struct uslab_cache {
 
 	/* ---- under c_depot_lock (c_mag_size also read racily by pcpu.c) ---- */
 	pthread_mutex_t c_depot_lock; /* protects the depot lists and counts below */
-	struct mag *c_mag_full;           /* full magazines, LIFO */
+	struct mag *c_mag_full;       /* full magazines, LIFO */
 	struct mag *c_mag_spare;      /* spare magazine structures */
 	uint64_t c_nfull, c_nempty;
-	uint32_t c_mag_size;          /* rounds per depot magazine (M) */
-	uint32_t c_mag_max;           /* largest M, fixed at create */
-	uint64_t c_ws_min_full;       /* working set: fewest full magazines this interval */
-	uint64_t c_ws_start;          /* ns (coarse clock): this interval's start */
-	uint32_t c_ws_ops;            /* depot operations this interval */
-	uint32_t c_ws_contended;      /* lock contentions this interval */
-	uint64_t c_depot_contended;   /* lock contentions, ever */
-	uint64_t c_depot_objs;        /* rounds in c_mag_full magazines */
+	uint32_t c_mag_size;        /* rounds per depot magazine (M) */
+	uint32_t c_mag_max;         /* largest M, fixed at create */
+	uint64_t c_ws_min_full;     /* working set: fewest full magazines this interval */
+	uint64_t c_ws_start;        /* ns (coarse clock): this interval's start */
+	uint32_t c_ws_ops;          /* depot operations this interval */
+	uint32_t c_ws_contended;    /* lock contentions this interval */
+	uint64_t c_depot_contended; /* lock contentions, ever */
+	uint64_t c_depot_objs;      /* rounds in c_mag_full magazines */
 
 	/* ---- slow-path counters: relaxed atomics, no lock ---- */
-	uint64_t *c_slow_allocs;      /* allocations not served by a slot hit: in the
+	uint64_t *c_slow_allocs; /* allocations not served by a slot hit: in the
 	                               * stats segment record, or c_slow_own[0] */
-	uint64_t *c_slow_frees;       /* likewise, or c_slow_own[1] */
+	uint64_t *c_slow_frees;  /* likewise, or c_slow_own[1] */
 	uint64_t c_slow_own[2];
-	struct seg_cache *c_seg;      /* stats record (segment.c); NULL: unpublished */
+	struct seg_cache *c_seg; /* stats record (segment.c); NULL: unpublished */
 
 	/* ---- under c_slab_lock ---- */
 	pthread_mutex_t c_slab_lock; /* protects the lists, slab contents and counts below */
@@ -182,11 +182,11 @@ struct uslab_cache {
 	struct slab_list c_full;
 	struct slab_list c_empty;
 	uint32_t c_colour_next;
-	uint64_t c_slabs;        /* slabs on any list */
-	uint64_t c_empty_slabs;  /* slabs on c_empty */
-	uint64_t c_decay_start;  /* ns (CLOCK_MONOTONIC_COARSE): this interval's start */
-	uint64_t c_decay_min;    /* fewest empty slabs seen this interval */
-	uint64_t c_inuse;        /* sum of s_inuse */
+	uint64_t c_slabs;       /* slabs on any list */
+	uint64_t c_empty_slabs; /* slabs on c_empty */
+	uint64_t c_decay_start; /* ns (CLOCK_MONOTONIC_COARSE): this interval's start */
+	uint64_t c_decay_min;   /* fewest empty slabs seen this interval */
+	uint64_t c_inuse;       /* sum of s_inuse */
 	uint64_t c_slabs_created;
 	uint64_t c_slabs_released;
 	uint64_t c_alloc_fail;
@@ -206,8 +206,8 @@ bool cache_is_valid(struct uslab_cache *c);
  * uslab_cache_destroy() refuses. */
 #define CACHE_INTERNAL 0x80000000u
 /** uslab_cache_create() for the library: @internal is 0 or CACHE_INTERNAL. */
-struct uslab_cache *cache_create(const char *name, size_t size,
-                                 const struct uslab_cache_conf *conf, unsigned internal);
+struct uslab_cache *cache_create(const char *name, size_t size, const struct uslab_cache_conf *conf,
+                                 unsigned internal);
 /** uslab_cache_destroy() without the internal-cache check. */
 int cache_destroy(struct uslab_cache *c);
 

@@ -80,8 +80,8 @@ _Static_assert(PCPU_SLOT_HDR + 2 * PCPU_BUF * sizeof(void *) <= PCPU_COUNTERS_OF
  * shared zero page. */
 static char *pcpu_zero;
 
-int pcpu_rseq;                 /* set once by pcpu_mode_init */
-long uslab_rseq_off;           /* glibc's __rseq_offset */
+int pcpu_rseq;       /* set once by pcpu_mode_init */
+long uslab_rseq_off; /* glibc's __rseq_offset */
 static const char *pcpu_mode_name = "locked: not initialised";
 static uint32_t pcpu_nslots = 1;
 static pthread_once_t pcpu_once = PTHREAD_ONCE_INIT;

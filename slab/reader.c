@@ -179,9 +179,8 @@ static bool seg_cache_fill(const unsigned char *img, uint64_t len, const struct 
 		return false;
 	/* Counters region: ncpus pages, inside the image (the header check
 	 * bounds ncpus and the page size, so the product cannot overflow). */
-	if (r->r_ctr_len != (uint64_t)h->h_ncpus * h->h_page_size ||
-	    r->r_ctr_off < h->h_hdr_size || r->r_ctr_off % h->h_page_size != 0 ||
-	    !seg_in(r->r_ctr_off, r->r_ctr_len, len))
+	if (r->r_ctr_len != (uint64_t)h->h_ncpus * h->h_page_size || r->r_ctr_off < h->h_hdr_size ||
+	    r->r_ctr_off % h->h_page_size != 0 || !seg_in(r->r_ctr_off, r->r_ctr_len, len))
 		return false;
 	uint64_t pcpu = 0, fa = 0, ff = 0;
 	for (uint32_t i = 0; i < h->h_ncpus; i++) {
@@ -242,10 +241,10 @@ static int seg_parse(const unsigned char *img, uint64_t len, int fd, struct usla
 	if (memcmp(h.h_magic, SEG_MAGIC, sizeof h.h_magic) != 0 ||
 	    h.h_version != USLAB_SEGMENT_VERSION || h.h_hdr_size != sizeof h ||
 	    h.h_rec_size != sizeof(struct seg_rec) ||
-	    h.h_ctr_size != sizeof(struct pcpu_counters) ||
-	    h.h_ncpus == 0 || h.h_ncpus > SEG_MAX_CPUS || !seg_pow2(h.h_page_size) ||
-	    h.h_page_size < 1024 || h.h_page_size > ((uint32_t)1 << 20) || h.h_pid <= 0 ||
-	    h.h_pid > INT_MAX || !seg_str(out->mode, h.h_mode, sizeof h.h_mode))
+	    h.h_ctr_size != sizeof(struct pcpu_counters) || h.h_ncpus == 0 ||
+	    h.h_ncpus > SEG_MAX_CPUS || !seg_pow2(h.h_page_size) || h.h_page_size < 1024 ||
+	    h.h_page_size > ((uint32_t)1 << 20) || h.h_pid <= 0 || h.h_pid > INT_MAX ||
+	    !seg_str(out->mode, h.h_mode, sizeof h.h_mode))
 		goto fail;
 
 	/* Pass 1: walk the chain and count live records. */
@@ -260,8 +259,9 @@ static int seg_parse(const unsigned char *img, uint64_t len, int fd, struct usla
 			goto fail;
 		for (uint32_t i = 0; i < t.t_nrec; i++) {
 			uint32_t state;
-			memcpy(&state, img + recs + (uint64_t)i * sizeof(struct seg_rec) +
-			                       offsetof(struct seg_rec, r_state),
+			memcpy(&state,
+			       img + recs + (uint64_t)i * sizeof(struct seg_rec) +
+			               offsetof(struct seg_rec, r_state),
 			       sizeof state);
 			nlive += state == SEG_REC_LIVE;
 		}

@@ -115,8 +115,8 @@ struct seg_cache {
 	struct uslab_cache *sc_cache;
 	struct seg_rec *sc_rec;
 	struct seg_chunk *sc_chunk;
-	uint32_t sc_index; /* record index in sc_chunk */
-	uint64_t sc_off, sc_len; /* the counters region in the file */
+	uint32_t sc_index;        /* record index in sc_chunk */
+	uint64_t sc_off, sc_len;  /* the counters region in the file */
 	unsigned char *sc_shared; /* [i]: slot i's counters page is mapped from the
 	                           * file (under seg_lock) */
 	pthread_mutex_t sc_lock;  /* serialises the writers of sc_rec (leaf) */
@@ -124,12 +124,12 @@ struct seg_cache {
 };
 
 static pthread_mutex_t seg_lock = PTHREAD_MUTEX_INITIALIZER; /* all state below */
-static int seg_enabled = -1;     /* -1 undecided, 0 off (or failed), 1 on */
-static int seg_fd = -1;          /* the file, while this process publishes */
-static pid_t seg_pid;            /* the process that created seg_path */
+static int seg_enabled = -1; /* -1 undecided, 0 off (or failed), 1 on */
+static int seg_fd = -1;      /* the file, while this process publishes */
+static pid_t seg_pid;        /* the process that created seg_path */
 static char seg_path[PATH_MAX];
 static struct seg_header *seg_hdr; /* read without the lock by seg_totals_publish */
-static uint64_t seg_end;          /* file size */
+static uint64_t seg_end;           /* file size */
 static struct seg_chunk *seg_chunks;
 static struct seg_hole *seg_holes;
 static struct seg_cache *seg_caches;
@@ -313,8 +313,8 @@ static void seg_region_put_locked(uint64_t off, uint64_t len)
 {
 	struct seg_hole *o = malloc(sizeof *o);
 
-	if (fallocate(seg_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-	              (off_t)len) != 0 ||
+	if (fallocate(seg_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) !=
+	            0 ||
 	    o == NULL) {
 		free(o); /* not zeroed, or no memory to remember it: never reused */
 		return;
@@ -538,8 +538,9 @@ void seg_counters_share(struct uslab_cache *c, uint32_t i)
 	pthread_mutex_lock(&seg_lock);
 	if (seg_fd >= 0 && !sc->sc_shared[i]) {
 		void *page = seg_counters_page(c, i);
-		void *p = mmap(page, PCPU_COUNTERS_OFF, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-		               seg_fd, (off_t)(sc->sc_off + (uint64_t)i * PCPU_COUNTERS_OFF));
+		void *p = mmap(page, PCPU_COUNTERS_OFF, PROT_READ | PROT_WRITE,
+		               MAP_SHARED | MAP_FIXED, seg_fd,
+		               (off_t)(sc->sc_off + (uint64_t)i * PCPU_COUNTERS_OFF));
 		if (p == page) {
 			sc->sc_shared[i] = 1;
 		} else {

@@ -40,11 +40,11 @@
 
 struct seg_header {
 	char h_magic[8];
-	uint32_t h_version;   /* USLAB_SEGMENT_VERSION */
-	uint32_t h_hdr_size;  /* sizeof(struct seg_header) */
-	uint32_t h_rec_size;  /* sizeof(struct seg_rec) */
-	uint32_t h_ctr_size;  /* sizeof(struct pcpu_counters) */
-	uint32_t h_ncpus;     /* counters pages per cache */
+	uint32_t h_version;  /* USLAB_SEGMENT_VERSION */
+	uint32_t h_hdr_size; /* sizeof(struct seg_header) */
+	uint32_t h_rec_size; /* sizeof(struct seg_rec) */
+	uint32_t h_ctr_size; /* sizeof(struct pcpu_counters) */
+	uint32_t h_ncpus;    /* counters pages per cache */
 	uint32_t h_page_size;
 	int64_t h_pid;
 	uint64_t h_start_time; /* /proc/<pid>/stat field 22: tells pid reuse apart */
@@ -52,11 +52,11 @@ struct seg_header {
 	uint64_t h_bytes_got;  /* page-source bytes ever got (monotonic) */
 	uint64_t h_bytes_put;  /* ever given back (monotonic) */
 	uint64_t h_reserved[1];
-	char h_mode[48];       /* uslab_mode(), NUL-terminated */
+	char h_mode[48]; /* uslab_mode(), NUL-terminated */
 };
 
 struct seg_table {
-	uint64_t t_next;  /* next chunk, 0 at the end */
+	uint64_t t_next; /* next chunk, 0 at the end */
 	uint32_t t_nrec;
 	uint32_t t_pad;
 	uint64_t t_reserved[6];

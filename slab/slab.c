@@ -201,7 +201,6 @@ static void slab_relist_locked(struct uslab_cache *c, struct slab *s)
 	slab_link_locked(c, s, where);
 }
 
-
 /* Detach empty slabs above @keep onto a private chain (through s_next). */
 static struct slab *slab_detach_empty_locked(struct uslab_cache *c, uint64_t keep)
 {
@@ -251,8 +250,7 @@ static struct slab *slab_create(struct uslab_cache *c)
 		errno = ENOMEM;
 		return NULL;
 	}
-	uint32_t colour = __atomic_fetch_add(&c->c_colour_next, 1, __ATOMIC_RELAXED) %
-	                  c->c_colours;
+	uint32_t colour = __atomic_fetch_add(&c->c_colour_next, 1, __ATOMIC_RELAXED) % c->c_colours;
 	struct slab *s = (struct slab *)block;
 	s->s_magic = SLAB_MAGIC;
 	s->s_cache = c;
@@ -355,8 +353,7 @@ struct slab *slab_of_checked(struct uslab_cache *c, const void *obj, uint32_t *i
 	if (s->s_magic != SLAB_MAGIC || s->s_cache != c)
 		uslab_report(c, obj, USLAB_E_FOREIGN);
 	if ((const char *)obj < s->s_base ||
-	    !slab_index(c, (size_t)((const char *)obj - s->s_base), idx) ||
-	    *idx >= c->c_slab_objs)
+	    !slab_index(c, (size_t)((const char *)obj - s->s_base), idx) || *idx >= c->c_slab_objs)
 		uslab_report(c, obj, USLAB_E_BOUNDARY);
 	return s;
 }
@@ -497,7 +494,8 @@ bool slab_cache_is_valid(struct uslab_cache *c)
 	pthread_mutex_lock(&c->c_slab_lock);
 	for (uint32_t where = 0; where <= SLAB_ON_FULL && ok; where++) {
 		const struct slab_list *l = slab_list_of(c, where);
-		if (where < SLAB_BUCKETS && ((c->c_partial_mask >> where) & 1) != (l->l_head != NULL))
+		if (where < SLAB_BUCKETS &&
+		    ((c->c_partial_mask >> where) & 1) != (l->l_head != NULL))
 			ok = false;
 		const struct slab *prev = NULL;
 		for (const struct slab *s = l->l_head; s != NULL && ok; s = s->s_next) {

@@ -77,8 +77,7 @@ void slabmap_clear(const void *block, size_t size)
 		if (leaf == NULL)
 			continue;
 		size_t bit = (g >> SLAB_MIN_SHIFT) & (MAP_LEAF_BITS - 1);
-		__atomic_fetch_and(&leaf[bit / 64], ~((uint64_t)1 << (bit % 64)),
-		                   __ATOMIC_RELEASE);
+		__atomic_fetch_and(&leaf[bit / 64], ~((uint64_t)1 << (bit % 64)), __ATOMIC_RELEASE);
 	}
 }
 

@@ -23,7 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (uslab_stats_parse(data, size, &s) != 0)
 		return 0;
 	for (size_t i = 0; i < s.ncaches; i++) {
-		sink += s.caches[i].active_objs + s.caches[i].allocs + (uint64_t)s.caches[i].name[0];
+		sink += s.caches[i].active_objs + s.caches[i].allocs +
+		        (uint64_t)s.caches[i].name[0];
 		for (uint32_t j = 0; j < s.ncpus; j++)
 			sink += s.cpu_objs[i * s.ncpus + j];
 	}

@@ -16,10 +16,10 @@
 
 /* An assertion for hot loops: Check records every passing ck_assert (a
  * write to the parent), this only a failing one. */
-#define CHECK(cond, ...)                        \
-	do {                                    \
-		if (!(cond))                    \
-			ck_abort_msg(__VA_ARGS__); \
+#define CHECK(cond, ...)                                                                           \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
+			ck_abort_msg(__VA_ARGS__);                                                 \
 	} while (0)
 
 /* Death tests need a child process: with CK_FORK=no (valgrind) they are left out. */
@@ -134,7 +134,8 @@ static struct uslab_cache *make_cache(const char *name, size_t size, size_t alig
 		.align = align, .flags = flags, .pagesrc = src != NULL ? &src->src : NULL};
 	struct uslab_cache *c = uslab_cache_create(name, size, &conf);
 
-	ck_assert_msg(c != NULL, "create %s size %zu align %zu: errno %d", name, size, align, errno);
+	ck_assert_msg(c != NULL, "create %s size %zu align %zu: errno %d", name, size, align,
+	              errno);
 	return c;
 }
 
@@ -187,15 +188,16 @@ START_TEST(cache_size_sweep)
 	for (size_t i = 0; i < n; i++) {
 		objs[i] = uslab_cache_alloc(c);
 		CHECK(objs[i] != NULL, "size %zu: alloc %zu failed", size, i);
-		CHECK((uintptr_t)objs[i] % align == 0, "size %zu: %p not %zu-aligned", size, objs[i],
-		      align);
+		CHECK((uintptr_t)objs[i] % align == 0, "size %zu: %p not %zu-aligned", size,
+		      objs[i], align);
 	}
 	check_disjoint(objs, n, size);
 	for (size_t i = 0; i < n; i++)
 		memset(objs[i], (int)(i * 7 + 1), size);
 	for (size_t i = 0; i < n; i++) {
 		const unsigned char *p = objs[i];
-		CHECK(p[0] == (unsigned char)(i * 7 + 1) && p[size - 1] == (unsigned char)(i * 7 + 1),
+		CHECK(p[0] == (unsigned char)(i * 7 + 1) &&
+		              p[size - 1] == (unsigned char)(i * 7 + 1),
 		      "size %zu: object %p overwritten", size, objs[i]);
 	}
 	shuffle(objs, n, size);
@@ -263,8 +265,8 @@ START_TEST(cache_explicit_alignment)
 		for (size_t i = 0; i < N; i++) {
 			objs[i] = uslab_cache_alloc(c);
 			ck_assert_ptr_nonnull(objs[i]);
-			ck_assert_msg((uintptr_t)objs[i] % align == 0, "size %zu: %p not %zu-aligned",
-			              sizes[k], objs[i], align);
+			ck_assert_msg((uintptr_t)objs[i] % align == 0,
+			              "size %zu: %p not %zu-aligned", sizes[k], objs[i], align);
 			memset(objs[i], 0x22, sizes[k]);
 		}
 		check_disjoint(objs, N, round_up(sizes[k], align));
@@ -320,8 +322,11 @@ static void life_dtor(void *obj, void *arg)
 
 static struct uslab_cache *life_cache(struct life *l, unsigned flags, struct count_src *src)
 {
-	struct uslab_cache_conf conf = {
-		.flags = flags, .ctor = life_ctor, .dtor = life_dtor, .arg = l, .pagesrc = &src->src};
+	struct uslab_cache_conf conf = {.flags = flags,
+	                                .ctor = life_ctor,
+	                                .dtor = life_dtor,
+	                                .arg = l,
+	                                .pagesrc = &src->src};
 	struct uslab_cache *c = uslab_cache_create("life", sizeof(struct tobj), &conf);
 
 	ck_assert_ptr_nonnull(c);
@@ -333,8 +338,8 @@ static void check_live(void *p)
 	const struct tobj *o = p;
 
 	CHECK(o != NULL, "allocation failed");
-	CHECK(o->magic == OBJ_LIVE && o->constructed == 1, "object %p not constructed once (%x, %u)",
-	      p, o->magic, o->constructed);
+	CHECK(o->magic == OBJ_LIVE && o->constructed == 1,
+	      "object %p not constructed once (%x, %u)", p, o->magic, o->constructed);
 }
 
 /* Without magazines every count is exact: the ctor runs for a whole slab
@@ -445,7 +450,8 @@ START_TEST(cache_constructed_state_kept)
 		objs[i] = uslab_cache_alloc(c);
 		CHECK(objs[i] != NULL, "alloc %zu failed", i);
 		for (size_t b = 0; b < size; b++)
-			CHECK(((unsigned char *)objs[i])[b] == 0xc7, "object %p not constructed", objs[i]);
+			CHECK(((unsigned char *)objs[i])[b] == 0xc7, "object %p not constructed",
+			      objs[i]);
 		for (size_t b = 0; b < size; b++)
 			((unsigned char *)objs[i])[b] = pat(objs[i], b);
 	}
@@ -1064,7 +1070,7 @@ START_TEST(cache_mode_named)
 
 	ck_assert_ptr_nonnull(mode);
 	ck_assert_msg(strcmp(mode, "rseq cpu_id") == 0 || strcmp(mode, "rseq mm_cid") == 0 ||
-	                  (strncmp(mode, "locked: ", 8) == 0 && mode[8] != '\0'),
+	                      (strncmp(mode, "locked: ", 8) == 0 && mode[8] != '\0'),
 	              "mode \"%s\"", mode);
 	if (env != NULL && strcmp(env, "0") == 0)
 		ck_assert_str_eq(mode, "locked: USLAB_RSEQ=0");
@@ -1267,8 +1273,10 @@ static Suite *cache_suite(void)
 		tc = tcase_create("misuse");
 		tcase_add_test_raise_signal(tc, cache_free_malloc_pointer_aborts, SIGABRT);
 		tcase_add_test_raise_signal(tc, cache_free_other_cache_pointer_aborts, SIGABRT);
-		tcase_add_test_raise_signal(tc, cache_free_smaller_slab_cache_pointer_aborts, SIGABRT);
-		tcase_add_test_raise_signal(tc, cache_free_bigger_slab_cache_pointer_aborts, SIGABRT);
+		tcase_add_test_raise_signal(tc, cache_free_smaller_slab_cache_pointer_aborts,
+		                            SIGABRT);
+		tcase_add_test_raise_signal(tc, cache_free_bigger_slab_cache_pointer_aborts,
+		                            SIGABRT);
 		tcase_add_test_raise_signal(tc, cache_free_interior_pointer_aborts, SIGABRT);
 		tcase_add_test_raise_signal(tc, cache_double_free_aborts, SIGABRT);
 		tcase_add_test_raise_signal(tc, cache_double_free_caught_at_reap, SIGABRT);

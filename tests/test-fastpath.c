@@ -51,10 +51,10 @@ static void check_copy(struct pcpu_slot *s)
 
 /* An assertion for hot loops: Check records every passing ck_assert (a
  * write to the parent), this only a failing one. */
-#define CHECK(cond, ...)                        \
-	do {                                    \
-		if (!(cond))                    \
-			ck_abort_msg(__VA_ARGS__); \
+#define CHECK(cond, ...)                                                                           \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
+			ck_abort_msg(__VA_ARGS__);                                                 \
 	} while (0)
 
 static uint64_t rng_next(uint64_t *s)
@@ -407,8 +407,9 @@ START_TEST(fastpath_rseq_matches_generic_edges)
 {
 	static const uint32_t states[][2] = {
 		/* count, cap */
-		{0, 0}, {5, 0}, {ROUNDS, 0}, {0, 1}, {1, 1}, {0, ROUNDS}, {1, ROUNDS},
-		{ROUNDS - 1, ROUNDS}, {ROUNDS, ROUNDS}, {7, 16}, {16, 16},
+		{0, 0},           {5, 0},      {ROUNDS, 0}, {0, 1},
+		{1, 1},           {0, ROUNDS}, {1, ROUNDS}, {ROUNDS - 1, ROUNDS},
+		{ROUNDS, ROUNDS}, {7, 16},     {16, 16},
 	};
 	static const size_t ns[] = {0, 1, 2, 7, 9, 16, ROUNDS - 1, ROUNDS, ROUNDS + 8};
 	cpu_set_t saved;
@@ -419,12 +420,14 @@ START_TEST(fastpath_rseq_matches_generic_edges)
 	pair_init(&p, cpu);
 	for (size_t k = 0; k < sizeof states / sizeof states[0]; k++) {
 		for (unsigned op = 0; op < 4; op++) {
-			for (size_t j = 0; j < (op < 2 ? 1 : sizeof ns / sizeof ns[0]); j++, step++) {
+			for (size_t j = 0; j < (op < 2 ? 1 : sizeof ns / sizeof ns[0]);
+			     j++, step++) {
 				void *in[ROUNDS + 8], *aout[ROUNDS + 8], *rout[ROUNDS + 8];
 				size_t n = ns[j];
 
 				memset(p.ref, SENTINEL, (size_t)1 << SLOT_SHIFT);
-				p.ref->p_word = ((uint64_t)(k + 1) << PCPU_COUNT_BITS) | states[k][0];
+				p.ref->p_word =
+					((uint64_t)(k + 1) << PCPU_COUNT_BITS) | states[k][0];
 				p.ref->p_cap = states[k][1];
 				CTR(p.ref)->pc_word = 10;
 				CTR(p.ref)->pc_ops = 20;
@@ -457,7 +460,8 @@ START_TEST(fastpath_rseq_matches_generic_edges)
 					r = pcpu_generic_push_batch(p.ref, in, n);
 					break;
 				}
-				ck_assert_msg(a == r, "count %u cap %u op %u n %zu: %zu, reference %zu",
+				ck_assert_msg(a == r,
+				              "count %u cap %u op %u n %zu: %zu, reference %zu",
 				              states[k][0], states[k][1], op, n, a, r);
 				ck_assert_int_eq(memcmp(aout, rout, sizeof aout), 0);
 				pair_check(&p, step);
@@ -594,7 +598,7 @@ START_TEST(fastpath_hits_fold_at_a_miss)
 	ck_assert_uint_eq(CTR(s)->pc_ops, 0);
 	for (uint32_t i = 0; i <= count; i++) /* the slot's rounds, then a miss */
 		objs[i] = uslab_cache_alloc(c);
-	ck_assert_uint_lt(hits_of(s), 1000);   /* folded ... */
+	ck_assert_uint_lt(hits_of(s), 1000);             /* folded ... */
 	ck_assert_uint_ge(CTR(s)->pc_ops, PCPU_FOLD_AT); /* ... into pc_ops */
 	check_copy(s);
 	ck_assert_int_eq(uslab_cache_stats(c, &st1), 0);

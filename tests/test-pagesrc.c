@@ -57,7 +57,8 @@ static void touch_pages(char *block, size_t size, unsigned char tag)
 		block[off] = (char)(tag ^ (unsigned char)(off / page));
 	block[size - 1] = (char)tag;
 	for (size_t off = page; off < size; off += page)
-		ck_assert_int_eq((unsigned char)block[off], (unsigned char)(tag ^ (unsigned char)(off / page)));
+		ck_assert_int_eq((unsigned char)block[off],
+		                 (unsigned char)(tag ^ (unsigned char)(off / page)));
 	ck_assert_int_eq((unsigned char)block[size - 1], tag);
 }
 
@@ -77,13 +78,14 @@ START_TEST(pagesrc_mmap_block_aligned_and_writable)
 	for (int k = 0; k < 3; k++) {
 		blocks[k] = src->get(src->arg, size);
 		ck_assert_ptr_nonnull(blocks[k]);
-		ck_assert_msg(((uintptr_t)blocks[k] & (size - 1)) == 0, "block %p of %zu bytes unaligned",
-		              (void *)blocks[k], size);
+		ck_assert_msg(((uintptr_t)blocks[k] & (size - 1)) == 0,
+		              "block %p of %zu bytes unaligned", (void *)blocks[k], size);
 		touch_pages(blocks[k], size, (unsigned char)(0x5a + k));
 	}
 	for (int k = 0; k < 3; k++)
 		for (int j = 0; j < k; j++)
-			ck_assert_msg(blocks[k] + size <= blocks[j] || blocks[j] + size <= blocks[k],
+			ck_assert_msg(blocks[k] + size <= blocks[j] ||
+			                      blocks[j] + size <= blocks[k],
 			              "blocks %d and %d overlap", j, k);
 	for (int k = 0; k < 3; k++)
 		src->put(src->arg, blocks[k], size);
@@ -93,13 +95,15 @@ END_TEST
 START_TEST(pagesrc_mmap_mixed_sizes_aligned)
 {
 	const struct uslab_pagesrc *src = uslab_pagesrc_mmap();
-	static const size_t sizes[] = {64 * KIB, 16 * MIB, 64 * KIB, 128 * KIB, 2 * MIB, 64 * KIB, 4 * MIB};
+	static const size_t sizes[] = {64 * KIB, 16 * MIB, 64 * KIB, 128 * KIB,
+	                               2 * MIB,  64 * KIB, 4 * MIB};
 	char *blocks[sizeof sizes / sizeof sizes[0]];
 
 	for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
 		blocks[k] = src->get(src->arg, sizes[k]);
 		ck_assert_ptr_nonnull(blocks[k]);
-		ck_assert_msg(((uintptr_t)blocks[k] & (sizes[k] - 1)) == 0, "block %zu unaligned", k);
+		ck_assert_msg(((uintptr_t)blocks[k] & (sizes[k] - 1)) == 0, "block %zu unaligned",
+		              k);
 		blocks[k][0] = 1;
 		blocks[k][sizes[k] - 1] = 2;
 	}
@@ -221,7 +225,8 @@ END_TEST
 START_TEST(pagesrc_purge_without_callback_is_not_counted)
 {
 	struct fake_src f = {0};
-	const struct uslab_pagesrc src = {.name = "nopurge", .get = fake_get, .put = fake_put, .arg = &f};
+	const struct uslab_pagesrc src = {
+		.name = "nopurge", .get = fake_get, .put = fake_put, .arg = &f};
 	struct pgsrc_totals t0, t1;
 
 	pgsrc_totals(&t0);
@@ -248,7 +253,8 @@ static Suite *pagesrc_suite(void)
 	TCase *tc;
 
 	tc = tcase_create("mmap");
-	tcase_add_loop_test(tc, pagesrc_mmap_block_aligned_and_writable, 0, 9); /* 64 KiB .. 16 MiB */
+	tcase_add_loop_test(tc, pagesrc_mmap_block_aligned_and_writable, 0,
+	                    9); /* 64 KiB .. 16 MiB */
 	tcase_add_test(tc, pagesrc_mmap_mixed_sizes_aligned);
 	tcase_add_test(tc, pagesrc_mmap_invalid_size_fails);
 	tcase_add_test(tc, pagesrc_mmap_purge_zeroes_contents);

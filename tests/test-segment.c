@@ -212,8 +212,8 @@ END_TEST
 START_TEST(segment_reader_same_numbers)
 {
 	struct uslab_cache *a = uslab_cache_create("same-a", 64, NULL);
-	struct uslab_cache *b = uslab_cache_create("same-b", 200, &(struct uslab_cache_conf){
-	                                                             .flags = USLAB_NOMAGAZINE});
+	struct uslab_cache *b = uslab_cache_create(
+		"same-b", 200, &(struct uslab_cache_conf){.flags = USLAB_NOMAGAZINE});
 	void *ka[3000], *kb[500];
 	struct uslab_snapshot s;
 
@@ -383,8 +383,8 @@ static unsigned char *make_image(size_t *len, pid_t *child)
 	if (pid == 0) {
 		void *ka[2000], *kb[300];
 		struct uslab_cache *a = uslab_cache_create("img-a", 64, NULL);
-		struct uslab_cache *b = uslab_cache_create("img-b", 1000, &(struct uslab_cache_conf){
-		                                                              .flags = USLAB_NOMAGAZINE});
+		struct uslab_cache *b = uslab_cache_create(
+			"img-b", 1000, &(struct uslab_cache_conf){.flags = USLAB_NOMAGAZINE});
 		for (int i = 0; i < 2000; i++)
 			ka[i] = uslab_cache_alloc(a);
 		for (int i = 0; i < 300; i++)
@@ -626,25 +626,22 @@ START_TEST(segment_parse_huge_fields)
 	struct seg_header h;
 	memcpy(&h, img, sizeof h);
 	size_t rec0 = h.h_tab_off + sizeof(struct seg_table);
-	static const uint64_t vals[] = {UINT64_MAX, UINT64_MAX - 7, INT64_MAX, 1ull << 32,
-	                                (1ull << 32) - 1, 0x80000000, 65536, 65537, 0};
+	static const uint64_t vals[] = {
+		UINT64_MAX, UINT64_MAX - 7, INT64_MAX, 1ull << 32, (1ull << 32) - 1,
+		0x80000000, 65536,          65537,     0};
 	static const size_t hdr_fields64[] = {offsetof(struct seg_header, h_tab_off),
 	                                      offsetof(struct seg_header, h_pid)};
-	static const size_t hdr_fields32[] = {offsetof(struct seg_header, h_ncpus),
-	                                      offsetof(struct seg_header, h_page_size),
-	                                      offsetof(struct seg_header, h_rec_size),
-	                                      offsetof(struct seg_header, h_hdr_size)};
-	static const size_t rec_fields64[] = {offsetof(struct seg_rec, r_ctr_off),
-	                                      offsetof(struct seg_rec, r_ctr_len),
-	                                      offsetof(struct seg_rec, r_slab_size),
-	                                      offsetof(struct seg_rec, r_obj_size),
-	                                      offsetof(struct seg_rec, r_slot_size),
-	                                      offsetof(struct seg_rec, r_inuse),
-	                                      offsetof(struct seg_rec, r_slabs)};
-	static const size_t rec_fields32[] = {offsetof(struct seg_rec, r_mag_max),
-	                                      offsetof(struct seg_rec, r_objs_per_slab),
-	                                      offsetof(struct seg_rec, r_state),
-	                                      offsetof(struct seg_rec, r_mag_size)};
+	static const size_t hdr_fields32[] = {
+		offsetof(struct seg_header, h_ncpus), offsetof(struct seg_header, h_page_size),
+		offsetof(struct seg_header, h_rec_size), offsetof(struct seg_header, h_hdr_size)};
+	static const size_t rec_fields64[] = {
+		offsetof(struct seg_rec, r_ctr_off),   offsetof(struct seg_rec, r_ctr_len),
+		offsetof(struct seg_rec, r_slab_size), offsetof(struct seg_rec, r_obj_size),
+		offsetof(struct seg_rec, r_slot_size), offsetof(struct seg_rec, r_inuse),
+		offsetof(struct seg_rec, r_slabs)};
+	static const size_t rec_fields32[] = {
+		offsetof(struct seg_rec, r_mag_max), offsetof(struct seg_rec, r_objs_per_slab),
+		offsetof(struct seg_rec, r_state), offsetof(struct seg_rec, r_mag_size)};
 
 	for (size_t v = 0; v < sizeof vals / sizeof vals[0]; v++) {
 		for (size_t f = 0; f < sizeof hdr_fields64 / sizeof hdr_fields64[0]; f++) {
@@ -919,8 +916,8 @@ START_TEST(segment_hostile_writer)
 		_exit(hostile_victim());
 	int status;
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-	              "victim failed (status %#x)", status);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "victim failed (status %#x)",
+	              status);
 }
 END_TEST
 

@@ -82,8 +82,8 @@ static void check_geometry(size_t size, size_t align)
 	size_t objs = c->c_slab_objs;
 
 	ck_assert_msg(c->c_slab_size >= (size_t)1 << SLAB_MIN_SHIFT &&
-	                  c->c_slab_size <= (size_t)1 << SLAB_MAX_SHIFT &&
-	                  (c->c_slab_size & (c->c_slab_size - 1)) == 0,
+	                      c->c_slab_size <= (size_t)1 << SLAB_MAX_SHIFT &&
+	                      (c->c_slab_size & (c->c_slab_size - 1)) == 0,
 	              "size %zu: slab size %zu", size, c->c_slab_size);
 	ck_assert_uint_eq(c->c_slab_mask, ~(uintptr_t)(c->c_slab_size - 1));
 	ck_assert_uint_eq(c->c_slot, round_up(size, a));
@@ -99,25 +99,26 @@ static void check_geometry(size_t size, size_t align)
 	size_t spare = c->c_slab_size - c->c_first - objs * c->c_slot;
 	ck_assert_msg(c->c_first + objs * c->c_slot <= c->c_slab_size, "size %zu: overflow", size);
 	ck_assert_msg((size_t)(c->c_colours - 1) * c->c_colour_step <= spare &&
-	                  spare < (size_t)c->c_colours * c->c_colour_step,
+	                      spare < (size_t)c->c_colours * c->c_colour_step,
 	              "size %zu: %u colours of %u for %zu spare bytes", size, c->c_colours,
 	              c->c_colour_step, spare);
 	/* Objects per slab is the most that fit with the header. */
 	size_t more = objs + 1;
 	size_t first_more = round_up(sizeof(struct slab) + (more + 63) / 64 * 8, a);
-	ck_assert_msg(first_more + more * c->c_slot > c->c_slab_size, "size %zu: %zu objs not maximal",
-	              size, objs);
+	ck_assert_msg(first_more + more * c->c_slot > c->c_slab_size,
+	              "size %zu: %zu objs not maximal", size, objs);
 	/* Waste (header and tail) per slab. One bit per object is the bitmap's
 	 * own price: below 8-byte slots it alone exceeds 1/64. The largest
 	 * objects waste about 1/16 of the largest slab, plus the header
 	 * (internal.h). */
 	size_t wasted = c->c_slab_size - objs * c->c_slot;
 	double waste = (double)wasted / (double)c->c_slab_size;
-	double bound = c->c_slot < 8             ? 1.0 / 64 + 1.0 / (8.0 * (double)c->c_slot)
-	               : c->c_slot <= (1u << 17) ? 1.0 / 64
-	                                         : 1.0 / 16 + (double)c->c_first / (double)c->c_slab_size;
-	ck_assert_msg(waste <= bound, "size %zu: waste %.5f > %.5f (slab %zu, %zu objs)", size, waste,
-	              bound, c->c_slab_size, objs);
+	double bound = c->c_slot < 8 ? 1.0 / 64 + 1.0 / (8.0 * (double)c->c_slot)
+	               : c->c_slot <= (1u << 17)
+	                       ? 1.0 / 64
+	                       : 1.0 / 16 + (double)c->c_first / (double)c->c_slab_size;
+	ck_assert_msg(waste <= bound, "size %zu: waste %.5f > %.5f (slab %zu, %zu objs)", size,
+	              waste, bound, c->c_slab_size, objs);
 	slab_cache_done(c);
 }
 
@@ -385,7 +386,7 @@ START_TEST(slab_reap_keeps_partial_slabs)
 	size_t per = c->c_slab_objs;
 	void **objs = fill_slabs(c, 2);
 
-	slab_free_bulk(c, objs, per - 1); /* A keeps one object out */
+	slab_free_bulk(c, objs, per - 1);   /* A keeps one object out */
 	slab_free_bulk(c, objs + per, per); /* B is empty */
 	ck_assert_uint_eq(slab_reap(c), c->c_slab_size);
 	ck_assert_uint_eq(l.dtor, per);
@@ -448,8 +449,8 @@ START_TEST(slab_free_never_writes_object)
 	ck_assert_uint_eq(slab_alloc_bulk(c, again, 2 * per - 1), 2 * per - 1);
 	ck_assert_uint_eq(l.ctor, ctors); /* no new slab, no new construction */
 	for (size_t i = 0; i < 2 * per - 1; i++)
-		ck_assert_msg(has_pattern(again[i], size), "object %p (size %zu) was written while free",
-		              again[i], size);
+		ck_assert_msg(has_pattern(again[i], size),
+		              "object %p (size %zu) was written while free", again[i], size);
 	ck_assert(cache_is_valid(c));
 	slab_free_bulk(c, again, 2 * per - 1);
 	slab_free_bulk(c, objs + 2 * per - 1, 1);

@@ -60,12 +60,12 @@
  * them, and asserted in the test after the join.
  */
 
-#define HOLD_MAX 512          /* objects a worker holds per cache, at most */
-#define PLAIN_SIZE 64         /* cache without ctor */
-#define CTOR_SIZE 200         /* cache with ctor/dtor: crosses the 64..256 magazine class */
+#define HOLD_MAX 512  /* objects a worker holds per cache, at most */
+#define PLAIN_SIZE 64 /* cache without ctor */
+#define CTOR_SIZE 200 /* cache with ctor/dtor: crosses the 64..256 magazine class */
 #define CTOR_MAGIC 0xc7011eda5eedull
-#define HANDLER_BIT (1ull << 63)  /* tag of objects a signal handler holds */
-#define CHILD_BIT (1ull << 62)    /* tag of objects a forked child holds */
+#define HANDLER_BIT (1ull << 63) /* tag of objects a signal handler holds */
+#define CHILD_BIT (1ull << 62)   /* tag of objects a forked child holds */
 #define RING_SIZE 256
 #define RSEQ_SIG_BYTES 0x53053053u
 
@@ -104,27 +104,27 @@ struct ring {
 
 struct plan {
 	const char *p_name;
-	unsigned p_workers;     /* random alloc/free workers */
-	unsigned p_pairs;       /* producer/consumer pairs */
-	unsigned p_churn;       /* short-lived threads kept alive */
-	bool p_signals;         /* a thread sending SIGUSR1 to the workers */
-	bool p_reaper;          /* a thread calling uslab_cache_reap() */
-	bool p_fork;            /* fork() from the test thread while busy */
+	unsigned p_workers; /* random alloc/free workers */
+	unsigned p_pairs;   /* producer/consumer pairs */
+	unsigned p_churn;   /* short-lived threads kept alive */
+	bool p_signals;     /* a thread sending SIGUSR1 to the workers */
+	bool p_reaper;      /* a thread calling uslab_cache_reap() */
+	bool p_fork;        /* fork() from the test thread while busy */
 };
 
 /* ---- Static data ---- */
 
 static struct uslab_cache *g_cache[NCACHES];
 static const char *const g_cache_name[NCACHES] = {"stress-plain", "stress-ctor"};
-static int g_stop;                       /* atomic: workers leave their loops */
-static uint64_t g_next_tag;              /* atomic: thread tags */
+static int g_stop;                                      /* atomic: workers leave their loops */
+static uint64_t g_next_tag;                             /* atomic: thread tags */
 static uint64_t g_ctor_calls, g_dtor_calls, g_dtor_bad; /* atomic */
-static uint64_t g_errors;                /* atomic: oracle violations */
-static char g_first_error[512];          /* written once, by the first error */
-static int g_error_claimed;              /* atomic */
-static bool g_rseq;                      /* uslab_mode() says rseq */
-static bool g_handler_ops;               /* the handler may alloc (rseq mode only) */
-static uintptr_t g_text_lo, g_text_hi;   /* libuslab's executable segment */
+static uint64_t g_errors;                               /* atomic: oracle violations */
+static char g_first_error[512];                         /* written once, by the first error */
+static int g_error_claimed;                             /* atomic */
+static bool g_rseq;                                     /* uslab_mode() says rseq */
+static bool g_handler_ops;                              /* the handler may alloc (rseq mode only) */
+static uintptr_t g_text_lo, g_text_hi;                  /* libuslab's executable segment */
 static __thread struct worker *tl_worker;
 
 static pthread_mutex_t g_orphan_lock = PTHREAD_MUTEX_INITIALIZER; /* g_orphan*, below */
@@ -134,7 +134,7 @@ static size_t g_norphan[NCACHES];
 static uint64_t g_orphan_allocs[NCACHES], g_orphan_frees[NCACHES]; /* accounting moved here */
 
 static uint64_t g_short_allocs[NCACHES], g_short_frees[NCACHES]; /* atomic: churn threads */
-static uint64_t g_short_threads;                                  /* atomic */
+static uint64_t g_short_threads;                                 /* atomic */
 
 /* ---- Helpers ---- */
 
@@ -309,7 +309,8 @@ static void worker_alloc(struct worker *w, int ci, size_t n)
 		for (; got < n; got++) {
 			objs[got] = uslab_cache_alloc(g_cache[ci]);
 			if (objs[got] == NULL) {
-				stress_error("alloc(%s) failed: %s", g_cache_name[ci], strerror(errno));
+				stress_error("alloc(%s) failed: %s", g_cache_name[ci],
+				             strerror(errno));
 				break;
 			}
 		}
@@ -463,7 +464,8 @@ static int text_of(struct dl_phdr_info *info, size_t size, void *arg)
 		void *(*f)(struct uslab_cache *) = uslab_cache_alloc;
 		uintptr_t fn;
 		memcpy(&fn, &f, sizeof fn);
-		if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && fn >= lo && fn < lo + ph->p_memsz) {
+		if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && fn >= lo &&
+		    fn < lo + ph->p_memsz) {
 			g_text_lo = lo;
 			g_text_hi = lo + ph->p_memsz;
 			return 1;
@@ -566,7 +568,8 @@ static void *producer_main(void *arg)
 				got++;
 		}
 		if (got < n)
-			stress_error("producer: alloc(%s) failed: %s", g_cache_name[ci], strerror(errno));
+			stress_error("producer: alloc(%s) failed: %s", g_cache_name[ci],
+			             strerror(errno));
 		for (size_t i = 0; i < got; i++) {
 			struct obj *o = objs[i];
 			p->p_produced[ci]++;
@@ -613,9 +616,10 @@ static void *consumer_main(void *arg)
 		uint64_t expected = p->p_tag_prod;
 		if (!__atomic_compare_exchange_n(&o->o_owner, &expected, p->p_tag_cons, false,
 		                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-			stress_error("cross-thread: %s object %p from %#llx owned by %#llx on arrival",
-			             g_cache_name[ci], (void *)o, (unsigned long long)p->p_tag_prod,
-			             (unsigned long long)expected);
+			stress_error(
+				"cross-thread: %s object %p from %#llx owned by %#llx on arrival",
+				g_cache_name[ci], (void *)o, (unsigned long long)p->p_tag_prod,
+				(unsigned long long)expected);
 		obj_release(ci, o, p->p_tag_cons, stamp);
 		batch[ci][nb[ci]++] = o;
 		p->p_consumed[ci]++;
@@ -779,7 +783,8 @@ static void fork_child(void)
 				struct obj *o = objs[i];
 				uint64_t expected = 0;
 				if (!__atomic_compare_exchange_n(&o->o_owner, &expected, tag, false,
-				                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+				                                 __ATOMIC_ACQ_REL,
+				                                 __ATOMIC_ACQUIRE))
 					_exit(2);
 				if (ci == C_CTOR && o->o_magic != CTOR_MAGIC)
 					_exit(2);
@@ -834,8 +839,10 @@ static unsigned fork_loop(double until, uint64_t *rng)
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 			good++;
 		} else if (WIFEXITED(status)) {
-			stress_error("fork: child exited with %d (2 double hand-out, 3 alloc failed, "
-			             "4 destroy failed, 5 overwritten)", WEXITSTATUS(status));
+			stress_error(
+				"fork: child exited with %d (2 double hand-out, 3 alloc failed, "
+				"4 destroy failed, 5 overwritten)",
+				WEXITSTATUS(status));
 		} else {
 			stress_error("fork: child killed by signal %d (%s)", WTERMSIG(status),
 			             WTERMSIG(status) == SIGALRM ? "hung: a lock held across fork?"
@@ -945,7 +952,8 @@ static void run_plan(const struct plan *pl)
 		for (int ci = 0; ci < NCACHES; ci++) {
 			allocs[ci] += w->w_allocs[ci];
 			frees[ci] += w->w_frees[ci];
-			ck_assert_msg(w->w_nheld[ci] == 0, "worker %u still holds %zu", i, w->w_nheld[ci]);
+			ck_assert_msg(w->w_nheld[ci] == 0, "worker %u still holds %zu", i,
+			              w->w_nheld[ci]);
 		}
 		ops += w->w_ops;
 		sigs += w->w_sigs;
@@ -1073,8 +1081,13 @@ END_TEST
 
 START_TEST(stress_everything_at_once)
 {
-	struct plan pl = {.p_name = "everything", .p_workers = 8, .p_pairs = 2, .p_churn = 4,
-	                  .p_signals = true, .p_reaper = true, .p_fork = true};
+	struct plan pl = {.p_name = "everything",
+	                  .p_workers = 8,
+	                  .p_pairs = 2,
+	                  .p_churn = 4,
+	                  .p_signals = true,
+	                  .p_reaper = true,
+	                  .p_fork = true};
 	run_plan(&pl);
 }
 END_TEST

@@ -16,12 +16,12 @@
 
 static int failures;
 
-#define CHECK(cond)                                                                      \
-	do {                                                                             \
-		if (!(cond)) {                                                           \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-			failures++;                                                      \
-		}                                                                        \
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);   \
+			failures++;                                                                \
+		}                                                                                  \
 	} while (0)
 
 static void check_str(const char *what, const char *got, const char *want)
@@ -67,23 +67,24 @@ static char *capture_text(const struct top_row *rows, size_t n, bool rates)
 }
 
 static const char want_text[] =
-    " Active / Total Objects (% used)    : 1400 / 1508 (92.8%)\n"
-    " Active / Total Slabs (% used)      : 40 / 41 (97.6%)\n"
-    " Active / Total Caches (% used)     : 2 / 3 (66.7%)\n"
-    " Active / Total Size (% used)       : 153.91K / 160.66K (95.8%)\n"
-    " Minimum / Average / Maximum Object : 0.06K / 0.11K / 0.20K\n"
-    "\n"
-    "  OBJS ACTIVE  USE OBJ SIZE  SLABS OBJ/SLAB CACHE SIZE NAME                   \n"
-    "  1008    900  89%    0.06K     16       63        64K conn                   \n"
-    "   500    500 100%    0.20K     25       20       100K item                   \n"
-    "     0      0   0%    0.12K      0       32         0K idle                   \n";
+	" Active / Total Objects (% used)    : 1400 / 1508 (92.8%)\n"
+	" Active / Total Slabs (% used)      : 40 / 41 (97.6%)\n"
+	" Active / Total Caches (% used)     : 2 / 3 (66.7%)\n"
+	" Active / Total Size (% used)       : 153.91K / 160.66K (95.8%)\n"
+	" Minimum / Average / Maximum Object : 0.06K / 0.11K / 0.20K\n"
+	"\n"
+	"  OBJS ACTIVE  USE OBJ SIZE  SLABS OBJ/SLAB CACHE SIZE NAME                   \n"
+	"  1008    900  89%    0.06K     16       63        64K conn                   \n"
+	"   500    500 100%    0.20K     25       20       100K item                   \n"
+	"     0      0   0%    0.12K      0       32         0K idle                   \n";
 
 /* Labels of @rows in order, comma-separated. */
 static void order(char *out, size_t len, const struct top_row *rows, size_t n)
 {
 	out[0] = '\0';
 	for (size_t i = 0; i < n; i++)
-		snprintf(out + strlen(out), len - strlen(out), "%s%s", i ? "," : "", rows[i].r_label);
+		snprintf(out + strlen(out), len - strlen(out), "%s%s", i ? "," : "",
+		         rows[i].r_label);
 }
 
 int main(void)
@@ -101,9 +102,13 @@ int main(void)
 	memset(&p, 0, sizeof p);
 	p.tp_pid = 4242;
 	strcpy(p.tp_comm, "server");
-	p.tp_snap = (struct uslab_snapshot){.pid = 4242, .taken_ns = 3000000000u,
-	                                    .mode = "rseq cpu_id", .ncpus = 2, .ncaches = 3,
-	                                    .caches = now, .cpu_objs = cpu_objs};
+	p.tp_snap = (struct uslab_snapshot){.pid = 4242,
+	                                    .taken_ns = 3000000000u,
+	                                    .mode = "rseq cpu_id",
+	                                    .ncpus = 2,
+	                                    .ncaches = 3,
+	                                    .caches = now,
+	                                    .cpu_objs = cpu_objs};
 	CHECK(top_proc_rates(&p) == 0);
 
 	/* slabtop -o text, default sort (objects). */
@@ -161,7 +166,8 @@ int main(void)
 	fclose(f);
 	CHECK(strstr(json, "\"pid\":4242,\"comm\":\"server\",\"mode\":\"rseq cpu_id\"") != NULL);
 	CHECK(strstr(json, "{\"name\":\"conn\",\"obj_size\":64,\"slot_size\":64,") != NULL);
-	CHECK(strstr(json, "\"alloc_rate\":500.000,\"free_rate\":100.000,\"cpu_objs\":[5,7]") != NULL);
+	CHECK(strstr(json, "\"alloc_rate\":500.000,\"free_rate\":100.000,\"cpu_objs\":[5,7]") !=
+	      NULL);
 	CHECK(strstr(json, "\"active_objs\":1400,\"total_objs\":1508") != NULL);
 	free(json);
 
@@ -178,7 +184,8 @@ int main(void)
 	f = open_memstream(&json, &jlen);
 	CHECK(top_print_json(f, &p, 1, rows, n, 'n') == 0);
 	fclose(f);
-	CHECK(strstr(json, "{\"name\":\"\\\"\\u000a\\u00ffAAAAAAAAAAAAAAAAAAAAAAAAAAAA\",") != NULL);
+	CHECK(strstr(json, "{\"name\":\"\\\"\\u000a\\u00ffAAAAAAAAAAAAAAAAAAAAAAAAAAAA\",") !=
+	      NULL);
 	free(json);
 	f = open_memstream(&json, &jlen);
 	CHECK(top_print_csv(f, rows, n) == 0);

@@ -104,17 +104,27 @@ static int row_key_cmp(const struct top_row *a, const struct top_row *b, char ke
 	const struct uslab_stats *x = a->r_st, *y = b->r_st;
 
 	switch (key) {
-	case 'a': return cmp_u64(y->active_objs, x->active_objs);
-	case 'b': return cmp_u64(y->objs_per_slab, x->objs_per_slab);
-	case 'c': return cmp_u64(y->bytes_total, x->bytes_total);
-	case 'l': return cmp_u64(y->total_slabs, x->total_slabs);
-	case 'v': return cmp_u64(y->active_slabs, x->active_slabs);
-	case 'n': return strcmp(a->r_label, b->r_label);
-	case 'p': return cmp_u64(y->slab_size, x->slab_size);
-	case 's': return cmp_u64(y->slot_size, x->slot_size);
-	case 'u': return cmp_use(y, x);
+	case 'a':
+		return cmp_u64(y->active_objs, x->active_objs);
+	case 'b':
+		return cmp_u64(y->objs_per_slab, x->objs_per_slab);
+	case 'c':
+		return cmp_u64(y->bytes_total, x->bytes_total);
+	case 'l':
+		return cmp_u64(y->total_slabs, x->total_slabs);
+	case 'v':
+		return cmp_u64(y->active_slabs, x->active_slabs);
+	case 'n':
+		return strcmp(a->r_label, b->r_label);
+	case 'p':
+		return cmp_u64(y->slab_size, x->slab_size);
+	case 's':
+		return cmp_u64(y->slot_size, x->slot_size);
+	case 'u':
+		return cmp_use(y, x);
 	case 'o':
-	default: return cmp_u64(y->total_objs, x->total_objs);
+	default:
+		return cmp_u64(y->total_objs, x->total_objs);
 	}
 }
 
@@ -214,12 +224,12 @@ int top_proc_rates(struct top_proc *p)
 	p->tp_fast_free_ival = buf + 3 * n;
 
 	double secs = p->tp_have_prev && s->taken_ns > q->taken_ns
-	                  ? (double)(s->taken_ns - q->taken_ns) / 1e9
-	                  : 0;
+	                      ? (double)(s->taken_ns - q->taken_ns) / 1e9
+	                      : 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct uslab_stats *now = &s->caches[i];
 		const struct uslab_stats *was =
-		    secs > 0 ? find_cache(q, now->name, name_occurrence(s, i)) : NULL;
+			secs > 0 ? find_cache(q, now->name, name_occurrence(s, i)) : NULL;
 
 		p->tp_alloc_rate[i] = p->tp_free_rate[i] = -1;
 		p->tp_fast_alloc_ival[i] = p->tp_fast_free_ival[i] = -1;
@@ -253,7 +263,8 @@ size_t top_rows_fill(struct top_row *rows, const struct top_proc *procs, size_t 
 			r->r_st = &p->tp_snap.caches[i];
 			top_sanitize(name, sizeof name, r->r_st->name);
 			if (with_pid)
-				snprintf(r->r_label, sizeof r->r_label, "%ld:%s", (long)p->tp_pid, name);
+				snprintf(r->r_label, sizeof r->r_label, "%ld:%s", (long)p->tp_pid,
+				         name);
 			else
 				snprintf(r->r_label, sizeof r->r_label, "%s", name);
 			r->r_alloc_rate = p->tp_alloc_rate ? p->tp_alloc_rate[i] : -1;
@@ -298,20 +309,23 @@ void top_format_summary(char *buf, size_t len, const struct top_totals *t, int i
 {
 	switch (i) {
 	case 0:
-		snprintf(buf, len, " Active / Total Objects (%% used)    : %" PRIu64 " / %" PRIu64
-		                   " (%.1f%%)",
+		snprintf(buf, len,
+		         " Active / Total Objects (%% used)    : %" PRIu64 " / %" PRIu64
+		         " (%.1f%%)",
 		         t->t_active_objs, t->t_total_objs,
 		         pct((double)t->t_active_objs, (double)t->t_total_objs));
 		break;
 	case 1:
-		snprintf(buf, len, " Active / Total Slabs (%% used)      : %" PRIu64 " / %" PRIu64
-		                   " (%.1f%%)",
+		snprintf(buf, len,
+		         " Active / Total Slabs (%% used)      : %" PRIu64 " / %" PRIu64
+		         " (%.1f%%)",
 		         t->t_active_slabs, t->t_total_slabs,
 		         pct((double)t->t_active_slabs, (double)t->t_total_slabs));
 		break;
 	case 2:
-		snprintf(buf, len, " Active / Total Caches (%% used)     : %" PRIu64 " / %" PRIu64
-		                   " (%.1f%%)",
+		snprintf(buf, len,
+		         " Active / Total Caches (%% used)     : %" PRIu64 " / %" PRIu64
+		         " (%.1f%%)",
 		         t->t_active_caches, t->t_caches,
 		         pct((double)t->t_active_caches, (double)t->t_caches));
 		break;
@@ -350,9 +364,8 @@ static void format_rate(char *buf, size_t len, double r)
 void top_format_row(char *buf, size_t len, const struct top_row *r, int namew, bool rates)
 {
 	const struct uslab_stats *st = r->r_st;
-	unsigned use = st->total_objs ? (unsigned)(100 * (top_u128)st->active_objs /
-	                                           st->total_objs)
-	                              : 0;
+	unsigned use =
+		st->total_objs ? (unsigned)(100 * (top_u128)st->active_objs / st->total_objs) : 0;
 	int n = snprintf(buf, len,
 	                 "%6" PRIu64 " %6" PRIu64 " %3u%% %7.2fK %6" PRIu64 " %8" PRIu32
 	                 " %9" PRIu64 "K %-*s",
@@ -428,12 +441,14 @@ static void json_rate(FILE *out, const char *key, double r)
 
 /* The fields of struct uslab_stats, in its order and with its names: one
  * vocabulary for the API, the JSON and the CSV. */
+/* clang-format off */
 #define TOP_STATS_FIELDS(X)                                                              \
 	X(obj_size) X(slot_size) X(align) X(flags) X(objs_per_slab) X(slab_size)         \
 	X(active_objs) X(total_objs) X(active_slabs) X(total_slabs) X(bytes_active)      \
 	X(bytes_total) X(allocs) X(frees) X(fast_allocs) X(fast_frees) X(alloc_failures) \
 	X(pcpu_objs) X(depot_objs) X(depot_full) X(depot_empty) X(mag_size) X(mag_max)   \
 	X(depot_contended) X(slabs_created) X(slabs_released)
+/* clang-format on */
 
 static void json_cache(FILE *out, const struct top_row *r)
 {
@@ -491,10 +506,11 @@ int top_print_json(FILE *out, const struct top_proc *procs, size_t nprocs,
 		json_str(out, p->tp_comm, sizeof p->tp_comm);
 		fputs(",\"mode\":", out);
 		json_str(out, p->tp_snap.mode, sizeof p->tp_snap.mode);
-		fprintf(out, ",\"exited\":%s,\"taken_ns\":%" PRIu64 ",\"bytes_mapped\":%" PRIu64
-		             ",\"ncpus\":%" PRIu32 ",\"totals\":",
-		        p->tp_exited ? "true" : "false", p->tp_snap.taken_ns, p->tp_snap.bytes_mapped,
-		        p->tp_snap.ncpus);
+		fprintf(out,
+		        ",\"exited\":%s,\"taken_ns\":%" PRIu64 ",\"bytes_mapped\":%" PRIu64
+		        ",\"ncpus\":%" PRIu32 ",\"totals\":",
+		        p->tp_exited ? "true" : "false", p->tp_snap.taken_ns,
+		        p->tp_snap.bytes_mapped, p->tp_snap.ncpus);
 		json_totals(out, &t);
 		fputs(",\"caches\":[", out);
 		for (size_t j = 0; j < cnt; j++) {

@@ -31,21 +31,21 @@ enum view { VIEW_LIST, VIEW_MAIN, VIEW_DETAIL, VIEW_HELP };
 struct screen {
 	const struct top_opts *s_opts;
 	struct watch *s_w;
-	bool s_own_w;              /* s_w was set up here (from the list) */
+	bool s_own_w; /* s_w was set up here (from the list) */
 	struct watch s_wbuf;
-	enum view s_view, s_back;  /* s_back: where VIEW_HELP returns */
+	enum view s_view, s_back; /* s_back: where VIEW_HELP returns */
 	char s_sort;
-	char s_msg[160];           /* shown on the status line until the next key */
+	char s_msg[160]; /* shown on the status line until the next key */
 	/* Selection: -1 = none (the plain slabtop screen). */
 	long s_sel;
 	pid_t s_sel_pid;
 	char s_sel_name[USLAB_NAME_MAX + 1];
 	size_t s_sel_occ;
-	long s_top;                /* first table row on screen */
+	long s_top; /* first table row on screen */
 	/* Process list */
 	struct uslab_proc *s_procs;
 	int s_nprocs;
-	long s_list_sel;           /* s_nprocs selects "all processes" */
+	long s_list_sel; /* s_nprocs selects "all processes" */
 };
 
 /* Rows shown per page in the main view: below the 7 header lines. */
@@ -126,12 +126,12 @@ static void draw_status(struct screen *sc, int y)
 		return;
 	}
 	if (w->w_all)
-		snprintf(buf, sizeof buf, " uslabtop: all processes (%zu)  sort: %s  ? keys", w->w_n,
-		         top_sort_short(sc->s_sort));
+		snprintf(buf, sizeof buf, " uslabtop: all processes (%zu)  sort: %s  ? keys",
+		         w->w_n, top_sort_short(sc->s_sort));
 	else if (w->w_n == 1)
 		snprintf(buf, sizeof buf, " uslabtop: pid %ld %s  mode: %s  sort: %s  ? keys",
-		         (long)w->w_procs[0].tp_pid, w->w_procs[0].tp_comm, w->w_procs[0].tp_snap.mode,
-		         top_sort_short(sc->s_sort));
+		         (long)w->w_procs[0].tp_pid, w->w_procs[0].tp_comm,
+		         w->w_procs[0].tp_snap.mode, top_sort_short(sc->s_sort));
 	else
 		snprintf(buf, sizeof buf, " uslabtop");
 	put_line(y, buf, 0);
@@ -218,8 +218,9 @@ static void draw_detail(struct screen *sc, const struct top_row *r)
 	         ", flags 0x%" PRIx32,
 	         st->obj_size, st->slot_size, st->align, st->flags);
 	put_line(y++, line, 0);
-	snprintf(line, sizeof line, " Objects          : %" PRIu64 " active / %" PRIu64 " total (%s)",
-	         st->active_objs, st->total_objs,
+	snprintf(line, sizeof line,
+	         " Objects          : %" PRIu64 " active / %" PRIu64 " total (%s)", st->active_objs,
+	         st->total_objs,
 	         pct_str(a, sizeof a, (double)st->active_objs, (double)st->total_objs));
 	put_line(y++, line, 0);
 	snprintf(line, sizeof line,
@@ -227,9 +228,8 @@ static void draw_detail(struct screen *sc, const struct top_row *r)
 	         "K each, %" PRIu32 " objects per slab",
 	         st->active_slabs, st->total_slabs, st->slab_size / 1024, st->objs_per_slab);
 	put_line(y++, line, 0);
-	snprintf(line, sizeof line,
-	         " Slabs over time  : %" PRIu64 " created, %" PRIu64 " released", st->slabs_created,
-	         st->slabs_released);
+	snprintf(line, sizeof line, " Slabs over time  : %" PRIu64 " created, %" PRIu64 " released",
+	         st->slabs_created, st->slabs_released);
 	put_line(y++, line, 0);
 	snprintf(line, sizeof line, " Memory           : %.2fK active / %.2fK in slabs",
 	         (double)st->bytes_active / 1024.0, (double)st->bytes_total / 1024.0);
@@ -269,7 +269,8 @@ static void draw_detail(struct screen *sc, const struct top_row *r)
 	uint32_t ncpus = p->tp_snap.cpu_objs != NULL ? p->tp_snap.ncpus : 0;
 	int rows_avail = LINES - y, cols = COLS / 40 > 0 ? COLS / 40 : 1;
 	for (uint32_t cpu = 0; cpu < ncpus && rows_avail > 0; cpu++) {
-		int col = (int)(cpu / (uint32_t)rows_avail), row = (int)(cpu % (uint32_t)rows_avail);
+		int col = (int)(cpu / (uint32_t)rows_avail),
+		    row = (int)(cpu % (uint32_t)rows_avail);
 		if (col >= cols)
 			break;
 		uint64_t objs = p->tp_snap.cpu_objs[i * ncpus + cpu];
@@ -357,7 +358,8 @@ static void draw_list(struct screen *sc)
 		         (long)sc->s_procs[i].pid, comm);
 		put_line(y++, line, sc->s_list_sel == i ? A_REVERSE : 0);
 	}
-	snprintf(line, sizeof line, " %c    all processes", sc->s_list_sel == sc->s_nprocs ? '>' : ' ');
+	snprintf(line, sizeof line, " %c    all processes",
+	         sc->s_list_sel == sc->s_nprocs ? '>' : ' ');
 	put_line(y++, line, sc->s_list_sel == sc->s_nprocs ? A_REVERSE : 0);
 	put_line(LINES - 1, " Up/Down select, Enter watch, a all, q quit", 0);
 }
@@ -407,13 +409,30 @@ static bool key_table(struct screen *sc, int key, const struct top_row *rows, si
 	long page = LINES - MAIN_FIRST_ROW > 1 ? LINES - MAIN_FIRST_ROW : 1;
 
 	switch (key) {
-	case KEY_UP: case 'k': move_sel(sc, rows, n, -1); return true;
-	case KEY_DOWN: case 'j': move_sel(sc, rows, n, 1); return true;
-	case KEY_PPAGE: move_sel(sc, rows, n, -page); return true;
-	case KEY_NPAGE: move_sel(sc, rows, n, page); return true;
-	case KEY_HOME: move_sel(sc, rows, n, -(long)n); return true;
-	case KEY_END: move_sel(sc, rows, n, (long)n); return true;
-	case '\n': case '\r': case KEY_ENTER: case KEY_RIGHT:
+	case KEY_UP:
+	case 'k':
+		move_sel(sc, rows, n, -1);
+		return true;
+	case KEY_DOWN:
+	case 'j':
+		move_sel(sc, rows, n, 1);
+		return true;
+	case KEY_PPAGE:
+		move_sel(sc, rows, n, -page);
+		return true;
+	case KEY_NPAGE:
+		move_sel(sc, rows, n, page);
+		return true;
+	case KEY_HOME:
+		move_sel(sc, rows, n, -(long)n);
+		return true;
+	case KEY_END:
+		move_sel(sc, rows, n, (long)n);
+		return true;
+	case '\n':
+	case '\r':
+	case KEY_ENTER:
+	case KEY_RIGHT:
 		if (sc->s_view == VIEW_DETAIL) {
 			if (key == KEY_RIGHT)
 				return true;
@@ -425,15 +444,21 @@ static bool key_table(struct screen *sc, int key, const struct top_row *rows, si
 		if (sc->s_sel >= 0)
 			sc->s_view = VIEW_DETAIL;
 		return true;
-	case 27: case KEY_LEFT: case KEY_BACKSPACE: case 127:
+	case 27:
+	case KEY_LEFT:
+	case KEY_BACKSPACE:
+	case 127:
 		sc->s_view = VIEW_MAIN;
 		return true;
-	case 'w': case 'W':
+	case 'w':
+	case 'W':
 		list_reload(sc);
 		sc->s_list_sel = 0;
 		sc->s_view = VIEW_LIST;
 		return true;
-	case '?': case 'h': case 'H':
+	case '?':
+	case 'h':
+	case 'H':
 		sc->s_back = sc->s_view;
 		sc->s_view = VIEW_HELP;
 		return true;
@@ -518,9 +543,10 @@ int top_screen_run(const struct top_opts *o, struct watch *w)
 				char msg[64];
 				if (watch_refresh(sc.s_w, msg, sizeof msg) == 0 && msg[0] != '\0')
 					snprintf(sc.s_msg, sizeof sc.s_msg, "%.63s%s", msg,
-					         sc.s_w->w_all ? ""
-					                       : " (its last reading is shown); "
-					                         "q quits, w picks another process");
+					         sc.s_w->w_all
+					                 ? ""
+					                 : " (its last reading is shown); "
+					                   "q quits, w picks another process");
 			}
 			next = t + o->o_delay;
 		}
@@ -533,8 +559,8 @@ int top_screen_run(const struct top_opts *o, struct watch *w)
 			free(rows);
 			continue;
 		}
-		bool exited = !sc.s_w || (!sc.s_w->w_all && sc.s_w->w_n == 1 &&
-		                          sc.s_w->w_procs[0].tp_exited);
+		bool exited = !sc.s_w ||
+		              (!sc.s_w->w_all && sc.s_w->w_n == 1 && sc.s_w->w_procs[0].tp_exited);
 		if (!exited)
 			sc.s_msg[0] = '\0';
 		if (key == 'q' || key == 'Q') {
@@ -548,7 +574,8 @@ int top_screen_run(const struct top_opts *o, struct watch *w)
 				sc.s_list_sel -= sc.s_list_sel > 0;
 			else if (key == KEY_DOWN || key == 'j')
 				sc.s_list_sel += sc.s_list_sel < sc.s_nprocs;
-			else if (key == '\n' || key == '\r' || key == KEY_ENTER || key == 'a' || key == 'A')
+			else if (key == '\n' || key == '\r' || key == KEY_ENTER || key == 'a' ||
+			         key == 'A')
 				next = list_choose(&sc, key == 'a' || key == 'A') == 0 ? 0 : next;
 			else if (key == 27 && sc.s_w != NULL)
 				sc.s_view = VIEW_MAIN;

@@ -12,20 +12,20 @@ enum top_format { TOP_FMT_TEXT, TOP_FMT_JSON, TOP_FMT_CSV };
 
 /** Command-line options. */
 struct top_opts {
-	double o_delay;      /* seconds between readings */
-	bool o_delay_set;    /* -d given: --once takes two readings and shows rates */
+	double o_delay;   /* seconds between readings */
+	bool o_delay_set; /* -d given: --once takes two readings and shows rates */
 	bool o_once;
-	char o_sort;         /* a sort key of top_sort_keys */
+	char o_sort; /* a sort key of top_sort_keys */
 	enum top_format o_format;
 };
 
 /** The processes being watched, each with its open reader (in uslabtop.c). */
 struct watch {
-	bool w_all;                       /* every publishing process, re-listed each refresh */
+	bool w_all; /* every publishing process, re-listed each refresh */
 	size_t w_n;
-	struct top_proc *w_procs;         /* w_n entries */
-	struct uslab_reader **w_readers;  /* w_n entries, parallel to w_procs */
-	int w_err;                        /* errno of the single process's last failed read */
+	struct top_proc *w_procs;        /* w_n entries */
+	struct uslab_reader **w_readers; /* w_n entries, parallel to w_procs */
+	int w_err;                       /* errno of the single process's last failed read */
 };
 
 void watch_init(struct watch *w, bool all);

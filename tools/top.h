@@ -32,21 +32,21 @@
 struct top_proc {
 	pid_t tp_pid;
 	char tp_comm[32];
-	struct uslab_snapshot tp_snap;    /* newest reading; ncaches == 0 before the first */
-	struct uslab_snapshot tp_prev;    /* the one before, for rates */
+	struct uslab_snapshot tp_snap; /* newest reading; ncaches == 0 before the first */
+	struct uslab_snapshot tp_prev; /* the one before, for rates */
 	bool tp_have_prev;
-	bool tp_exited;                   /* the last read said ESRCH */
+	bool tp_exited; /* the last read said ESRCH */
 	/* Per cache of tp_snap (ncaches entries, NULL when none): */
-	double *tp_alloc_rate;            /* objects/s over the last interval, or -1 */
+	double *tp_alloc_rate; /* objects/s over the last interval, or -1 */
 	double *tp_free_rate;
-	double *tp_fast_alloc_ival;       /* fast-path share of the interval's allocs, or -1 */
+	double *tp_fast_alloc_ival; /* fast-path share of the interval's allocs, or -1 */
 	double *tp_fast_free_ival;
 };
 
 /** One line of the table: a cache of some process. */
 struct top_row {
 	const struct top_proc *r_proc;
-	size_t r_index;                   /* into r_proc->tp_snap.caches */
+	size_t r_index; /* into r_proc->tp_snap.caches */
 	const struct uslab_stats *r_st;
 	char r_label[TOP_LABEL_MAX];      /* sanitised, NUL-terminated */
 	double r_alloc_rate, r_free_rate; /* -1 when unknown */
@@ -56,10 +56,10 @@ struct top_row {
 struct top_totals {
 	uint64_t t_active_objs, t_total_objs;
 	uint64_t t_active_slabs, t_total_slabs;
-	uint64_t t_active_caches, t_caches;  /* active: has at least one object */
-	double t_active_size, t_total_size;  /* bytes: objects * slot size */
-	uint64_t t_min_obj, t_max_obj;       /* slot sizes */
-	double t_avg_obj;                    /* total size / total objects */
+	uint64_t t_active_caches, t_caches; /* active: has at least one object */
+	double t_active_size, t_total_size; /* bytes: objects * slot size */
+	uint64_t t_min_obj, t_max_obj;      /* slot sizes */
+	double t_avg_obj;                   /* total size / total objects */
 };
 
 /* ---- Sort keys (the letters of slabtop -s) ---- */

@@ -122,7 +122,7 @@
 
 #define MAX_RUNS 32
 #define MAX_LIST 16
-#define RING_CAP 256 /* prodcons ring slots: a power of two */
+#define RING_CAP 256                        /* prodcons ring slots: a power of two */
 #define FRESH_BYTES ((size_t)640 << 20)     /* 10 million objects of 24 and 64 bytes */
 #define FRESH_BYTES_BIG ((size_t)256 << 20) /* above 64 bytes */
 #define FRESH_MAX 10000000u
@@ -260,8 +260,8 @@ static void *xcalloc(size_t n, size_t size)
 /* Anonymous mapping outside every backend (the tool's own arrays). */
 static void *map(size_t bytes)
 {
-	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-	               -1, 0);
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		die("mmap");
 	return p;
@@ -441,8 +441,8 @@ __attribute__((noinline)) static void floor_free(void *p)
 static void *(*dl_malloc)(size_t);
 static void (*dl_free)(void *);
 static int (*dl_mallctl)(const char *, void *, size_t *, void *, size_t); /* jemalloc */
-static void (*dl_tc_release)(void);                                      /* tcmalloc */
-static void (*dl_mi_collect)(bool);                                      /* mimalloc */
+static void (*dl_tc_release)(void);                                       /* tcmalloc */
+static void (*dl_mi_collect)(bool);                                       /* mimalloc */
 
 /* Load backend @b's library. Returns 0, or -1 with a reason in @why. */
 static int dl_load(const struct backend_info *b, char *why, size_t len)
@@ -505,7 +505,8 @@ static void bctx_reap(struct bctx *c)
 		break;
 	case BK_DL:
 		if (dl_mallctl != NULL)
-			dl_mallctl("arena.4096.purge", NULL, NULL, NULL, 0); /* MALLCTL_ARENAS_ALL */
+			dl_mallctl("arena.4096.purge", NULL, NULL, NULL,
+			           0); /* MALLCTL_ARENAS_ALL */
 		if (dl_tc_release != NULL)
 			dl_tc_release();
 		if (dl_mi_collect != NULL)
@@ -521,10 +522,10 @@ static void bctx_reap(struct bctx *c)
 
 /* The object is written (one word) and escapes, so no compiler can drop an
  * alloc/free pair. */
-#define TOUCH(p, v)                                                                      \
-	do {                                                                             \
-		*(uint64_t *)(p) = (v);                                                  \
-		__asm__ volatile("" : : "r"(p) : "memory");                              \
+#define TOUCH(p, v)                                                                                \
+	do {                                                                                       \
+		*(uint64_t *)(p) = (v);                                                            \
+		__asm__ volatile("" : : "r"(p) : "memory");                                        \
 	} while (0)
 
 static void oom(void)
@@ -561,99 +562,96 @@ struct kernels {
 };
 
 /* The producer pushes; the ring holds non-NULL pointers. */
-#define RING_PUSH(r, head, tail, p)                                                      \
-	do {                                                                             \
-		unsigned spins_ = 0;                                                     \
-		while ((head) - (tail) == RING_CAP) {                                    \
-			(tail) = atomic_load_explicit(&(r)->r_tail, memory_order_acquire); \
-			if ((head) - (tail) == RING_CAP)                                 \
-				cpu_relax(&spins_);                                      \
-		}                                                                        \
-		(r)->r_slot[(head) & (RING_CAP - 1)] = (p);                              \
-		atomic_store_explicit(&(r)->r_head, ++(head), memory_order_release);     \
+#define RING_PUSH(r, head, tail, p)                                                                \
+	do {                                                                                       \
+		unsigned spins_ = 0;                                                               \
+		while ((head) - (tail) == RING_CAP) {                                              \
+			(tail) = atomic_load_explicit(&(r)->r_tail, memory_order_acquire);         \
+			if ((head) - (tail) == RING_CAP)                                           \
+				cpu_relax(&spins_);                                                \
+		}                                                                                  \
+		(r)->r_slot[(head) & (RING_CAP - 1)] = (p);                                        \
+		atomic_store_explicit(&(r)->r_head, ++(head), memory_order_release);               \
 	} while (0)
 
-#define RING_POP(r, head, tail, p)                                                       \
-	do {                                                                             \
-		unsigned spins_ = 0;                                                     \
-		while ((head) == (tail)) {                                               \
-			(head) = atomic_load_explicit(&(r)->r_head, memory_order_acquire); \
-			if ((head) == (tail))                                            \
-				cpu_relax(&spins_);                                      \
-		}                                                                        \
-		(p) = (r)->r_slot[(tail) & (RING_CAP - 1)];                              \
-		atomic_store_explicit(&(r)->r_tail, ++(tail), memory_order_release);     \
+#define RING_POP(r, head, tail, p)                                                                 \
+	do {                                                                                       \
+		unsigned spins_ = 0;                                                               \
+		while ((head) == (tail)) {                                                         \
+			(head) = atomic_load_explicit(&(r)->r_head, memory_order_acquire);         \
+			if ((head) == (tail))                                                      \
+				cpu_relax(&spins_);                                                \
+		}                                                                                  \
+		(p) = (r)->r_slot[(tail) & (RING_CAP - 1)];                                        \
+		atomic_store_explicit(&(r)->r_tail, ++(tail), memory_order_release);               \
 	} while (0)
 
-#define DEFINE_KERNELS(nm, ALLOC, FREE, PC_ALLOC, PC_FREE)                               \
-	__attribute__((noinline)) static void bk_pair_##nm(struct bctx *c, uint64_t n)   \
-	{                                                                                \
-		for (uint64_t i = 0; i < n; i++) {                                       \
-			void *p = ALLOC(c);                                              \
-			if (__builtin_expect(p == NULL, 0))                              \
-				oom();                                                   \
-			TOUCH(p, i);                                                     \
-			FREE(c, p);                                                      \
-		}                                                                        \
-	}                                                                                \
-	__attribute__((noinline)) static void bk_batch_##nm(struct bctx *c, void **a,    \
-	                                                    size_t k, uint64_t reps)     \
-	{                                                                                \
-		for (uint64_t r = 0; r < reps; r++) {                                    \
-			for (size_t i = 0; i < k; i++) {                                 \
-				void *p = ALLOC(c);                                      \
-				if (__builtin_expect(p == NULL, 0))                      \
-					oom();                                           \
-				TOUCH(p, i);                                             \
-				a[i] = p;                                                \
-			}                                                                \
-			for (size_t i = 0; i < k; i++)                                   \
-				FREE(c, a[i]);                                           \
-		}                                                                        \
-	}                                                                                \
-	__attribute__((noinline)) static void bk_fill_##nm(struct bctx *c, void **a,     \
-	                                                   size_t n)                     \
-	{                                                                                \
-		for (size_t i = 0; i < n; i++) {                                         \
-			void *p = ALLOC(c);                                              \
-			if (__builtin_expect(p == NULL, 0))                              \
-				oom();                                                   \
-			TOUCH(p, i);                                                     \
-			a[i] = p;                                                        \
-		}                                                                        \
-	}                                                                                \
-	__attribute__((noinline)) static void bk_drain_##nm(struct bctx *c, void **a,    \
-	                                                    size_t n)                    \
-	{                                                                                \
-		(void)c;                                                                 \
-		for (size_t i = 0; i < n; i++)                                           \
-			FREE(c, a[i]);                                                   \
-	}                                                                                \
-	__attribute__((noinline)) static void bk_prod_##nm(struct bctx *c, struct ring *r, \
-	                                                   uint64_t n)                   \
-	{                                                                                \
-		size_t head = 0, tail = 0;                                               \
-		for (uint64_t i = 0; i < n; i++) {                                       \
-			void *p = PC_ALLOC(c);                                           \
-			if (__builtin_expect(p == NULL, 0))                              \
-				oom();                                                   \
-			RING_PUSH(r, head, tail, p);                                     \
-		}                                                                        \
-	}                                                                                \
-	__attribute__((noinline)) static void bk_cons_##nm(struct bctx *c, struct ring *r, \
-	                                                   uint64_t n)                   \
-	{                                                                                \
-		size_t head = 0, tail = 0;                                               \
-		(void)c;                                                                 \
-		for (uint64_t i = 0; i < n; i++) {                                       \
-			void *p;                                                         \
-			RING_POP(r, head, tail, p);                                      \
-			PC_FREE(c, p);                                                   \
-		}                                                                        \
-	}                                                                                \
-	static const struct kernels kern_##nm = {bk_pair_##nm, bk_batch_##nm,          \
-	                                         bk_fill_##nm, bk_drain_##nm,          \
-	                                         bk_prod_##nm, bk_cons_##nm};
+#define DEFINE_KERNELS(nm, ALLOC, FREE, PC_ALLOC, PC_FREE)                                         \
+	__attribute__((noinline)) static void bk_pair_##nm(struct bctx *c, uint64_t n)             \
+	{                                                                                          \
+		for (uint64_t i = 0; i < n; i++) {                                                 \
+			void *p = ALLOC(c);                                                        \
+			if (__builtin_expect(p == NULL, 0))                                        \
+				oom();                                                             \
+			TOUCH(p, i);                                                               \
+			FREE(c, p);                                                                \
+		}                                                                                  \
+	}                                                                                          \
+	__attribute__((noinline)) static void bk_batch_##nm(struct bctx *c, void **a, size_t k,    \
+	                                                    uint64_t reps)                         \
+	{                                                                                          \
+		for (uint64_t r = 0; r < reps; r++) {                                              \
+			for (size_t i = 0; i < k; i++) {                                           \
+				void *p = ALLOC(c);                                                \
+				if (__builtin_expect(p == NULL, 0))                                \
+					oom();                                                     \
+				TOUCH(p, i);                                                       \
+				a[i] = p;                                                          \
+			}                                                                          \
+			for (size_t i = 0; i < k; i++)                                             \
+				FREE(c, a[i]);                                                     \
+		}                                                                                  \
+	}                                                                                          \
+	__attribute__((noinline)) static void bk_fill_##nm(struct bctx *c, void **a, size_t n)     \
+	{                                                                                          \
+		for (size_t i = 0; i < n; i++) {                                                   \
+			void *p = ALLOC(c);                                                        \
+			if (__builtin_expect(p == NULL, 0))                                        \
+				oom();                                                             \
+			TOUCH(p, i);                                                               \
+			a[i] = p;                                                                  \
+		}                                                                                  \
+	}                                                                                          \
+	__attribute__((noinline)) static void bk_drain_##nm(struct bctx *c, void **a, size_t n)    \
+	{                                                                                          \
+		(void)c;                                                                           \
+		for (size_t i = 0; i < n; i++)                                                     \
+			FREE(c, a[i]);                                                             \
+	}                                                                                          \
+	__attribute__((noinline)) static void bk_prod_##nm(struct bctx *c, struct ring *r,         \
+	                                                   uint64_t n)                             \
+	{                                                                                          \
+		size_t head = 0, tail = 0;                                                         \
+		for (uint64_t i = 0; i < n; i++) {                                                 \
+			void *p = PC_ALLOC(c);                                                     \
+			if (__builtin_expect(p == NULL, 0))                                        \
+				oom();                                                             \
+			RING_PUSH(r, head, tail, p);                                               \
+		}                                                                                  \
+	}                                                                                          \
+	__attribute__((noinline)) static void bk_cons_##nm(struct bctx *c, struct ring *r,         \
+	                                                   uint64_t n)                             \
+	{                                                                                          \
+		size_t head = 0, tail = 0;                                                         \
+		(void)c;                                                                           \
+		for (uint64_t i = 0; i < n; i++) {                                                 \
+			void *p;                                                                   \
+			RING_POP(r, head, tail, p);                                                \
+			PC_FREE(c, p);                                                             \
+		}                                                                                  \
+	}                                                                                          \
+	static const struct kernels kern_##nm = {bk_pair_##nm,  bk_batch_##nm, bk_fill_##nm,       \
+	                                         bk_drain_##nm, bk_prod_##nm,  bk_cons_##nm};
 
 #define USLAB_ALLOC(c) uslab_cache_alloc((c)->cache)
 #define USLAB_FREE(c, p) uslab_cache_free((c)->cache, (p))
@@ -775,7 +773,8 @@ static struct sample run_task(struct bctx *c, enum task task, size_t k, uint64_t
 	if (task == T_BATCH)
 		per = (per / k > 0 ? per / k : 1) * k;
 	if (threads == 0) {
-		struct worker w = {.k = kern, .c = c, .task = task, .ops = per, .batch_k = k, .sum = &sum};
+		struct worker w = {
+			.k = kern, .c = c, .task = task, .ops = per, .batch_k = k, .sum = &sum};
 		worker_body(&w, true);
 		s.ns = (w.t_end - w.t_start) / (double)per;
 	} else {
@@ -783,8 +782,13 @@ static struct sample run_task(struct bctx *c, enum task task, size_t k, uint64_t
 		pthread_barrier_t bar;
 		pthread_barrier_init(&bar, NULL, (unsigned)nt + 1);
 		for (int i = 0; i < nt; i++) {
-			w[i] = (struct worker){.k = kern, .c = c, .task = task, .ops = per,
-			                       .batch_k = k, .start = &bar, .sum = &sum};
+			w[i] = (struct worker){.k = kern,
+			                       .c = c,
+			                       .task = task,
+			                       .ops = per,
+			                       .batch_k = k,
+			                       .start = &bar,
+			                       .sum = &sum};
 			if (pthread_create(&w[i].tid, NULL, worker_main, &w[i]) != 0)
 				die("pthread_create");
 		}
@@ -903,7 +907,6 @@ static uint64_t scaled(uint64_t n)
 	return opt.quick ? n / QUICK_DIV : n;
 }
 
-
 /* Batch workloads touch every object, so their operation counts shrink
  * with the size above 64 bytes (same bytes touched per run): at 4096 bytes
  * some mallocs give memory back on every cycle and fault it in again
@@ -945,8 +948,8 @@ static void cell_task(const struct backend_info *b, const char *label, size_t si
 		struct sample s = run_single(&c, task, k, ops);
 		char line[160];
 		uint64_t done = task == T_BATCH ? (ops / k > 0 ? ops / k : 1) * k : ops;
-		snprintf(line, sizeof line, "C\t%s\t%s\t%zu\t%d\t%" PRIu64, b->name, label, size, threads,
-		         done);
+		snprintf(line, sizeof line, "C\t%s\t%s\t%zu\t%d\t%" PRIu64, b->name, label, size,
+		         threads, done);
 		emit(line);
 		(void)s;
 	} else {
@@ -1026,8 +1029,8 @@ static void cell_mem(const struct backend_info *b, size_t size)
 	double r2 = rss_bytes();
 	bctx_reap(&c);
 	double r3 = rss_bytes();
-	snprintf(line, sizeof line, "M\t%s\t%zu\t%zu\t%.0f\t%.0f\t%.0f\t%.0f", b->name, size, n, r0, r1,
-	         r2, r3);
+	snprintf(line, sizeof line, "M\t%s\t%zu\t%zu\t%.0f\t%.0f\t%.0f\t%.0f", b->name, size, n, r0,
+	         r1, r2, r3);
 	emit(line);
 	bctx_fini(&c);
 	munmap(a, n * sizeof *a);
@@ -1074,7 +1077,8 @@ static int child_run(const struct backend_info *b)
 				          scaled_batch(OPS_BATCH, size, 1000), 0);
 			else if (strcmp(w, "batch100k") == 0)
 				cell_task(b, "batch100k", size, T_BATCH, opt.cg ? 20000 : 100000,
-				          scaled_batch(OPS_BATCH, size, opt.cg ? 20000 : 100000), 0);
+				          scaled_batch(OPS_BATCH, size, opt.cg ? 20000 : 100000),
+				          0);
 			else if (strcmp(w, "threads") == 0)
 				for (int ti = 0; ti < opt.nthreads; ti++) {
 					int t = opt.threads[ti];
@@ -1083,7 +1087,8 @@ static int child_run(const struct backend_info *b)
 					snprintf(l2, sizeof l2, "batch1k-t%d", t);
 					cell_task(b, l1, size, T_PAIR, 1, scaled(OPS_THREADS), t);
 					cell_task(b, l2, size, T_BATCH, 1000,
-					          scaled_batch(OPS_THREADS, size, 1000 * (size_t)t), t);
+					          scaled_batch(OPS_THREADS, size, 1000 * (size_t)t),
+					          t);
 				}
 			else if (strcmp(w, "prodcons") == 0)
 				cell_prodcons(b, size);
@@ -1153,7 +1158,8 @@ static void parse_line(char *line)
 	     t = strtok_r(NULL, "\t", &save))
 		f[n++] = t;
 	if (n == 8 && strcmp(f[0], "R") == 0) {
-		struct result *r = result_get(f[1], f[2], strtoul(f[3], NULL, 10), atoi(f[4]), true);
+		struct result *r =
+			result_get(f[1], f[2], strtoul(f[3], NULL, 10), atoi(f[4]), true);
 		if (r->nruns < MAX_RUNS) {
 			r->ns[r->nruns] = strtod(f[5], NULL);
 			r->ins_runs[r->nruns] = strtod(f[6], NULL);
@@ -1221,8 +1227,8 @@ static void tls_tunable(void)
 
 /* Run this program as a child for backend @b with the workloads and sizes
  * given; parse its records. @prefix (NULL-terminated) runs it under a tool. */
-static void spawn(const struct backend_info *b, const char *workloads, const char *sizes,
-                  int runs, const char *const *prefix)
+static void spawn(const struct backend_info *b, const char *workloads, const char *sizes, int runs,
+                  const char *const *prefix)
 {
 	char *argv[48], runs_s[16], threads_s[96] = "";
 	int argc = 0, fd[2];
@@ -1231,8 +1237,8 @@ static void spawn(const struct backend_info *b, const char *workloads, const cha
 		push_arg(argv, &argc, *prefix);
 	snprintf(runs_s, sizeof runs_s, "%d", runs);
 	for (int i = 0; i < opt.nthreads; i++)
-		snprintf(threads_s + strlen(threads_s), sizeof threads_s - strlen(threads_s), "%s%d",
-		         i ? "," : "", opt.threads[i]);
+		snprintf(threads_s + strlen(threads_s), sizeof threads_s - strlen(threads_s),
+		         "%s%d", i ? "," : "", opt.threads[i]);
 	push_arg(argv, &argc, opt.self);
 	push_arg(argv, &argc, "--child");
 	push_arg(argv, &argc, b->name);
@@ -1303,7 +1309,8 @@ static double cg_totals(const char *path)
 	if (f == NULL)
 		return -1;
 	while (fgets(line, sizeof line, f) != NULL)
-		if (strncmp(line, "totals:", 7) == 0 || (v < 0 && strncmp(line, "summary:", 8) == 0))
+		if (strncmp(line, "totals:", 7) == 0 ||
+		    (v < 0 && strncmp(line, "summary:", 8) == 0))
 			v = strtod(strchr(line, ':') + 1, NULL);
 	fclose(f);
 	return v;
@@ -1322,8 +1329,13 @@ static void run_callgrind(const struct backend_info *b)
 			const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 			snprintf(path, sizeof path, "%s/uslab-bench-cg.%d", tmp, (int)getpid());
 			snprintf(outarg, sizeof outarg, "--callgrind-out-file=%s", path);
-			const char *prefix[] = {"valgrind", "--tool=callgrind", "--collect-atstart=no",
-			                        "--toggle-collect=bk_*", outarg, "-q", NULL};
+			const char *prefix[] = {"valgrind",
+			                        "--tool=callgrind",
+			                        "--collect-atstart=no",
+			                        "--toggle-collect=bk_*",
+			                        outarg,
+			                        "-q",
+			                        NULL};
 			cg_ops = 0;
 			spawn(b, wl[wi], size_s, 1, prefix);
 			double ir = cg_totals(path);
@@ -1346,7 +1358,8 @@ static void run_backend(const struct backend_info *b)
 
 	if (opt.inproc) {
 		if (b->env != NULL && strncmp(uslab_mode(), "locked", 6) != 0) {
-			note("%s skipped: %s", b->name, "needs its own process (not with --inproc)");
+			note("%s skipped: %s", b->name,
+			     "needs its own process (not with --inproc)");
 			return;
 		}
 		child_run(b);
@@ -1357,8 +1370,8 @@ static void run_backend(const struct backend_info *b)
 		return;
 	}
 	for (int i = 0; i < opt.nsizes; i++)
-		snprintf(all_sizes + strlen(all_sizes), sizeof all_sizes - strlen(all_sizes), "%s%zu",
-		         i ? "," : "", opt.sizes[i]);
+		snprintf(all_sizes + strlen(all_sizes), sizeof all_sizes - strlen(all_sizes),
+		         "%s%zu", i ? "," : "", opt.sizes[i]);
 	for (size_t i = 0; i < sizeof steady / sizeof steady[0]; i++)
 		if (want(opt.workloads, opt.nworkloads, steady[i])) {
 			snprintf(wl + strlen(wl), sizeof wl - strlen(wl), "%s%s", any ? "," : "",
@@ -1658,9 +1671,9 @@ static void report_markdown(const char *mach)
 			mem_figures(m, &delta, &per, &ovh, &freed, &kept);
 			printf("| %s | %zu | %" PRIu64 " | %.1f | %.2f | %+.2f%% | %+.1f | %+.1f | "
 			       "%.1f / %.1f MB (%+.2f%%) |\n",
-			       m->backend, m->size, m->n, delta / 1048576, per, ovh, freed / 1048576,
-			       kept / 1048576, m->rss3 / 1048576, m->rss0 / 1048576,
-			       100.0 * kept / m->rss0);
+			       m->backend, m->size, m->n, delta / 1048576, per, ovh,
+			       freed / 1048576, kept / 1048576, m->rss3 / 1048576,
+			       m->rss0 / 1048576, 100.0 * kept / m->rss0);
 		}
 		printf("\n\"after free\" and \"after reap\" are RSS above \"before\"; \"before\" "
 		       "includes the tool's pointer array (8 bytes per object).\n");
@@ -1754,8 +1767,10 @@ static void parse_opts(int argc, char **argv)
 			bool is_size = strcmp(a, "--size") == 0;
 			for (int k = 0; k < n; k++) {
 				long v = strtol(items[k], NULL, 10);
-				if (v <= 0 || (is_size && v > (long)USLAB_MAX_SIZE) || (!is_size && v > 1024)) {
-					fprintf(stderr, "uslab-bench: bad %s value %s\n", a, items[k]);
+				if (v <= 0 || (is_size && v > (long)USLAB_MAX_SIZE) ||
+				    (!is_size && v > 1024)) {
+					fprintf(stderr, "uslab-bench: bad %s value %s\n", a,
+					        items[k]);
 					exit(2);
 				}
 				if (is_size)
@@ -1827,7 +1842,8 @@ static void parse_opts(int argc, char **argv)
 	}
 	if (opt.preload && sanitized) {
 		if (load_set) {
-			fprintf(stderr, "uslab-bench: --load=preload cannot work in a sanitizer build\n");
+			fprintf(stderr,
+			        "uslab-bench: --load=preload cannot work in a sanitizer build\n");
 			exit(2);
 		}
 		opt.preload = false;

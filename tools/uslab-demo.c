@@ -135,8 +135,8 @@ static void *worker_main(void *arg)
 				break;
 			conns[slot]->c_fd = (int)slot;
 			conns[slot]->c_requests = 0;
-			snprintf(conns[slot]->c_peer, sizeof conns[slot]->c_peer, "10.0.%u.%u", w->w_id,
-			         slot);
+			snprintf(conns[slot]->c_peer, sizeof conns[slot]->c_peer, "10.0.%u.%u",
+			         w->w_id, slot);
 		}
 		if (serve(w, conns[slot]) != 0)
 			break;
@@ -238,7 +238,8 @@ int main(int argc, char **argv)
 	uslab_slabinfo(stdout);
 
 	if (hold) {
-		printf("\nholding the caches; uslabtop -p %d to watch, Ctrl-C to end\n", (int)getpid());
+		printf("\nholding the caches; uslabtop -p %d to watch, Ctrl-C to end\n",
+		       (int)getpid());
 		fflush(stdout);
 		atomic_store(&stop, false);
 		while (!atomic_load(&stop))

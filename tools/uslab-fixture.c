@@ -104,6 +104,7 @@ static int print_cache(struct uslab_cache *c, void *arg)
 	if (uslab_cache_stats(c, &st) != 0)
 		return -1;
 	printf("{\"name\":\"%s\"", st.name);
+	/* clang-format off */
 #define F(f) printf(",\"" #f "\":%" PRIu64, (uint64_t)st.f);
 	F(obj_size) F(slot_size) F(align) F(flags) F(objs_per_slab) F(slab_size)
 	F(active_objs) F(total_objs) F(active_slabs) F(total_slabs) F(bytes_active)
@@ -111,7 +112,8 @@ static int print_cache(struct uslab_cache *c, void *arg)
 	F(pcpu_objs) F(depot_objs) F(depot_full) F(depot_empty) F(mag_size) F(mag_max)
 	F(depot_contended) F(slabs_created) F(slabs_released)
 #undef F
-	printf("}\n");
+		/* clang-format on */
+		printf("}\n");
 	return 0;
 }
 

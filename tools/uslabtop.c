@@ -167,8 +167,7 @@ static void watch_remove(struct watch *w, size_t i)
 	top_proc_fini(&w->w_procs[i]);
 	uslab_stats_close(w->w_readers[i]);
 	memmove(&w->w_procs[i], &w->w_procs[i + 1], (w->w_n - i - 1) * sizeof *w->w_procs);
-	memmove(&w->w_readers[i], &w->w_readers[i + 1],
-	        (w->w_n - i - 1) * sizeof *w->w_readers);
+	memmove(&w->w_readers[i], &w->w_readers[i + 1], (w->w_n - i - 1) * sizeof *w->w_readers);
 	w->w_n--;
 }
 
@@ -354,10 +353,14 @@ fail:
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"delay", required_argument, NULL, 'd'}, {"once", no_argument, NULL, 'o'},
-		{"sort", required_argument, NULL, 's'},  {"pid", required_argument, NULL, 'p'},
-		{"json", no_argument, NULL, 'J'},        {"csv", no_argument, NULL, 'C'},
-		{"help", no_argument, NULL, 'h'},        {"version", no_argument, NULL, 'V'},
+		{"delay", required_argument, NULL, 'd'},
+		{"once", no_argument, NULL, 'o'},
+		{"sort", required_argument, NULL, 's'},
+		{"pid", required_argument, NULL, 'p'},
+		{"json", no_argument, NULL, 'J'},
+		{"csv", no_argument, NULL, 'C'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	struct top_opts o = {.o_delay = 3, .o_sort = 'o', .o_format = TOP_FMT_TEXT};
@@ -422,9 +425,10 @@ int main(int argc, char **argv)
 		watch_init(&w, false);
 		if (watch_add(&w, pid, NULL) != 0) {
 			fprintf(stderr, "uslabtop: pid %ld: %s\n", (long)pid,
-			        errno == ENOENT ? "no uslab statistics segment (not a uslab process, "
-			                          "or USLAB_STATS=0)"
-			                        : strerror(errno));
+			        errno == ENOENT
+			                ? "no uslab statistics segment (not a uslab process, "
+			                  "or USLAB_STATS=0)"
+			                : strerror(errno));
 			return 1;
 		}
 	} else if (o.o_once) {

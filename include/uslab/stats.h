@@ -43,10 +43,10 @@ USLAB_API int uslab_stats_list(struct uslab_proc *procs, size_t n);
 /** One reading of a process's caches. */
 struct uslab_snapshot {
 	pid_t pid;
-	uint64_t taken_ns;      /* CLOCK_MONOTONIC when read */
-	char mode[48];          /* as uslab_mode() in that process */
-	uint64_t bytes_mapped;  /* page-source bytes held */
-	uint32_t ncpus;         /* per-CPU slots per cache */
+	uint64_t taken_ns;     /* CLOCK_MONOTONIC when read */
+	char mode[48];         /* as uslab_mode() in that process */
+	uint64_t bytes_mapped; /* page-source bytes held */
+	uint32_t ncpus;        /* per-CPU slots per cache */
 	size_t ncaches;
 	struct uslab_stats *caches; /* ncaches entries */
 	uint64_t *cpu_objs;         /* ncaches * ncpus: objects in each CPU's magazine */

@@ -137,8 +137,8 @@ struct pcpu_counters {
 /* One CPU's allocs and frees on its slot, from its word and counters:
  * exact at quiescence (see above); clamped to [0, hits] when the figures
  * were read while they changed. */
-static inline void pcpu_split_hits(uint64_t word, const struct pcpu_counters *k,
-                                   uint64_t *allocs, uint64_t *frees)
+static inline void pcpu_split_hits(uint64_t word, const struct pcpu_counters *k, uint64_t *allocs,
+                                   uint64_t *frees)
 {
 	uint64_t hits = k->pc_ops + pcpu_word_hits(word);
 	/* frees - allocs, as a signed difference modulo 2^64 */
