@@ -6,6 +6,7 @@
 #   4. ThreadSanitizer on the stress suite
 #   5. the negative control: a build without the rseq arming store must FAIL the stress test
 #   6. the stats-segment reader fuzzer for a bounded time (when clang's libFuzzer is present)
+#   7. formatting: clang-format 14 against .clang-format (ninja clang-format fixes it)
 # Usage: scripts/check.sh [--quick]   (--quick: steps 1 and 2 only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,14 @@ setup build-release -Dbuildtype=release -Dwerror=true
 meson test -C build-release --print-errorlogs
 step "release build, locked mode (USLAB_RSEQ=0)"
 USLAB_RSEQ=0 meson test -C build-release --print-errorlogs
+step "formatting (clang-format 14, .clang-format)"
+if clang-format --version 2>/dev/null | grep -q 'version 14\.'; then
+	ninja -C build-release clang-format-check >/dev/null 2>&1 ||
+		{ echo "not formatted: run ninja -C build-release clang-format"; exit 1; }
+	echo "formatted"
+else
+	echo "skipped: the formatting is pinned to clang-format 14, not found here"
+fi
 
 # Debug level 3 checks every slab's invariants on every operation and ASan
 # slows everything down: give these runs 5x the time (meson and Check).

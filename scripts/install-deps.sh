@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Install what uslab needs on Debian 12 (idempotent). Usage:
 #   scripts/install-deps.sh [bench] [fuzz] [perf] [all]
-#   core (always): compiler, meson, Check, liburcu, ncurses, sdt headers, valgrind, tmux
+#   core (always): compiler, meson, Check, liburcu, ncurses, sdt headers, valgrind, tmux,
+#                  clang-format (14 on Debian 12, the version .clang-format is written for)
 #   bench: jemalloc, tcmalloc, mimalloc (benchmark peers)
 #   fuzz:  clang, its libFuzzer runtime and llvm-symbolizer
 #   perf:  linux-perf (USDT probes, abort counting)
 set -euo pipefail
 
 pkgs=(build-essential meson ninja-build pkg-config check liburcu-dev libncurses-dev
-      systemtap-sdt-dev valgrind tmux procps python3 git)
+      systemtap-sdt-dev valgrind tmux procps python3 git clang-format)
 for group in "$@"; do
 	case "$group" in
 	bench) pkgs+=(libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev) ;;
