@@ -120,16 +120,13 @@ static void depot_mag_free(struct mag *m)
 		uslab_cache_free(depot_mag_caches[depot_mag_class(m->m_cap)], m);
 }
 
-size_t depot_mag_reap(void)
+void depot_mag_reap(void)
 {
-	size_t bytes = 0;
-
 	for (unsigned k = 0; k < DEPOT_MAG_CLASSES; k++) {
 		struct uslab_cache *mc = __atomic_load_n(&depot_mag_caches[k], __ATOMIC_ACQUIRE);
 		if (mc != NULL)
-			bytes += slab_reap(mc);
+			slab_reap(mc);
 	}
-	return bytes;
 }
 
 /* Starting and largest magazine sizes by slot size: small objects get more

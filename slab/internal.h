@@ -236,8 +236,8 @@ void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n);
 /** Send every object of every magazine to the slab layer; returns the
  *  bytes of slabs that this released. */
 size_t depot_drain(struct uslab_cache *c);
-/** Release the empty slabs of the magazine caches; bytes given back. */
-size_t depot_mag_reap(void);
+/** Release the empty slabs of the magazine caches (uncounted by reap). */
+void depot_mag_reap(void);
 /** Objects and magazines held in the depot (takes c_depot_lock). */
 uint64_t depot_objects(struct uslab_cache *c, uint64_t *full, uint64_t *spare);
 

@@ -317,8 +317,8 @@ void pcpu_unlock_all(struct uslab_cache *c)
 
 /* With slot @i owned (stopped by pcpu_stop, or its lock held): move its
  * hits into pc_ops, so they never wrap in the word, and set its count to
- * @count. Returns the count it had. */
-static uint32_t pcpu_set_owned(struct uslab_cache *c, uint32_t i, uint32_t count)
+ * @count. */
+static void pcpu_set_owned(struct uslab_cache *c, uint32_t i, uint32_t count)
 {
 	struct pcpu_slot *s = pcpu_slot(c, i);
 	struct pcpu_counters *ctr = pcpu_ctr(c, i);
@@ -330,7 +330,6 @@ static uint32_t pcpu_set_owned(struct uslab_cache *c, uint32_t i, uint32_t count
 	                 __ATOMIC_RELAXED);
 	__atomic_store_n(&s->p_word, (uint64_t)count, __ATOMIC_RELAXED);
 	__atomic_store_n(&ctr->pc_word, (uint64_t)count, __ATOMIC_RELAXED);
-	return pcpu_word_count(w);
 }
 
 /* Locked mode: the slot of the CPU we probably run on, locked. */
