@@ -59,8 +59,9 @@ struct uslab_cache;
 /**
  * A page source: where a cache's slabs come from. uslab calls get() for a
  * block of @size bytes aligned to @size (a power of two, at least the page
- * size) and put() to give a block back. purge() (optional, may be NULL) is a
- * hint that the block's contents are no longer needed while it stays mapped.
+ * size) and put() to give a block back. purge() (optional, may be NULL) is
+ * reserved: a hint that a block's contents are no longer needed while it
+ * stays mapped, which this version never calls.
  * get() returns NULL when it has no memory; the cache then fails the
  * allocation with ENOMEM. The callbacks may be called concurrently from
  * several threads and must be thread-safe. The structure must outlive every
@@ -226,6 +227,11 @@ USLAB_API size_t uslab_cache_cpu_objects(struct uslab_cache *cache, uint64_t *co
 
 /**
  * Call @fn for every cache in creation order until it returns non-zero.
+ * The walk includes the library's own magazine caches
+ * ("uslab_magazine_<rounds>", flag USLAB_NOMAGAZINE). Their figures are
+ * structural: the depots take magazine structures from their slab layer
+ * directly, so allocs and frees stay 0, and active_objs is the number of
+ * magazine structures in use.
  * The registry lock is held: @fn must not create or destroy caches.
  * Returns the last value @fn returned (0 if it never stopped the walk).
  */

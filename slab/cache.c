@@ -3,10 +3,12 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+#include "segment/writer.h"
 
 /*
  * 1. Overview. A cache hands out objects of one size. An allocation is
@@ -14,7 +16,20 @@
  *    assembly fast path), the cache's depot of full magazines
  *    (slab/depot.c), and the slab layer (slab/slab.c), which carves blocks
  *    from the cache's page source (pagesrc/). A free goes the other way.
- *    Each layer only calls the one below it.
+ *    Calls only go down: a layer never calls the one above it, and learns
+ *    nothing from it. The skips are deliberate and only downward: this
+ *    file composes the layers and calls each of them (create, destroy,
+ *    reap, the bulk entry points); the per-CPU layer calls the slab layer
+ *    for drains, for USLAB_NOMAGAZINE caches and for a free that finds its
+ *    slot stopped; the depot takes its magazine structures from the slab
+ *    layer of the magazine caches. What a layer above must learn comes
+ *    back as a return value (the depot says when a working-set interval
+ *    ended; the per-CPU layer then folds its counts). Beside the column,
+ *    observers: the layers report their figures through the hook table of
+ *    the cache (slab/observe.h), which this file points at the stats
+ *    segment's writer (slab/segment/writer.c) when the cache is published;
+ *    the writer never reads a cache. tests/check-layers.sh checks the
+ *    arrows on the built objects.
  *
  * 2. Object lifecycle (Bonwick). The ctor runs once per object when its
  *    slab is created; the dtor when the slab is released (reap, destroy, or
@@ -27,7 +42,9 @@
  *    Hence, at quiescence:
  *        allocated by the program == sum(s_inuse) - objects in magazines.
  *    uslab_cache_destroy() relies on it: it drains every magazine to the
- *    slabs, then refuses (EBUSY) while sum(s_inuse) != 0.
+ *    slabs, then refuses (EBUSY) while sum(s_inuse) != 0. cache_is_valid()
+ *    checks each layer's invariants (slab_cache_is_valid, depot_is_valid,
+ *    pcpu_is_valid), written beside their structures.
  *
  * 4. Lock order.
  *    1. cache_list_lock: the registry list (c_next, c_prev). Held while
@@ -37,13 +54,14 @@
  *    3. pcpu slot locks (locked mode only): one slot's magazine.
  *    4. c_depot_lock: the depot's magazine lists and magazine size.
  *    5. c_slab_lock: slab lists, slab headers and slab counts.
- *    6. seg_lock (segment.c): the stats segment's file, records and
- *       regions; taken last at fork. Its sc_lock (one per published cache,
- *       the record's writer) is a leaf under c_slab_lock or c_depot_lock.
+ *    6. seg_lock (slab/segment/writer.c): the stats segment's file,
+ *       records and regions; taken last at fork, and by the slot-start hook
+ *       under c_drain_lock. Its wr_lock (one per published cache, the
+ *       record's writer) is a leaf under c_slab_lock or c_depot_lock.
  *    Page sources, ctors and dtors are called with no uslab lock held (a
- *    dtor may free into any cache, a ctor allocate from one). The depots'
- *    magazine caches are only allocated from and freed to with no uslab
- *    lock held, and created only by uslab_cache_create() (slab/depot.c).
+ *    dtor may free into any cache, a ctor allocate from one). The magazine
+ *    caches are allocated from and freed to only through their slab layer,
+ *    under no other lock, and created only by uslab_cache_create().
  *    fork(): the prepare handler takes all of them in this order, cache by
  *    cache; the child gets consistent structures, but objects that another
  *    thread was moving between layers at that moment (in a slow path's
@@ -61,7 +79,7 @@
  *
  * 8. Observing: uslab_cache_stats() and uslab_slabinfo() (slab/stats.c),
  *    USDT probes on slow-path events (slab/probes.h), and the live segment
- *    that uslabtop reads (slab/segment.c).
+ *    that uslabtop reads (slab/segment/).
  *
  * 9. Signals: in the rseq mode a hit is async-signal-safe (a signal aborts
  *    an rseq section, it cannot corrupt it); a miss takes mutexes, and so
@@ -69,8 +87,8 @@
  *    as a whole is not async-signal-safe.
  */
 
-pthread_mutex_t cache_list_lock = PTHREAD_MUTEX_INITIALIZER; /* the registry list */
-struct uslab_cache *cache_list;                              /* under cache_list_lock */
+struct uslab_lock cache_list_lock = USLAB_LOCK_INITIALIZER; /* the registry list */
+struct uslab_cache *cache_list;                             /* under cache_list_lock */
 
 /* ---- Fork ---- */
 
@@ -78,11 +96,11 @@ struct uslab_cache *cache_list;                              /* under cache_list
  * inherits consistent caches whatever other threads were doing. */
 static void cache_atfork_prepare(void)
 {
-	pthread_mutex_lock(&cache_list_lock);
+	lock_take(&cache_list_lock);
 	for (struct uslab_cache *c = cache_list; c != NULL; c = c->c_next) {
 		pcpu_lock_all(c);
 		depot_lock(c);
-		pthread_mutex_lock(&c->c_slab_lock);
+		slab_lock_all(c);
 	}
 	seg_atfork_prepare(); /* holds seg_lock: no record or page half made */
 }
@@ -90,11 +108,11 @@ static void cache_atfork_prepare(void)
 static void cache_atfork_release(void)
 {
 	for (struct uslab_cache *c = cache_list; c != NULL; c = c->c_next) {
-		pthread_mutex_unlock(&c->c_slab_lock);
+		slab_unlock_all(c);
 		depot_unlock(c);
 		pcpu_unlock_all(c);
 	}
-	pthread_mutex_unlock(&cache_list_lock);
+	lock_drop(&cache_list_lock);
 }
 
 static void cache_atfork_parent(void)
@@ -103,9 +121,16 @@ static void cache_atfork_parent(void)
 	cache_atfork_release();
 }
 
-/* The child stops sharing counters pages before anything can touch them. */
+/* The child publishes none of the caches it inherited (their figures are
+ * the parent's record): they lose their observer first, then the writer
+ * makes the counters pages it shared private, before anything can touch
+ * them. */
 static void cache_atfork_child(void)
 {
+	for (struct uslab_cache *c = cache_list; c != NULL; c = c->c_next) {
+		c->c_obs = NULL;
+		c->c_obs_rec = NULL;
+	}
 	seg_atfork_child();
 	cache_atfork_release();
 }
@@ -118,11 +143,56 @@ __attribute__((constructor)) static void cache_init(void)
 
 /* ---- Create and destroy ---- */
 
-/* Natural alignment: the largest power of two dividing @size, at most 16. */
-static size_t cache_natural_align(size_t size)
+static struct uslab_cache *cache_create(const char *name, size_t size,
+                                        const struct uslab_cache_conf *conf, unsigned internal);
+static int cache_destroy(struct uslab_cache *c);
+
+/* Create the magazine caches that @c's depot may ask for, unless they
+ * exist. Only from uslab_cache_create(), before @c is listed: never from an
+ * alloc or a free, which may run where cache_list_lock is held (a
+ * uslab_foreach_cache() callback). No lock of its own: two racing threads
+ * may both create one, and the loser destroys its own, never handed out.
+ * Out of memory leaves a class without a cache: its magazines then go
+ * to the slabs. */
+static void cache_mag_create(const struct uslab_cache *c)
 {
-	size_t a = size & -size;
-	return a > 16 ? 16 : a;
+	unsigned lo, hi;
+
+	if ((c->c_flags & USLAB_NOMAGAZINE) != 0)
+		return;
+	depot_mag_classes(c, &lo, &hi);
+	for (unsigned k = lo; k <= hi; k++) {
+		if (depot_mag_cache(k) != NULL)
+			continue;
+		char name[USLAB_NAME_MAX + 1];
+		snprintf(name, sizeof name, "uslab_magazine_%u", (unsigned)depot_mag_rounds(k));
+		struct uslab_cache *mc = cache_create(
+			name, depot_mag_bytes(k),
+			&(struct uslab_cache_conf){.flags = USLAB_NOMAGAZINE}, CACHE_INTERNAL);
+		if (mc != NULL && !depot_mag_register(k, mc))
+			cache_destroy(mc);
+	}
+}
+
+/* Publish @c in the stats segment (it may stay unpublished: stats off, no
+ * space); either way the writer never sees @c itself. */
+static void cache_publish(struct uslab_cache *c)
+{
+	struct seg_info info = {
+		.si_name = c->c_name,
+		.si_obj_size = c->c_size,
+		.si_slot_size = c->c_slot,
+		.si_align = c->c_align,
+		.si_slab_size = c->c_slab_size,
+		.si_flags = c->c_flags & USLAB_FLAGS_MASK,
+		.si_objs_per_slab = c->c_slab_objs,
+		.si_mag_size = c->c_mag_size,
+		.si_mag_max = c->c_mag_max,
+		.si_ncpus = pcpu_slots(),
+		.si_mode = uslab_mode(),
+	};
+	c->c_obs_rec = seg_cache_publish(&info);
+	c->c_obs = c->c_obs_rec != NULL ? &seg_obs : NULL;
 }
 
 /* See include/uslab.h */
@@ -140,8 +210,8 @@ struct uslab_cache *uslab_cache_create(const char *name, size_t size,
 	return cache_create(name, size, conf, 0);
 }
 
-struct uslab_cache *cache_create(const char *name, size_t size, const struct uslab_cache_conf *conf,
-                                 unsigned internal)
+static struct uslab_cache *cache_create(const char *name, size_t size,
+                                        const struct uslab_cache_conf *conf, unsigned internal)
 {
 	if (name == NULL || size == 0 || size > USLAB_MAX_SIZE ||
 	    (conf->align & (conf->align - 1)) != 0 || conf->align > pgsrc_page_size()) {
@@ -154,35 +224,28 @@ struct uslab_cache *cache_create(const char *name, size_t size, const struct usl
 		return NULL;
 	}
 	memset(c, 0, sizeof *c);
-	strncpy(c->c_name, name, USLAB_NAME_MAX);
-	c->c_flags = conf->flags | internal;
-	c->c_size = size;
-	c->c_align = conf->align != 0 ? conf->align : cache_natural_align(size);
-	c->c_slot = (uint32_t)((size + c->c_align - 1) & ~(c->c_align - 1));
-	c->c_ctor = conf->ctor;
-	c->c_dtor = conf->dtor;
-	c->c_arg = conf->arg;
-	c->c_src = conf->pagesrc != NULL ? conf->pagesrc : uslab_pagesrc_mmap();
-	if (!slab_geometry(c)) {
+	if (!slab_cache_init(c, name, size, conf, conf->flags | internal)) {
 		free(c);
-		errno = EINVAL;
-		return NULL;
+		return NULL; /* errno EINVAL */
 	}
-	pthread_mutex_init(&c->c_slab_lock, NULL);
-	if (depot_init(c) != 0 || pcpu_cache_init(c) != 0) {
+	depot_init(c);
+	if (internal == 0)
+		cache_mag_create(c); /* before @c: creation order lists them first */
+	if (pcpu_cache_init(c) != 0) {
 		depot_fini(c);
-		pthread_mutex_destroy(&c->c_slab_lock);
+		slab_cache_fini(c);
 		free(c);
 		errno = ENOMEM;
 		return NULL;
 	}
+	cache_publish(c);
 
-	pthread_mutex_lock(&cache_list_lock);
+	lock_take(&cache_list_lock);
 	c->c_next = cache_list;
 	if (cache_list != NULL)
 		cache_list->c_prev = c;
 	cache_list = c;
-	pthread_mutex_unlock(&cache_list_lock);
+	lock_drop(&cache_list_lock);
 	PROBE3(cache_create, c, c->c_name, size);
 	return c;
 }
@@ -201,7 +264,7 @@ int uslab_cache_destroy(struct uslab_cache *c)
 	return cache_destroy(c);
 }
 
-int cache_destroy(struct uslab_cache *c)
+static int cache_destroy(struct uslab_cache *c)
 {
 	pcpu_drain(c);
 	depot_drain(c);
@@ -209,24 +272,29 @@ int cache_destroy(struct uslab_cache *c)
 		errno = EBUSY;
 		return -1;
 	}
-	pthread_mutex_lock(&cache_list_lock);
+	lock_take(&cache_list_lock);
 	if (c->c_prev != NULL)
 		c->c_prev->c_next = c->c_next;
 	else
 		cache_list = c->c_next;
 	if (c->c_next != NULL)
 		c->c_next->c_prev = c->c_prev;
-	pthread_mutex_unlock(&cache_list_lock);
+	lock_drop(&cache_list_lock);
 
 	PROBE2(cache_destroy, c, c->c_name);
+	/* The record goes before the slots: while the segment lists the
+	 * cache, the pages it shared are mapped (the fork child relies on it). */
+	void *rec = c->c_obs_rec;
+	c->c_obs = NULL;
+	c->c_obs_rec = NULL;
+	seg_cache_retire(rec);
 	pcpu_cache_fini(c);
 	depot_fini(c);
 	slab_release_all(c);
-	pthread_mutex_destroy(&c->c_slab_lock);
+	slab_cache_fini(c);
 	free(c);
 	return 0;
 }
-
 /* ---- Objects ---- */
 
 #if !USLAB_HAVE_ASM
@@ -287,5 +355,5 @@ size_t uslab_cache_size(const struct uslab_cache *c)
 
 bool cache_is_valid(struct uslab_cache *c)
 {
-	return slab_cache_is_valid(c);
+	return slab_cache_is_valid(c) && depot_is_valid(c) && pcpu_is_valid(c);
 }

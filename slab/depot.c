@@ -15,54 +15,51 @@
  * The depot holds full magazines that per-CPU slots flushed and will
  * reload, under one lock per cache (c_depot_lock). A magazine is a
  * structure of M rounds (M = c_mag_size when it was made, or the batch it
- * holds if larger), an object of an internal cache per magazine size
- * ("uslab_magazine_<rounds>", flag USLAB_NOMAGAZINE, so it has no depot
- * of its own), as libumem does, created with the first cache that can use
- * it. Up to DEPOT_SPARE_MAX spare structures are kept on c_mag_spare. A
- * depot full of magazines costs 8.25 bytes per object it holds (M = 64:
- * 16 + 8 * 64 bytes for 64 objects) until the working set or a reap gives
- * it back. Being slab objects, their pages go back when the depot gives
- * them up (reap trims those caches too), which malloc'd structures did
- * not: glibc kept 300 MB of them after a program freed 10 million
- * objects, so the depot had to be bounded, and a burst of frees beyond the
- * bound went to the slab layer one object at a time (batch100k 4x
- * mimalloc). The depot is now unbounded: the working set below trims it.
+ * holds if larger), an object of one of the library's magazine caches
+ * ("uslab_magazine_<rounds>", one per size, flag USLAB_NOMAGAZINE, so they
+ * have no depot of their own), as libumem does. The registry (cache.c)
+ * creates them and registers them here; the depot takes and returns
+ * magazine structures through their slab layer, never through the public
+ * entry points, so a free never climbs back to the top of the stack.
+ * Up to DEPOT_SPARE_MAX spare structures are kept on c_mag_spare. A depot
+ * full of magazines costs a pointer per object it holds, plus a small
+ * header per magazine, until the working set or a reap gives it back.
+ * Being slab objects, the structures' pages go back when the depot gives
+ * them up (reap trims those caches too), so the depot needs no bound of
+ * its own: the working set below trims it.
  *
  * Working set: an interval lasts DEPOT_INTERVAL_NS (read from the coarse
  * vDSO clock on each depot operation); when one ends, the full magazines
  * that stayed in the depot during the whole interval (the minimum of
- * c_nfull over it) were not needed: they go back to the slab layer. (The
- * first version ended an interval every 256 operations; a program freeing
- * 100,000 objects then sent most of them to the slabs while it was still
- * freeing, and took them back through the slab layer on the next cycle:
- * a third of the benchmark's batch100k time was slab_free_bulk.) So a
- * depot in use trims what it does not use without a timer thread; one
- * nobody touches keeps its
- * magazines until uslab_cache_reap(). The magazines released are taken
- * from the head of the list (the most recently filled); which ones go does
- * not matter for the count, only for how warm the objects left behind are.
- * An interval's end also folds the per-CPU hit counts due (pcpu.c), since
- * a CPU that never misses would not.
+ * c_nfull over it) were not needed: they go back to the slab layer. The
+ * interval is a time, not a count of operations: a program freeing a large
+ * batch would otherwise send most of it to the slabs while it was still
+ * freeing, and take it back through the slab layer on the next cycle. So
+ * a depot in use trims what it does not use without a timer thread; one
+ * nobody touches keeps its magazines until uslab_cache_reap(). The
+ * magazines released are taken from the head of the list (the most
+ * recently filled); which ones go does not matter for the count, only for
+ * how warm the objects left behind are. get and put tell their caller when
+ * an interval ended (the per-CPU layer folds its hit counts then, since a
+ * CPU that never misses would not); the depot calls nothing above it.
  *
  * Magazine size: M = c_mag_size rounds per magazine (per-CPU slots hold
  * 2M). It starts from the object size and doubles, up to c_mag_max, when
  * more than 1/DEPOT_CONTENTION_SHARE of the lock acquisitions in a window
  * of DEPOT_CONTENTION_WINDOW operations had to wait: bigger magazines mean
- * fewer trips to the depot. It never shrinks
- * (left for later: shrinking needs a working-set signal that small
- * magazines would do as well).
+ * fewer trips to the depot. It never shrinks (shrinking needs a
+ * working-set signal that small magazines would do as well).
+ *
+ * Observing: before dropping c_depot_lock after a change, the depot
+ * reports its figures (struct depot_counts, observe.h) to the cache's
+ * observer.
  */
 
-#define DEPOT_INTERVAL_NS 1000000000ull
 #define DEPOT_CONTENTION_WINDOW 256 /* depot operations */
 #define DEPOT_CONTENTION_SHARE 8
-#define DEPOT_SPARE_MAX 16
 
-/* The magazine caches, one per size: 4 << k rounds for class k (every
- * c_mag_size and c_mag_max of depot_sizes is one of them), created by
- * depot_init() and kept for the life of the process. */
-#define DEPOT_MAG_CLASSES 6
-#define DEPOT_MAG_MIN 4
+/* The magazine caches by class, registered by cache.c and kept for the
+ * life of the process. */
 static struct uslab_cache *depot_mag_caches[DEPOT_MAG_CLASSES];
 
 /* The class of the smallest magazine of at least @n rounds. */
@@ -76,54 +73,59 @@ static unsigned depot_mag_class(size_t n)
 	return k;
 }
 
-/* Create the magazine cache of class @k unless it exists. Called only by
- * depot_init(), from uslab_cache_create() before the new cache is listed:
- * never from an alloc or a free, which may run where cache_list_lock is
- * held (a uslab_foreach_cache() callback). Holds no lock of its own (two
- * racing threads both create one; the loser destroys its own), so fork()
- * needs no handler for it. */
-static void depot_mag_create(unsigned k)
+uint32_t depot_mag_rounds(unsigned k)
 {
-	struct uslab_cache *mc = __atomic_load_n(&depot_mag_caches[k], __ATOMIC_ACQUIRE);
-	if (mc != NULL)
-		return;
-	uint32_t rounds = DEPOT_MAG_MIN << k;
-	char name[USLAB_NAME_MAX + 1];
-	snprintf(name, sizeof name, "uslab_magazine_%u", (unsigned)rounds);
-	mc = cache_create(name, sizeof(struct mag) + (size_t)rounds * sizeof(void *),
-	                  &(struct uslab_cache_conf){.flags = USLAB_NOMAGAZINE}, CACHE_INTERNAL);
-	if (mc == NULL)
-		return; /* out of memory: that size's magazines go to the slabs */
-	struct uslab_cache *none = NULL;
-	if (!__atomic_compare_exchange_n(&depot_mag_caches[k], &none, mc, false, __ATOMIC_ACQ_REL,
-	                                 __ATOMIC_ACQUIRE))
-		cache_destroy(mc); /* ours: never handed out */
+	return (uint32_t)DEPOT_MAG_MIN << k;
 }
 
-/* A magazine of at least @n rounds (n <= c_mag_max, whose class depot_init
- * created); NULL when out of memory. */
+size_t depot_mag_bytes(unsigned k)
+{
+	return sizeof(struct mag) + (size_t)depot_mag_rounds(k) * sizeof(void *);
+}
+
+bool depot_mag_register(unsigned k, struct uslab_cache *mc)
+{
+	struct uslab_cache *none = NULL;
+
+	VERIFY(k < DEPOT_MAG_CLASSES && mc->c_size >= depot_mag_bytes(k));
+	return __atomic_compare_exchange_n(&depot_mag_caches[k], &none, mc, false, __ATOMIC_ACQ_REL,
+	                                   __ATOMIC_ACQUIRE);
+}
+
+struct uslab_cache *depot_mag_cache(unsigned k)
+{
+	return k < DEPOT_MAG_CLASSES ? __atomic_load_n(&depot_mag_caches[k], __ATOMIC_ACQUIRE)
+	                             : NULL;
+}
+
+/* A magazine of at least @n rounds; NULL when its class has no cache or
+ * the cache has no memory (the caller then sends the objects to the
+ * slabs). */
 static struct mag *depot_mag_alloc(size_t n)
 {
 	unsigned k = depot_mag_class(n);
-	struct uslab_cache *mc = __atomic_load_n(&depot_mag_caches[k], __ATOMIC_ACQUIRE);
-	struct mag *m = mc != NULL ? uslab_cache_alloc(mc) : NULL;
+	struct uslab_cache *mc = depot_mag_cache(k);
+	void *m = NULL;
 
-	if (m != NULL)
-		m->m_cap = DEPOT_MAG_MIN << k;
+	if (mc == NULL || slab_alloc_bulk(mc, &m, 1) != 1)
+		return NULL;
+	((struct mag *)m)->m_cap = depot_mag_rounds(k);
 	return m;
 }
 
 /* A magazine structure back to its cache (it exists, since @m came from it). */
 static void depot_mag_free(struct mag *m)
 {
-	if (m != NULL)
-		uslab_cache_free(depot_mag_caches[depot_mag_class(m->m_cap)], m);
+	if (m != NULL) {
+		void *p = m;
+		slab_free_bulk(depot_mag_caches[depot_mag_class(m->m_cap)], &p, 1);
+	}
 }
 
 void depot_mag_reap(void)
 {
 	for (unsigned k = 0; k < DEPOT_MAG_CLASSES; k++) {
-		struct uslab_cache *mc = __atomic_load_n(&depot_mag_caches[k], __ATOMIC_ACQUIRE);
+		struct uslab_cache *mc = depot_mag_cache(k);
 		if (mc != NULL)
 			slab_reap(mc);
 	}
@@ -134,7 +136,7 @@ void depot_mag_reap(void)
 static void depot_sizes(size_t slot, uint32_t *start, uint32_t *max)
 {
 	if (slot <= 256) {
-		*start = 64; /* batch1k: 18% faster than 32 (a depot trip per 64) */
+		*start = 64; /* half the depot trips of 32 on batches (README) */
 		*max = 128;
 	} else if (slot <= 1024) {
 		*start = 16;
@@ -148,16 +150,18 @@ static void depot_sizes(size_t slot, uint32_t *start, uint32_t *max)
 	}
 }
 
-int depot_init(struct uslab_cache *c)
+void depot_init(struct uslab_cache *c)
 {
 	depot_sizes(c->c_slot, &c->c_mag_size, &c->c_mag_max);
-	/* Every magazine size this depot can ask for: from M (spares never
-	 * go below it) up to the largest batch, c_mag_max. */
-	if ((c->c_flags & USLAB_NOMAGAZINE) == 0)
-		for (unsigned k = depot_mag_class(c->c_mag_size);
-		     k <= depot_mag_class(c->c_mag_max); k++)
-			depot_mag_create(k);
-	return pthread_mutex_init(&c->c_depot_lock, NULL) == 0 ? 0 : -1;
+	c->c_ws_start = uslab_coarse_ns();
+	lock_init(&c->c_depot_lock);
+}
+
+void depot_mag_classes(const struct uslab_cache *c, unsigned *lo, unsigned *hi)
+{
+	/* From M (spares never go below it) up to the largest batch. */
+	*lo = depot_mag_class(c->c_mag_size);
+	*hi = depot_mag_class(c->c_mag_max);
 }
 
 void depot_fini(struct uslab_cache *c)
@@ -169,34 +173,50 @@ void depot_fini(struct uslab_cache *c)
 		depot_mag_free(m);
 	}
 	c->c_nempty = 0;
-	pthread_mutex_destroy(&c->c_depot_lock);
+	lock_fini(&c->c_depot_lock);
 }
 
 void depot_lock(struct uslab_cache *c)
 {
-	pthread_mutex_lock(&c->c_depot_lock);
+	lock_take(&c->c_depot_lock);
 }
 
 void depot_unlock(struct uslab_cache *c)
 {
-	pthread_mutex_unlock(&c->c_depot_lock);
+	lock_drop(&c->c_depot_lock);
 }
 
 /* Take c_depot_lock, counting a contention when it had to wait. */
 static void depot_enter(struct uslab_cache *c)
 {
-	if (pthread_mutex_trylock(&c->c_depot_lock) != 0) {
-		pthread_mutex_lock(&c->c_depot_lock);
+	if (!lock_try(&c->c_depot_lock)) {
+		lock_take(&c->c_depot_lock);
 		c->c_ws_contended++;
 		c->c_depot_contended++;
 	}
 }
 
-/* Publish the depot's figures to the stats segment and drop c_depot_lock. */
+/* The figures an observer gets, read under c_depot_lock. */
+static void depot_counts_locked(const struct uslab_cache *c, struct depot_counts *out)
+{
+	ASSERT_HELD(&c->c_depot_lock);
+	memset(out, 0, sizeof *out);
+	out->dc_objs = c->c_depot_objs;
+	out->dc_full = c->c_nfull;
+	out->dc_empty = c->c_nempty;
+	out->dc_contended = c->c_depot_contended;
+	out->dc_mag_size = c->c_mag_size;
+}
+
+/* Report the depot's figures to the observer and drop c_depot_lock. */
 static void depot_leave(struct uslab_cache *c)
 {
-	seg_depot_publish_locked(c);
-	pthread_mutex_unlock(&c->c_depot_lock);
+	if (c->c_obs != NULL) {
+		struct depot_counts dc;
+		depot_counts_locked(c, &dc);
+		obs_depot_locked(c, &dc);
+	}
+	lock_drop(&c->c_depot_lock);
 }
 
 /* Count one operation; at the end of an interval, detach the full magazines
@@ -206,6 +226,7 @@ static struct mag *depot_tick_locked(struct uslab_cache *c, bool *ended)
 {
 	struct mag *idle = NULL;
 
+	ASSERT_HELD(&c->c_depot_lock);
 	if (c->c_nfull < c->c_ws_min_full)
 		c->c_ws_min_full = c->c_nfull;
 	/* Contention is judged over a window of operations, so magazines grow
@@ -257,7 +278,7 @@ static size_t depot_release(struct uslab_cache *c, struct mag *chain)
 	return bytes;
 }
 
-size_t depot_get_full(struct uslab_cache *c, void **buf)
+size_t depot_get_full(struct uslab_cache *c, void **buf, bool *ended)
 {
 	depot_enter(c);
 	struct mag *m = c->c_mag_full;
@@ -266,8 +287,8 @@ size_t depot_get_full(struct uslab_cache *c, void **buf)
 		c->c_nfull--;
 		c->c_depot_objs -= m->m_count;
 	}
-	bool ended = false;
-	struct mag *idle = depot_tick_locked(c, &ended);
+	*ended = false;
+	struct mag *idle = depot_tick_locked(c, ended);
 	size_t n = 0;
 	if (m != NULL) {
 		n = m->m_count;
@@ -283,16 +304,15 @@ size_t depot_get_full(struct uslab_cache *c, void **buf)
 	depot_leave(c);
 	depot_mag_free(m); /* beyond the spares kept */
 	depot_release(c, idle);
-	if (ended)
-		pcpu_fold_due(c); /* a second of depot activity: a slot may be due */
 	PROBE2(depot_get, c, n);
 	if (n == 0)
 		n = slab_alloc_bulk(c, buf, want);
 	return n;
 }
 
-void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n)
+void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n, bool *ended)
 {
+	*ended = false;
 	if (n == 0)
 		return;
 	depot_enter(c);
@@ -321,12 +341,9 @@ void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n)
 	c->c_mag_full = m;
 	c->c_nfull++;
 	c->c_depot_objs += n;
-	bool ended = false;
-	struct mag *idle = depot_tick_locked(c, &ended);
+	struct mag *idle = depot_tick_locked(c, ended);
 	depot_leave(c);
 	depot_release(c, idle);
-	if (ended)
-		pcpu_fold_due(c);
 }
 
 size_t depot_drain(struct uslab_cache *c)
@@ -354,12 +371,39 @@ size_t depot_drain(struct uslab_cache *c)
 	return bytes;
 }
 
-uint64_t depot_objects(struct uslab_cache *c, uint64_t *full, uint64_t *spare)
+void depot_counts(struct uslab_cache *c, struct depot_counts *out)
 {
-	pthread_mutex_lock(&c->c_depot_lock);
-	uint64_t n = c->c_depot_objs;
-	*full = c->c_nfull;
-	*spare = c->c_nempty;
-	pthread_mutex_unlock(&c->c_depot_lock);
-	return n;
+	lock_take(&c->c_depot_lock);
+	depot_counts_locked(c, out);
+	lock_drop(&c->c_depot_lock);
+}
+
+/* ---- Validation ---- */
+
+/* One list of magazines: its length and rounds, every magazine sane. */
+static bool depot_list_is_valid(const struct mag *m, bool full, uint64_t *len, uint64_t *rounds)
+{
+	*len = *rounds = 0;
+	for (; m != NULL; m = m->m_next) {
+		unsigned k = depot_mag_class(m->m_cap);
+		if (depot_mag_rounds(k) != m->m_cap || m->m_count > m->m_cap ||
+		    (full && m->m_count == 0) || (*len)++ > (1ull << 40))
+			return false;
+		*rounds += m->m_count;
+	}
+	return true;
+}
+
+bool depot_is_valid(struct uslab_cache *c)
+{
+	uint64_t nfull, nspare, rounds, spare_rounds;
+
+	lock_take(&c->c_depot_lock);
+	bool ok = depot_list_is_valid(c->c_mag_full, true, &nfull, &rounds) &&
+	          depot_list_is_valid(c->c_mag_spare, false, &nspare, &spare_rounds) &&
+	          nfull == c->c_nfull && nspare == c->c_nempty && nspare <= DEPOT_SPARE_MAX &&
+	          rounds == c->c_depot_objs && c->c_ws_min_full <= c->c_nfull &&
+	          c->c_mag_size <= c->c_mag_max && c->c_mag_size >= DEPOT_MAG_MIN;
+	lock_drop(&c->c_depot_lock);
+	return ok;
 }

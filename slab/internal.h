@@ -15,10 +15,10 @@
 #include "uslab.h"
 #include "../pagesrc/pagesrc.h"
 #include "debug.h"
+#include "lock.h"
+#include "observe.h"
 #include "arch/fastpath.h"
 #include "probes.h"
-
-#define USLAB_HIDDEN __attribute__((visibility("hidden")))
 
 /* ======================================================================== */
 /* ---- slab.c: slabs and their geometry ---- */
@@ -77,6 +77,13 @@ struct slab_list {
 	struct slab *l_head;
 };
 
+/** Fill the slab layer's part of @c (name, size, alignment, ctor/dtor,
+ *  page source, geometry, lock) and @flags. false with errno EINVAL when
+ *  no slab size holds an object. */
+bool slab_cache_init(struct uslab_cache *c, const char *name, size_t size,
+                     const struct uslab_cache_conf *conf, unsigned flags);
+/** Undo slab_cache_init() once every slab is gone. */
+void slab_cache_fini(struct uslab_cache *c);
 /** Compute a cache's slab geometry from its slot size and alignment.
  *  Returns false if no slab size holds an object. */
 bool slab_geometry(struct uslab_cache *c);
@@ -90,10 +97,7 @@ size_t slab_free_bulk(struct uslab_cache *c, void *const *objs, size_t n);
 size_t slab_reap(struct uslab_cache *c);
 /** Objects out of slabs (sum of s_inuse). Takes c_slab_lock. */
 uint64_t slab_inuse(struct uslab_cache *c);
-/** Slab counts of a cache, read together under c_slab_lock. */
-struct slab_counts {
-	uint64_t sc_inuse, sc_slabs, sc_empty, sc_created, sc_released, sc_fail;
-};
+/** The slab figures of @c (observe.h), read together under c_slab_lock. */
 void slab_counts(struct uslab_cache *c, struct slab_counts *out);
 /** Release all slabs of a cache with no objects out. Caller guarantees no
  *  concurrent use. */
@@ -102,6 +106,9 @@ void slab_release_all(struct uslab_cache *c);
 bool slab_cache_is_valid(struct uslab_cache *c);
 /** The slab holding @obj, if @obj is an object of @c; reports otherwise. */
 struct slab *slab_of_checked(struct uslab_cache *c, const void *obj, uint32_t *idx);
+/** Lock and unlock every cache's c_slab_lock across fork (cache.c). */
+void slab_lock_all(struct uslab_cache *c);
+void slab_unlock_all(struct uslab_cache *c);
 
 /** Coarse monotonic time in ns (vDSO, no syscall), for the working-set
  *  intervals of the depot and the slab layer. */
@@ -121,101 +128,10 @@ void slabmap_clear(const void *block, size_t size);
 bool slabmap_test(const void *p);
 
 /* ======================================================================== */
-/* ---- cache.c: the cache ---- */
-
-struct uslab_cache {
-	/* ---- fast path, read by the asm (offset 0); immutable ---- */
-	char *c_fast; /* c_pcpu in rseq mode; a zero region (all caps 0) otherwise */
-
-	/* ---- immutable after create ---- */
-	unsigned c_flags;
-	char *c_pcpu;          /* per-CPU slots, private: slot i at c_pcpu + (i << PCPU_SHIFT) */
-	uint32_t c_slot;       /* object spacing: size rounded up to c_align */
-	uintptr_t c_slab_mask; /* ~(c_slab_size - 1) */
-
-	/* ---- immutable after create ---- */
-	char c_name[USLAB_NAME_MAX + 1];
-	size_t c_size;
-	size_t c_align;
-	size_t c_slab_size;
-	uint32_t c_slab_objs;   /* objects per slab */
-	uint32_t c_slab_words;  /* 64-bit words in s_free */
-	uint32_t c_first;       /* offset of object 0 before colour */
-	uint32_t c_colour_step; /* bytes between successive colours */
-	uint32_t c_colours;     /* number of distinct colour offsets */
-	uint64_t c_div;         /* ceil(2^64 / c_slot), for exact offset division */
-	int (*c_ctor)(void *, void *);
-	void (*c_dtor)(void *, void *);
-	void *c_arg;
-	const struct uslab_pagesrc *c_src;
-	uint32_t c_pcpu_rounds; /* rounds a slot can hold (the largest cap) */
-
-	/* ---- under c_drain_lock ---- */
-	pthread_mutex_t c_drain_lock; /* serialises remote slot operations (drain, resize) */
-	uint32_t c_pcpu_cap;          /* cap of running slots: 2 * magazine size */
-
-	/* ---- under c_depot_lock (c_mag_size also read racily by pcpu.c) ---- */
-	pthread_mutex_t c_depot_lock; /* protects the depot lists and counts below */
-	struct mag *c_mag_full;       /* full magazines, LIFO */
-	struct mag *c_mag_spare;      /* spare magazine structures */
-	uint64_t c_nfull, c_nempty;
-	uint32_t c_mag_size;        /* rounds per depot magazine (M) */
-	uint32_t c_mag_max;         /* largest M, fixed at create */
-	uint64_t c_ws_min_full;     /* working set: fewest full magazines this interval */
-	uint64_t c_ws_start;        /* ns (coarse clock): this interval's start */
-	uint32_t c_ws_ops;          /* depot operations this interval */
-	uint32_t c_ws_contended;    /* lock contentions this interval */
-	uint64_t c_depot_contended; /* lock contentions, ever */
-	uint64_t c_depot_objs;      /* rounds in c_mag_full magazines */
-
-	/* ---- slow-path counters: relaxed atomics, no lock ---- */
-	uint64_t *c_slow_allocs; /* allocations not served by a slot hit: in the
-	                               * stats segment record, or c_slow_own[0] */
-	uint64_t *c_slow_frees;  /* likewise, or c_slow_own[1] */
-	uint64_t c_slow_own[2];
-	struct seg_cache *c_seg; /* stats record (segment.c); NULL: unpublished */
-
-	/* ---- under c_slab_lock ---- */
-	pthread_mutex_t c_slab_lock; /* protects the lists, slab contents and counts below */
-	struct slab_list c_partial[SLAB_BUCKETS];
-	unsigned c_partial_mask; /* bit b set: c_partial[b] is not empty */
-	struct slab_list c_full;
-	struct slab_list c_empty;
-	uint32_t c_colour_next;
-	uint64_t c_slabs;       /* slabs on any list */
-	uint64_t c_empty_slabs; /* slabs on c_empty */
-	uint64_t c_decay_start; /* ns (CLOCK_MONOTONIC_COARSE): this interval's start */
-	uint64_t c_decay_min;   /* fewest empty slabs seen this interval */
-	uint64_t c_inuse;       /* sum of s_inuse */
-	uint64_t c_slabs_created;
-	uint64_t c_slabs_released;
-	uint64_t c_alloc_fail;
-
-	/* ---- under cache_list_lock ---- */
-	struct uslab_cache *c_next, *c_prev;
-};
-
-/** Lock order 1: the registry. Held across atfork. */
-extern pthread_mutex_t cache_list_lock;
-/** The newest cache (list head, under cache_list_lock). */
-extern struct uslab_cache *cache_list;
-
-/** Test hook: full invariant check of a cache. */
-bool cache_is_valid(struct uslab_cache *c);
-/* c_flags bit (beyond USLAB_FLAGS_MASK) of the library's own caches, which
- * uslab_cache_destroy() refuses. */
-#define CACHE_INTERNAL 0x80000000u
-/** uslab_cache_create() for the library: @internal is 0 or CACHE_INTERNAL. */
-struct uslab_cache *cache_create(const char *name, size_t size, const struct uslab_cache_conf *conf,
-                                 unsigned internal);
-/** uslab_cache_destroy() without the internal-cache check. */
-int cache_destroy(struct uslab_cache *c);
-
-/* ======================================================================== */
 /* ---- depot.c: full and empty magazines of a cache ---- */
 
 /* A depot magazine: m_count objects in m_rounds (m_cap slots, a power of
- * two from 4 to 128: an object of the magazine cache of that size). */
+ * two from DEPOT_MAG_MIN up: an object of the magazine cache of that size). */
 struct mag {
 	struct mag *m_next;
 	uint32_t m_count;
@@ -223,23 +139,49 @@ struct mag {
 	void *m_rounds[];
 };
 
-int depot_init(struct uslab_cache *c);
+/* Magazine caches, one per magazine size: class k holds DEPOT_MAG_MIN << k
+ * rounds. The registry (cache.c) creates them; the depot allocates from
+ * them through their slab layer. */
+#define DEPOT_MAG_CLASSES 6
+#define DEPOT_MAG_MIN 4
+/* A working-set interval of the depot (depot.c), and the spare magazine
+ * structures a depot keeps at most. */
+#define DEPOT_INTERVAL_NS 1000000000ull
+#define DEPOT_SPARE_MAX 16
+
+/** Magazine sizes of @c (from its slot size) and its lock. */
+void depot_init(struct uslab_cache *c);
 void depot_fini(struct uslab_cache *c);
+/** Across fork: c_depot_lock. */
 void depot_lock(struct uslab_cache *c);
 void depot_unlock(struct uslab_cache *c);
+/** The magazine classes @c may ask for: [*lo, *hi]. */
+void depot_mag_classes(const struct uslab_cache *c, unsigned *lo, unsigned *hi);
+/** Rounds of a class-@k magazine, and the bytes of its structure. */
+uint32_t depot_mag_rounds(unsigned k);
+size_t depot_mag_bytes(unsigned k);
+/** Use @mc for magazines of class @k; false (nothing changed) when a
+ *  cache is registered for @k already. */
+bool depot_mag_register(unsigned k, struct uslab_cache *mc);
+/** The magazine cache of class @k, or NULL. */
+struct uslab_cache *depot_mag_cache(unsigned k);
 /** Fill @buf (room for c_mag_max) with up to c_mag_size objects: a full
- *  magazine, or a batch from the slab layer. 0 with errno on failure. */
-size_t depot_get_full(struct uslab_cache *c, void **buf);
+ *  magazine, or a batch from the slab layer. 0 with errno on failure.
+ *  *@ended is set when a working-set interval ended during the call (the
+ *  caller may then fold per-CPU counts). */
+size_t depot_get_full(struct uslab_cache *c, void **buf, bool *ended);
 /** Store @n (<= c_mag_max) objects as a full magazine (or send them to the
- *  slab layer when no magazine structure can be had). */
-void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n);
+ *  slab layer when no magazine structure can be had). *@ended as above. */
+void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n, bool *ended);
 /** Send every object of every magazine to the slab layer; returns the
  *  bytes of slabs that this released. */
 size_t depot_drain(struct uslab_cache *c);
 /** Release the empty slabs of the magazine caches (uncounted by reap). */
 void depot_mag_reap(void);
-/** Objects and magazines held in the depot (takes c_depot_lock). */
-uint64_t depot_objects(struct uslab_cache *c, uint64_t *full, uint64_t *spare);
+/** The depot figures of @c (observe.h), read together under c_depot_lock. */
+void depot_counts(struct uslab_cache *c, struct depot_counts *out);
+/** The invariants beside the depot's fields in struct uslab_cache. */
+bool depot_is_valid(struct uslab_cache *c);
 
 /* ======================================================================== */
 /* ---- pcpu.c: per-CPU magazines, the mode, the slow paths ---- */
@@ -254,14 +196,13 @@ void pcpu_lock_all(struct uslab_cache *c);
 void pcpu_unlock_all(struct uslab_cache *c);
 /** Move every object held in any per-CPU slot to the slab layer; returns
  *  the bytes of slabs that this released. */
-/** Fold the hits of every slot past PCPU_FOLD_AT (arch/fastpath.h); no
- * uslab lock held. Called when a depot working-set interval ends. */
-void pcpu_fold_due(struct uslab_cache *c);
 size_t pcpu_drain(struct uslab_cache *c);
 /** Objects held in per-CPU slots (racy unless quiescent). */
 uint64_t pcpu_objects(struct uslab_cache *c);
-/** Per-CPU figures summed over slots. */
-void pcpu_counts(struct uslab_cache *c, uint64_t *allocs, uint64_t *frees);
+/** Slot @i's word (its count and unfolded hits, private and exact) and a
+ *  copy of its counters, read so that a fold in between is not seen
+ *  twice. */
+void pcpu_slot_read(struct uslab_cache *c, uint32_t i, uint64_t *word, struct pcpu_counters *k);
 /** Per-slot object counts; returns the number of slots. */
 size_t pcpu_slot_objects(struct uslab_cache *c, uint64_t *counts, size_t n);
 /** Number of per-CPU slots (possible CPUs). */
@@ -270,39 +211,133 @@ __attribute__((noinline, cold)) void *pcpu_alloc_slow(struct uslab_cache *c);
 __attribute__((noinline, cold)) void pcpu_free_slow(struct uslab_cache *c, void *obj);
 size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n);
 void pcpu_free_bulk(struct uslab_cache *c, void *const *objs, size_t n);
+/** The invariants beside struct pcpu_slot (arch/fastpath.h) for slot @i;
+ *  the slot must be quiescent. */
+bool pcpu_slot_is_valid(struct uslab_cache *c, uint32_t i);
+/** pcpu_slot_is_valid() for every slot of @c. */
+bool pcpu_is_valid(struct uslab_cache *c);
 
 /* With the asm, uslab_cache_alloc/free ARE the fast path (arch/x86_64.S):
  * a hit returns from the asm and a miss tail-calls the _slow function. */
 
 /* ======================================================================== */
-/* ---- segment.c: the live statistics segment (see its design comment) ---- */
+/* ---- cache.c: the cache ---- */
 
-struct seg_cache;
+struct uslab_cache {
+	/* ---- fast path, read by the asm (offset 0); immutable ---- */
+	char *c_fast; /* c_pcpu in rseq mode; a zero region (all caps 0) otherwise */
 
-/** Publish @c (c_pcpu mapped) in a record of the stats segment, when
- *  stats are on and the file can grow. Sets c_seg and the slow-counter
- *  pointers either way. */
-void seg_cache_publish(struct uslab_cache *c);
-/** Retire the cache's record and its counters pages (before c_pcpu is
- *  unmapped). */
-void seg_cache_retire(struct uslab_cache *c);
-/** Slot @i starts (p_cap still 0; c_drain_lock or the slot lock held):
- *  map its counters page shared from the file if @c is published. On
- *  failure the page stays private. */
-void seg_counters_share(struct uslab_cache *c, uint32_t i);
-/** Publish the slab counts; c_slab_lock held. Cheap; no-op if unpublished. */
-void seg_slab_publish_locked(struct uslab_cache *c);
-/** Publish the depot figures; c_depot_lock held. */
-void seg_depot_publish_locked(struct uslab_cache *c);
-/** Publish the page-source totals (no lock needed). */
-void seg_totals_publish(void);
-/** Fork handlers, called last in prepare and first in parent and child
- *  (cache.c), with every cache lock held. The child stops sharing the
- *  counters pages and publishes none of the caches it inherited. */
-void seg_atfork_prepare(void);
-void seg_atfork_parent(void);
-void seg_atfork_child(void);
-/** Start time of @pid from /proc (reader.c): 0 none, UINT64_MAX unknown. */
-uint64_t seg_proc_start_time(pid_t pid);
+	/* ---- registry and slab layer: immutable after create ---- */
+	unsigned c_flags;
+	uint32_t c_slot;       /* object spacing: size rounded up to c_align */
+	uintptr_t c_slab_mask; /* ~(c_slab_size - 1) */
+	char c_name[USLAB_NAME_MAX + 1];
+	size_t c_size;
+	size_t c_align;
+	size_t c_slab_size;
+	uint32_t c_slab_objs;   /* objects per slab */
+	uint32_t c_slab_words;  /* 64-bit words in s_free */
+	uint32_t c_first;       /* offset of object 0 before colour */
+	uint32_t c_colour_step; /* bytes between successive colours */
+	uint32_t c_colours;     /* number of distinct colour offsets */
+	uint64_t c_div;         /* ceil(2^64 / c_slot), for exact offset division */
+	int (*c_ctor)(void *, void *);
+	void (*c_dtor)(void *, void *);
+	void *c_arg;
+	const struct uslab_pagesrc *c_src;
+
+	/* ---- observer (observe.h): set before listing, cleared at destroy
+	 *      and in the fork child ---- */
+	const struct obs_ops *c_obs;
+	void *c_obs_rec;
+
+	/* ---- per-CPU layer: immutable after create ---- */
+	char *c_pcpu;           /* per-CPU slots, private: slot i at c_pcpu + (i << PCPU_SHIFT) */
+	uint32_t c_pcpu_rounds; /* rounds a slot can hold (the largest cap) */
+
+	/* ---- per-CPU layer: under c_drain_lock ---- */
+	struct uslab_lock c_drain_lock; /* remote slot operations (drain, resize, fold)
+	                                 * and starting a slot; c_pcpu_cap */
+	uint32_t c_pcpu_cap;            /* cap of running slots: 2 * magazine size */
+
+	/* ---- depot: under c_depot_lock (c_mag_size also read racily by pcpu.c) ----
+	 * Invariants (depot_is_valid()):
+	 *   c_nfull == |c_mag_full|, c_nempty == |c_mag_spare| <= DEPOT_SPARE_MAX
+	 *   c_depot_objs == sum of m_count over c_mag_full
+	 *   every magazine: 0 < m_count <= m_cap (full), m_cap a class size
+	 *   c_ws_min_full <= c_nfull, c_mag_size <= c_mag_max */
+	struct uslab_lock c_depot_lock; /* the depot lists and counts below */
+	struct mag *c_mag_full;         /* full magazines, LIFO */
+	struct mag *c_mag_spare;        /* spare magazine structures */
+	uint64_t c_nfull, c_nempty;
+	uint32_t c_mag_size;        /* rounds per depot magazine (M) */
+	uint32_t c_mag_max;         /* largest M, fixed at create */
+	uint64_t c_ws_min_full;     /* working set: fewest full magazines this interval */
+	uint64_t c_ws_start;        /* ns (coarse clock): this interval's start */
+	uint32_t c_ws_ops;          /* depot operations this interval */
+	uint32_t c_ws_contended;    /* lock contentions this interval */
+	uint64_t c_depot_contended; /* lock contentions, ever */
+	uint64_t c_depot_objs;      /* rounds in c_mag_full magazines */
+
+	/* ---- slab layer: under c_slab_lock ---- */
+	struct uslab_lock c_slab_lock; /* the lists, slab contents and counts below */
+	struct slab_list c_partial[SLAB_BUCKETS];
+	unsigned c_partial_mask; /* bit b set: c_partial[b] is not empty */
+	struct slab_list c_full;
+	struct slab_list c_empty;
+	uint32_t c_colour_next;
+	uint64_t c_slabs;       /* slabs on any list */
+	uint64_t c_empty_slabs; /* slabs on c_empty */
+	uint64_t c_decay_start; /* ns (CLOCK_MONOTONIC_COARSE): this interval's start */
+	uint64_t c_decay_min;   /* fewest empty slabs seen this interval */
+	uint64_t c_inuse;       /* sum of s_inuse */
+	uint64_t c_slabs_created;
+	uint64_t c_slabs_released;
+	uint64_t c_alloc_fail;
+
+	/* ---- registry: under cache_list_lock ---- */
+	struct uslab_cache *c_next, *c_prev;
+};
+
+_Static_assert(offsetof(struct uslab_cache, c_fast) == PCPU_CACHE_FAST, "PCPU_CACHE_FAST");
+
+/** Lock order 1: the registry. Held across atfork. */
+extern struct uslab_lock cache_list_lock;
+/** The newest cache (list head, under cache_list_lock). */
+extern struct uslab_cache *cache_list;
+
+/** Test hook: full invariant check of a cache (slab, depot and pcpu). */
+bool cache_is_valid(struct uslab_cache *c);
+/* c_flags bit (beyond USLAB_FLAGS_MASK) of the library's own caches, which
+ * uslab_cache_destroy() refuses. */
+#define CACHE_INTERNAL 0x80000000u
+
+/* Reports to the observer of @c (observe.h), if any. */
+static inline void obs_slab_locked(struct uslab_cache *c, const struct slab_counts *sc)
+{
+	ASSERT_HELD(&c->c_slab_lock);
+	if (c->c_obs != NULL)
+		c->c_obs->o_slab(c->c_obs_rec, sc);
+}
+
+static inline void obs_depot_locked(struct uslab_cache *c, const struct depot_counts *dc)
+{
+	ASSERT_HELD(&c->c_depot_lock);
+	if (c->c_obs != NULL)
+		c->c_obs->o_depot(c->c_obs_rec, dc);
+}
+
+static inline void obs_pages(struct uslab_cache *c)
+{
+	if (c->c_obs != NULL)
+		c->c_obs->o_pages(c->c_obs_rec);
+}
+
+static inline void obs_slot_locked(struct uslab_cache *c, uint32_t cpu, void *page)
+{
+	ASSERT_HELD(&c->c_drain_lock);
+	if (c->c_obs != NULL)
+		c->c_obs->o_slot(c->c_obs_rec, cpu, page);
+}
 
 #endif /* USLAB_INTERNAL_H */

@@ -28,10 +28,16 @@
  *    this process, and the event counters (struct pcpu_counters), the only
  *    per-CPU data another process may see. When the cache is published,
  *    the stats segment maps the counters page from its file over the
- *    private one when the slot starts (pcpu_start_mine / pcpu_lock_mine),
- *    before its p_cap first becomes non-zero, so no copy of the word can
- *    land on the private page first. A remote drain adds what it took to
- *    the slot's pc_drained, so allocs and frees can be told apart.
+ *    private one when the slot starts (pcpu_here), before its p_cap first
+ *    becomes non-zero and before any slow path counts on it, so nothing
+ *    can land on the private page first: the slot reports its start to the
+ *    cache's observer (observe.h), which may replace the page; this layer
+ *    knows nothing of the segment. A remote drain adds what it took to the
+ *    slot's pc_drained, so allocs and frees can be told apart. The slow
+ *    paths count what they allocate and free in the counters of the CPU
+ *    they run on (pc_slow_allocs, pc_slow_frees: atomic adds, since a
+ *    thread may migrate meanwhile), successful operations only; a
+ *    USLAB_NOMAGAZINE cache starts slots for that alone (their cap stays 0).
  *
  * 2. Hysteresis. A slot holds up to 2M rounds (M = the depot's magazine
  *    size). An alloc miss (empty) loads one magazine of M from the depot;
@@ -55,22 +61,18 @@
  * 4. Signals: the rseq fast path is async-signal-safe; the slow paths take
  *    mutexes and are not. Threads without an rseq registration (cpu_id < 0)
  *    miss every time and go through the depot.
+ *
+ * 5. Calls go down: to the depot for magazines, and straight to the slab
+ *    layer where no magazine is involved (drains, USLAB_NOMAGAZINE caches,
+ *    a free that finds its slot stopped). When the depot says that a
+ *    working-set interval ended, the slow path folds the slots' hit counts
+ *    that are due (§1 of arch/fastpath.h), since a CPU that never misses
+ *    would not.
  */
 
 /* Largest stack buffer of rounds moved at once (>= every c_mag_max). */
 #define PCPU_BUF 128
 
-/* The asm hard-codes the slot layout. */
-_Static_assert(offsetof(struct pcpu_slot, p_word) == 64, "asm SLOT_WORD");
-_Static_assert(offsetof(struct pcpu_slot, p_cap) == 72, "asm SLOT_CAP");
-_Static_assert(offsetof(struct pcpu_slot, p_rounds) == PCPU_SLOT_HDR, "asm SLOT_ROUNDS");
-_Static_assert(PCPU_HIT == 0x10000 && PCPU_MAX_ROUNDS < PCPU_COUNT_MASK, "asm PCPU_HIT");
-_Static_assert(offsetof(struct pcpu_counters, pc_word) == 0, "asm CTR_WORD");
-_Static_assert(offsetof(struct pcpu_counters, pc_pushed) == 8, "asm CTR_PUSHED");
-_Static_assert(offsetof(struct pcpu_counters, pc_popped) == 16, "asm CTR_POPPED");
-_Static_assert(PCPU_COUNTERS_OFF == 4096 && (2u << 12) == (1u << PCPU_SHIFT),
-               "asm: two 4 KiB pages per slot");
-_Static_assert(offsetof(struct uslab_cache, c_fast) == 0, "asm CACHE_FAST");
 _Static_assert(PCPU_SLOT_HDR + 2 * PCPU_BUF * sizeof(void *) <= PCPU_COUNTERS_OFF,
                "a slot holds two of the largest magazines");
 
@@ -80,8 +82,7 @@ _Static_assert(PCPU_SLOT_HDR + 2 * PCPU_BUF * sizeof(void *) <= PCPU_COUNTERS_OF
  * shared zero page. */
 static char *pcpu_zero;
 
-int pcpu_rseq;       /* set once by pcpu_mode_init */
-long uslab_rseq_off; /* glibc's __rseq_offset */
+int pcpu_rseq; /* set once by pcpu_mode_init */
 static const char *pcpu_mode_name = "locked: not initialised";
 static uint32_t pcpu_nslots = 1;
 static pthread_once_t pcpu_once = PTHREAD_ONCE_INIT;
@@ -227,10 +228,9 @@ int pcpu_cache_init(struct uslab_cache *c)
 	c->c_pcpu = pcpu_map(PROT_READ | PROT_WRITE);
 	if (c->c_pcpu == NULL)
 		return -1;
-	seg_cache_publish(c); /* a record in the stats segment, if it can */
 	c->c_pcpu_cap = pcpu_off(c) ? 0 : 2 * c->c_mag_size;
 	c->c_fast = pcpu_rseq && !pcpu_off(c) ? c->c_pcpu : pcpu_zero;
-	pthread_mutex_init(&c->c_drain_lock, NULL);
+	lock_init(&c->c_drain_lock);
 	return 0;
 }
 
@@ -238,10 +238,7 @@ void pcpu_cache_fini(struct uslab_cache *c)
 {
 	if (c->c_pcpu == NULL)
 		return;
-	pthread_mutex_destroy(&c->c_drain_lock);
-	/* The record first: while the segment lists the cache, its region is
-	 * mapped (the fork child handler relies on it). */
-	seg_cache_retire(c);
+	lock_fini(&c->c_drain_lock);
 	pcpu_unmap(c->c_pcpu);
 }
 
@@ -299,7 +296,7 @@ static inline void pcpu_slot_unlock(struct pcpu_slot *s)
  * use the rseq mode. */
 void pcpu_lock_all(struct uslab_cache *c)
 {
-	pthread_mutex_lock(&c->c_drain_lock);
+	lock_take(&c->c_drain_lock);
 	if (!pcpu_rseq)
 		for (uint32_t i = 0; i < pcpu_nslots; i++)
 			if (pcpu_slot(c, i)->p_live != 0)
@@ -312,7 +309,7 @@ void pcpu_unlock_all(struct uslab_cache *c)
 		for (uint32_t i = 0; i < pcpu_nslots; i++)
 			if (pcpu_slot(c, i)->p_live != 0)
 				pcpu_slot_unlock(pcpu_slot(c, i));
-	pthread_mutex_unlock(&c->c_drain_lock);
+	lock_drop(&c->c_drain_lock);
 }
 
 /* With slot @i owned (stopped by pcpu_stop, or its lock held): move its
@@ -332,31 +329,6 @@ static void pcpu_set_owned(struct uslab_cache *c, uint32_t i, uint32_t count)
 	__atomic_store_n(&ctr->pc_word, (uint64_t)count, __ATOMIC_RELAXED);
 }
 
-/* Locked mode: the slot of the CPU we probably run on, locked. */
-static uint32_t pcpu_lock_mine(struct uslab_cache *c)
-{
-	int cpu = sched_getcpu();
-	/* cpu is below the slot count (pcpu_possible); no division on this path. */
-	uint32_t i = cpu >= 0 && (uint32_t)cpu < pcpu_nslots ? (uint32_t)cpu : 0;
-	struct pcpu_slot *s = pcpu_slot(c, i);
-
-	if (__builtin_expect(__atomic_load_n(&s->p_live, __ATOMIC_ACQUIRE) == 0, 0)) {
-		pthread_mutex_lock(&c->c_drain_lock); /* see pcpu_lock_all */
-		pcpu_slot_lock(s);
-		if (s->p_live == 0) {
-			seg_counters_share(c, i); /* before any hit can count */
-			s->p_cap = __atomic_load_n(&c->c_pcpu_cap, __ATOMIC_RELAXED);
-			__atomic_store_n(&s->p_live, 1, __ATOMIC_RELEASE);
-		}
-		pthread_mutex_unlock(&c->c_drain_lock);
-	} else {
-		pcpu_slot_lock(s);
-	}
-	if (pcpu_word_hits(s->p_word) >= PCPU_FOLD_AT)
-		pcpu_set_owned(c, i, pcpu_word_count(s->p_word));
-	return i;
-}
-
 static uint32_t pcpu_stop(struct uslab_cache *c, uint32_t i);
 static void pcpu_restart(struct uslab_cache *c, uint32_t i, uint32_t cap);
 
@@ -368,46 +340,74 @@ static void pcpu_fold_if_due(struct uslab_cache *c, uint32_t i)
 
 	if (pcpu_word_hits(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED)) < PCPU_FOLD_AT)
 		return;
-	pthread_mutex_lock(&c->c_drain_lock);
+	lock_take(&c->c_drain_lock);
 	uint32_t cap = pcpu_stop(c, i);
 	if (pcpu_word_hits(s->p_word) >= PCPU_FOLD_AT)
 		pcpu_set_owned(c, i, pcpu_word_count(s->p_word));
 	pcpu_restart(c, i, cap);
-	pthread_mutex_unlock(&c->c_drain_lock);
+	lock_drop(&c->c_drain_lock);
 }
 
-void pcpu_fold_due(struct uslab_cache *c)
+/* A depot working-set interval ended: fold every started slot that is due. */
+static void pcpu_fold_due(struct uslab_cache *c)
 {
 	for (uint32_t i = 0; i < pcpu_nslots && !pcpu_off(c); i++)
 		if (__atomic_load_n(&pcpu_slot(c, i)->p_live, __ATOMIC_RELAXED) != 0)
 			pcpu_fold_if_due(c, i);
 }
 
-/* rseq mode: start the slot of the CPU we run on if it never ran, so a
- * cache touches the slots of the CPUs that use it and no others. Slots
- * start stopped (cap 0) and are started under c_drain_lock, which every
- * remote operation holds; the counters page is shared first, while no hit
- * can count (cap 0). The CPU may change under us: then we started another
- * CPU's slot, which is harmless. */
-static void pcpu_start_mine(struct uslab_cache *c)
+/*
+ * The slot of the CPU we run on (probably: the thread may migrate), started
+ * if it never ran, so a cache touches the slots of the CPUs that use it and
+ * no others. A slot starts under c_drain_lock, which every remote
+ * operation and fork hold: first its observer may replace its counters
+ * page (nothing has counted on it yet), then its cap is set (in rseq mode
+ * that lets hits in) and it is marked live. In rseq mode, an already live
+ * slot is folded here if it is due. No lock held on entry or exit.
+ */
+static uint32_t pcpu_here(struct uslab_cache *c)
 {
 	int cpu = sched_getcpu();
-
-	if (cpu < 0 || (uint32_t)cpu >= pcpu_nslots)
-		return;
-	uint32_t i = (uint32_t)cpu;
+	/* cpu is below the slot count (pcpu_possible); no division here. */
+	uint32_t i = cpu >= 0 && (uint32_t)cpu < pcpu_nslots ? (uint32_t)cpu : 0;
 	struct pcpu_slot *s = pcpu_slot(c, i);
-	if (__atomic_load_n(&s->p_live, __ATOMIC_RELAXED) != 0) {
-		pcpu_fold_if_due(c, i);
-		return;
+
+	if (__builtin_expect(__atomic_load_n(&s->p_live, __ATOMIC_ACQUIRE) != 0, 1)) {
+		if (pcpu_rseq)
+			pcpu_fold_if_due(c, i);
+		return i;
 	}
-	pthread_mutex_lock(&c->c_drain_lock);
+	lock_take(&c->c_drain_lock);
 	if (s->p_live == 0) {
-		seg_counters_share(c, i);
-		__atomic_store_n(&s->p_live, 1, __ATOMIC_RELAXED);
+		obs_slot_locked(c, i, pcpu_slot_counters(s));
 		__atomic_store_n(&s->p_cap, c->c_pcpu_cap, __ATOMIC_RELEASE);
+		__atomic_store_n(&s->p_live, 1, __ATOMIC_RELEASE);
 	}
-	pthread_mutex_unlock(&c->c_drain_lock);
+	lock_drop(&c->c_drain_lock);
+	return i;
+}
+
+/* Count @n slow-path allocations (@frees false) or frees on slot @i. */
+static void pcpu_count(struct uslab_cache *c, uint32_t i, bool frees, size_t n)
+{
+	struct pcpu_counters *k = pcpu_ctr(c, i);
+
+	if (n != 0)
+		__atomic_fetch_add(frees ? &k->pc_slow_frees : &k->pc_slow_allocs, (uint64_t)n,
+		                   __ATOMIC_RELAXED);
+}
+
+/* Locked mode: the slot of the CPU we probably run on, locked; its hits
+ * folded when they are due. */
+static uint32_t pcpu_lock_mine(struct uslab_cache *c)
+{
+	uint32_t i = pcpu_here(c);
+	struct pcpu_slot *s = pcpu_slot(c, i);
+
+	pcpu_slot_lock(s);
+	if (pcpu_word_hits(s->p_word) >= PCPU_FOLD_AT)
+		pcpu_set_owned(c, i, pcpu_word_count(s->p_word));
+	return i;
 }
 
 /* Move up to @n rounds from this CPU's slot to @out. */
@@ -444,6 +444,7 @@ static uint32_t pcpu_stop(struct uslab_cache *c, uint32_t i)
 {
 	struct pcpu_slot *s = pcpu_slot(c, i);
 
+	ASSERT_HELD(&c->c_drain_lock);
 	if (!pcpu_rseq) {
 		pcpu_slot_lock(s);
 		return s->p_cap;
@@ -487,7 +488,7 @@ size_t pcpu_drain(struct uslab_cache *c)
 		 * accepts. Slot counts are relaxed atomics on both sides. */
 		if (pcpu_word_count(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED)) == 0)
 			continue;
-		pthread_mutex_lock(&c->c_drain_lock);
+		lock_take(&c->c_drain_lock);
 		uint32_t cap = pcpu_stop(c, i);
 		uint32_t n = pcpu_word_count(s->p_word);
 		ASSERT(n <= c->c_pcpu_rounds); /* before the copy into buf */
@@ -499,7 +500,7 @@ size_t pcpu_drain(struct uslab_cache *c)
 		                 __atomic_load_n(&ctr->pc_drained, __ATOMIC_RELAXED) + n,
 		                 __ATOMIC_RELAXED);
 		pcpu_restart(c, i, cap);
-		pthread_mutex_unlock(&c->c_drain_lock);
+		lock_drop(&c->c_drain_lock);
 		/* With no lock held: releasing slabs runs dtors, which may free
 		 * into any cache, and calls the page source. */
 		bytes += slab_free_bulk(c, buf, n);
@@ -510,7 +511,7 @@ size_t pcpu_drain(struct uslab_cache *c)
 /* Bring every slot's capacity to 2 * c_mag_size after the depot grew it. */
 static void pcpu_resize(struct uslab_cache *c)
 {
-	pthread_mutex_lock(&c->c_drain_lock);
+	lock_take(&c->c_drain_lock);
 	uint32_t cap = 2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED);
 	uint32_t old = c->c_pcpu_cap;
 	if (cap > old) {
@@ -526,7 +527,7 @@ static void pcpu_resize(struct uslab_cache *c)
 			pcpu_restart(c, i, cap);
 		}
 	}
-	pthread_mutex_unlock(&c->c_drain_lock);
+	lock_drop(&c->c_drain_lock);
 }
 
 uint64_t pcpu_objects(struct uslab_cache *c)
@@ -547,32 +548,30 @@ size_t pcpu_slot_objects(struct uslab_cache *c, uint64_t *counts, size_t n)
 	return pcpu_nslots;
 }
 
-void pcpu_counts(struct uslab_cache *c, uint64_t *allocs, uint64_t *frees)
+void pcpu_slot_read(struct uslab_cache *c, uint32_t i, uint64_t *word, struct pcpu_counters *k)
 {
-	*allocs = *frees = 0;
-	for (uint32_t i = 0; i < pcpu_nslots && !pcpu_off(c); i++) {
-		const struct pcpu_counters *ctr = pcpu_ctr(c, i);
-		const uint64_t *word = &pcpu_slot(c, i)->p_word;
-		struct pcpu_counters k;
-		uint64_t w0, w;
-		/* The private word (exact, where other processes see its copy),
-		 * read around pc_ops: a fold moves hits from one to the other, and
-		 * the hits going down says one ran in between. */
-		for (int tries = 0;; tries++) {
-			w0 = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-			k.pc_ops = __atomic_load_n(&ctr->pc_ops, __ATOMIC_ACQUIRE);
-			w = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-			if (pcpu_word_hits(w) >= pcpu_word_hits(w0) || tries == 3)
-				break;
-		}
-		k.pc_pushed = __atomic_load_n(&ctr->pc_pushed, __ATOMIC_RELAXED);
-		k.pc_popped = __atomic_load_n(&ctr->pc_popped, __ATOMIC_RELAXED);
-		k.pc_drained = __atomic_load_n(&ctr->pc_drained, __ATOMIC_RELAXED);
-		uint64_t a, f;
-		pcpu_split_hits(w, &k, &a, &f);
-		*allocs += a;
-		*frees += f;
+	const struct pcpu_counters *ctr = pcpu_ctr(c, i);
+	const uint64_t *wp = &pcpu_slot(c, i)->p_word;
+	uint64_t w0, w;
+
+	/* The private word (exact, where other processes see its copy), read
+	 * around pc_ops: a fold moves hits from one to the other, and the hits
+	 * going down says one ran in between. */
+	for (int tries = 0;; tries++) {
+		w0 = __atomic_load_n(wp, __ATOMIC_ACQUIRE);
+		k->pc_ops = __atomic_load_n(&ctr->pc_ops, __ATOMIC_ACQUIRE);
+		w = __atomic_load_n(wp, __ATOMIC_ACQUIRE);
+		if (pcpu_word_hits(w) >= pcpu_word_hits(w0) || tries == 3)
+			break;
 	}
+	*word = w;
+	k->pc_word = __atomic_load_n(&ctr->pc_word, __ATOMIC_RELAXED);
+	k->pc_pushed = __atomic_load_n(&ctr->pc_pushed, __ATOMIC_RELAXED);
+	k->pc_popped = __atomic_load_n(&ctr->pc_popped, __ATOMIC_RELAXED);
+	k->pc_drained = __atomic_load_n(&ctr->pc_drained, __ATOMIC_RELAXED);
+	k->pc_slow_allocs = __atomic_load_n(&ctr->pc_slow_allocs, __ATOMIC_RELAXED);
+	k->pc_slow_frees = __atomic_load_n(&ctr->pc_slow_frees, __ATOMIC_RELAXED);
+	k->pc_pad = 0;
 }
 
 uint32_t pcpu_slots(void)
@@ -583,16 +582,40 @@ uint32_t pcpu_slots(void)
 
 /* ---- Slow paths ---- */
 
+/* Store @n objects in the depot as full magazines; fold the slots that
+ * are due if the depot says an interval ended. */
+static void pcpu_to_depot(struct uslab_cache *c, void *const *objs, size_t n)
+{
+	bool ended = false, any = false;
+
+	for (size_t k = 0; k < n;) {
+		size_t m = n - k < c->c_mag_max ? n - k : c->c_mag_max;
+		depot_put_full(c, objs + k, m, &ended);
+		any |= ended;
+		k += m;
+	}
+	if (any)
+		pcpu_fold_due(c);
+}
+
+/* Up to c_mag_size objects from the depot (or the slabs below it) into
+ * @buf; folds as pcpu_to_depot() does. 0 with errno when out of memory. */
+static size_t pcpu_from_depot(struct uslab_cache *c, void **buf)
+{
+	bool ended = false;
+	size_t n = depot_get_full(c, buf, &ended);
+
+	if (ended)
+		pcpu_fold_due(c);
+	return n;
+}
+
 /* Hand @n objects to this CPU's slot; what does not fit goes to the depot. */
 static void pcpu_stash(struct uslab_cache *c, void *const *objs, size_t n)
 {
 	size_t k = pcpu_give(c, objs, n);
 
-	while (k < n) {
-		size_t m = n - k < c->c_mag_max ? n - k : c->c_mag_max;
-		depot_put_full(c, objs + k, m);
-		k += m;
-	}
+	pcpu_to_depot(c, objs + k, n - k);
 }
 
 /* Locked mode: one round from this CPU's slot, counted as a slot hit. */
@@ -619,22 +642,23 @@ void *pcpu_alloc_slow(struct uslab_cache *c)
 
 	if (!pcpu_rseq && !pcpu_off(c) && (obj = pcpu_locked_pop(c)) != NULL)
 		return obj;
-	__atomic_fetch_add(c->c_slow_allocs, 1, __ATOMIC_RELAXED);
-	if (pcpu_off(c))
-		return slab_alloc_bulk(c, &obj, 1) == 1 ? obj : NULL;
-	if (pcpu_rseq)
-		pcpu_start_mine(c);
+	uint32_t i = pcpu_here(c);
+	if (pcpu_off(c)) {
+		if (slab_alloc_bulk(c, &obj, 1) != 1)
+			return NULL;
+		pcpu_count(c, i, false, 1);
+		return obj;
+	}
 	/* Racy peek, confirmed under c_drain_lock by pcpu_resize. */
 	if (2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED) !=
 	    __atomic_load_n(&c->c_pcpu_cap, __ATOMIC_RELAXED))
 		pcpu_resize(c);
-	size_t n = depot_get_full(c, buf);
-	if (n == 0) {
-		__atomic_fetch_sub(c->c_slow_allocs, 1, __ATOMIC_RELAXED);
+	size_t n = pcpu_from_depot(c, buf);
+	if (n == 0)
 		return NULL;
-	}
 	obj = buf[--n];
 	pcpu_stash(c, buf, n);
+	pcpu_count(c, i, false, 1);
 	return obj;
 }
 
@@ -644,15 +668,14 @@ void pcpu_free_slow(struct uslab_cache *c, void *obj)
 
 	if (!pcpu_rseq && !pcpu_off(c) && pcpu_locked_push(c, obj))
 		return;
-	__atomic_fetch_add(c->c_slow_frees, 1, __ATOMIC_RELAXED);
+	uint32_t i = pcpu_here(c);
+	pcpu_count(c, i, true, 1);
 	if (pcpu_off(c)) {
 		slab_free_bulk(c, &obj, 1);
 		return;
 	}
-	if (pcpu_rseq)
-		pcpu_start_mine(c);
 	size_t n = pcpu_take(c, buf, __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED));
-	depot_put_full(c, buf, n);
+	pcpu_to_depot(c, buf, n);
 	if (pcpu_give(c, &obj, 1) == 1)
 		return;
 	/* The slot is stopped by a remote operation, or this thread has no
@@ -665,10 +688,11 @@ size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 {
 	void *buf[PCPU_BUF];
 	size_t got = 0;
+	uint32_t i = pcpu_here(c);
 
 	if (pcpu_off(c)) {
 		got = slab_alloc_bulk(c, objs, n);
-		__atomic_fetch_add(c->c_slow_allocs, got, __ATOMIC_RELAXED);
+		pcpu_count(c, i, false, got);
 		return got;
 	}
 	/* Take from the slot through a private buffer: an aborted section may
@@ -683,7 +707,7 @@ size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 			break;
 	}
 	while (got < n) {
-		size_t k = depot_get_full(c, buf);
+		size_t k = pcpu_from_depot(c, buf);
 		if (k == 0)
 			break;
 		size_t use = k < n - got ? k : n - got;
@@ -691,7 +715,7 @@ size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 		got += use;
 		pcpu_stash(c, buf, k - use);
 	}
-	__atomic_fetch_add(c->c_slow_allocs, got, __ATOMIC_RELAXED);
+	pcpu_count(c, i, false, got);
 	return got;
 }
 
@@ -699,17 +723,43 @@ void pcpu_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
 {
 	void *buf[PCPU_BUF];
 	size_t k = 0;
+	uint32_t here = pcpu_here(c);
 
 	for (size_t i = 0; i <= n; i++) {
 		if (i < n && objs[i] != NULL)
 			buf[k++] = objs[i];
 		if (k == 0 || (k < c->c_mag_max && i < n))
 			continue;
-		__atomic_fetch_add(c->c_slow_frees, k, __ATOMIC_RELAXED);
+		pcpu_count(c, here, true, k);
 		if (pcpu_off(c))
 			slab_free_bulk(c, buf, k);
 		else
 			pcpu_stash(c, buf, k);
 		k = 0;
 	}
+}
+
+/* ---- Validation ---- */
+
+bool pcpu_slot_is_valid(struct uslab_cache *c, uint32_t i)
+{
+	const struct pcpu_slot *s = pcpu_slot(c, i);
+	uint64_t w = __atomic_load_n(&s->p_word, __ATOMIC_RELAXED);
+	uint32_t cap = __atomic_load_n(&s->p_cap, __ATOMIC_RELAXED);
+
+	/* count <= max rounds; p_cap <= max rounds; a slot that never started
+	 * holds nothing and has no cap; a running slot's cap is the cache's. */
+	if (pcpu_word_count(w) > c->c_pcpu_rounds || cap > c->c_pcpu_rounds)
+		return false;
+	if (s->p_live == 0)
+		return w == 0 && cap == 0;
+	return cap == 0 || cap == c->c_pcpu_cap || pcpu_off(c);
+}
+
+bool pcpu_is_valid(struct uslab_cache *c)
+{
+	for (uint32_t i = 0; i < pcpu_nslots; i++)
+		if (!pcpu_slot_is_valid(c, i))
+			return false;
+	return true;
 }

@@ -48,9 +48,9 @@
  *    interval ends, that many (empty all through it) are released: every
  *    object destructed, the block given back. A program that cycles
  *    between many live objects and few keeps its slabs instead of unmapping
- *    and faulting them in again on every cycle (the first version kept one
- *    in eight and lost 5-18x to malloc on the benchmark's batch100k, in
- *    page faults); one that shrinks for good gives them back within two
+ *    and faulting them in again on every cycle (keeping a fixed share
+ *    instead cost page faults on every cycle of a large batch); one that
+ *    shrinks for good gives them back within two
  *    intervals of slab-layer activity, or at once with uslab_cache_reap().
  *    Time is read from the coarse vDSO clock, once per bulk call.
  *
@@ -58,9 +58,21 @@
  *    cache's slab counts. Page-source calls and ctor/dtor calls run without
  *    it (a ctor may allocate from another cache, or take its own locks), so
  *    a slab is built or torn down while on no list.
+ *
+ * 5. Observing: before dropping c_slab_lock after a change, the layer
+ *    reports its figures (struct slab_counts, observe.h) to the cache's
+ *    observer, and after giving pages back it says so; it knows nothing of
+ *    who listens (the stats segment, a test).
  */
 
 /* ---- Geometry ---- */
+
+/* Natural alignment: the largest power of two dividing @size, at most 16. */
+static size_t slab_natural_align(size_t size)
+{
+	size_t a = size & -size;
+	return a > 16 ? 16 : a;
+}
 
 static size_t align_up(size_t v, size_t a)
 {
@@ -159,6 +171,7 @@ static struct slab_list *slab_list_of(struct uslab_cache *c, uint32_t where)
 
 static void slab_unlink_locked(struct uslab_cache *c, struct slab *s)
 {
+	ASSERT_HELD(&c->c_slab_lock);
 	struct slab_list *l = slab_list_of(c, s->s_where);
 
 	if (s->s_prev != NULL)
@@ -176,6 +189,7 @@ static void slab_unlink_locked(struct uslab_cache *c, struct slab *s)
 
 static void slab_link_locked(struct uslab_cache *c, struct slab *s, uint32_t where)
 {
+	ASSERT_HELD(&c->c_slab_lock);
 	struct slab_list *l = slab_list_of(c, where);
 
 	s->s_where = where;
@@ -193,6 +207,7 @@ static void slab_link_locked(struct uslab_cache *c, struct slab *s, uint32_t whe
 /* Put @s on the list its s_inuse calls for. */
 static void slab_relist_locked(struct uslab_cache *c, struct slab *s)
 {
+	ASSERT_HELD(&c->c_slab_lock);
 	uint32_t where = slab_where_for(c, s->s_inuse);
 
 	if (where == s->s_where)
@@ -206,6 +221,7 @@ static struct slab *slab_detach_empty_locked(struct uslab_cache *c, uint64_t kee
 {
 	struct slab *chain = NULL;
 
+	ASSERT_HELD(&c->c_slab_lock);
 	while (c->c_empty_slabs > keep) {
 		struct slab *s = c->c_empty.l_head;
 		slab_unlink_locked(c, s);
@@ -221,6 +237,7 @@ static struct slab *slab_detach_empty_locked(struct uslab_cache *c, uint64_t kee
  * the slabs that stayed empty through it (a chain to destroy unlocked). */
 static struct slab *slab_decay_locked(struct uslab_cache *c)
 {
+	ASSERT_HELD(&c->c_slab_lock);
 	if (c->c_empty_slabs < c->c_decay_min)
 		c->c_decay_min = c->c_empty_slabs;
 	uint64_t now = uslab_coarse_ns();
@@ -309,7 +326,7 @@ static size_t slab_destroy_chain(struct uslab_cache *c, struct slab *chain)
 		chain = next;
 	}
 	if (bytes != 0)
-		seg_totals_publish();
+		obs_pages(c);
 	return bytes;
 }
 
@@ -323,6 +340,7 @@ static size_t slab_take_locked(struct uslab_cache *c, struct slab *s, void **obj
 	size_t got = 0;
 	uint32_t w = s->s_hint;
 
+	ASSERT_HELD(&c->c_slab_lock);
 	while (got < n && w < c->c_slab_words) {
 		uint64_t bits = s->s_free[w];
 		while (bits != 0 && got < n) {
@@ -361,6 +379,7 @@ struct slab *slab_of_checked(struct uslab_cache *c, const void *obj, uint32_t *i
 /* Return one object to its slab; reports misuse. */
 static void slab_put_locked(struct uslab_cache *c, void *obj)
 {
+	ASSERT_HELD(&c->c_slab_lock);
 	uint32_t idx;
 	struct slab *s = slab_of_checked(c, obj, &idx);
 	uint64_t bit = (uint64_t)1 << (idx % 64);
@@ -377,13 +396,73 @@ static void slab_put_locked(struct uslab_cache *c, void *obj)
 	ASSERT_EXPENSIVE(slab_is_valid(c, s, s->s_where));
 }
 
+/* The figures an observer gets, read under c_slab_lock. */
+static void slab_counts_locked(const struct uslab_cache *c, struct slab_counts *out)
+{
+	ASSERT_HELD(&c->c_slab_lock);
+	out->sc_inuse = c->c_inuse;
+	out->sc_slabs = c->c_slabs;
+	out->sc_empty = c->c_empty_slabs;
+	out->sc_created = c->c_slabs_created;
+	out->sc_released = c->c_slabs_released;
+	out->sc_fail = c->c_alloc_fail;
+}
+
+/* Report the figures to the observer, then drop c_slab_lock. */
+static void slab_leave(struct uslab_cache *c)
+{
+	if (c->c_obs != NULL) {
+		struct slab_counts sc;
+		slab_counts_locked(c, &sc);
+		obs_slab_locked(c, &sc);
+	}
+	lock_drop(&c->c_slab_lock);
+}
+
 /* ---- Entry points for the layers above ---- */
+
+bool slab_cache_init(struct uslab_cache *c, const char *name, size_t size,
+                     const struct uslab_cache_conf *conf, unsigned flags)
+{
+	strncpy(c->c_name, name, USLAB_NAME_MAX);
+	c->c_name[USLAB_NAME_MAX] = '\0';
+	c->c_flags = flags;
+	c->c_size = size;
+	c->c_align = conf->align != 0 ? conf->align : slab_natural_align(size);
+	c->c_slot = (uint32_t)((size + c->c_align - 1) & ~(c->c_align - 1));
+	c->c_ctor = conf->ctor;
+	c->c_dtor = conf->dtor;
+	c->c_arg = conf->arg;
+	c->c_src = conf->pagesrc != NULL ? conf->pagesrc : uslab_pagesrc_mmap();
+	if (!slab_geometry(c)) {
+		errno = EINVAL;
+		return false;
+	}
+	c->c_decay_start = uslab_coarse_ns();
+	lock_init(&c->c_slab_lock);
+	return true;
+}
+
+void slab_cache_fini(struct uslab_cache *c)
+{
+	lock_fini(&c->c_slab_lock);
+}
+
+void slab_lock_all(struct uslab_cache *c)
+{
+	lock_take(&c->c_slab_lock);
+}
+
+void slab_unlock_all(struct uslab_cache *c)
+{
+	lock_drop(&c->c_slab_lock);
+}
 
 size_t slab_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 {
 	size_t got = 0;
 
-	pthread_mutex_lock(&c->c_slab_lock);
+	lock_take(&c->c_slab_lock);
 	while (got < n) {
 		struct slab *s;
 		if (c->c_partial_mask != 0) {
@@ -392,9 +471,9 @@ size_t slab_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 		} else if (c->c_empty.l_head != NULL) {
 			s = c->c_empty.l_head;
 		} else {
-			pthread_mutex_unlock(&c->c_slab_lock);
+			lock_drop(&c->c_slab_lock);
 			s = slab_create(c);
-			pthread_mutex_lock(&c->c_slab_lock);
+			lock_take(&c->c_slab_lock);
 			if (s == NULL) {
 				int err = errno;
 				PROBE2(alloc_fail, c, err);
@@ -409,8 +488,7 @@ size_t slab_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 		got += slab_take_locked(c, s, objs + got, n - got);
 	}
 	struct slab *chain = slab_decay_locked(c);
-	seg_slab_publish_locked(c);
-	pthread_mutex_unlock(&c->c_slab_lock);
+	slab_leave(c);
 	int err = errno;
 	slab_destroy_chain(c, chain);
 	errno = err;
@@ -419,42 +497,35 @@ size_t slab_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 
 size_t slab_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
 {
-	pthread_mutex_lock(&c->c_slab_lock);
+	lock_take(&c->c_slab_lock);
 	for (size_t i = 0; i < n; i++)
 		slab_put_locked(c, objs[i]);
 	struct slab *chain = slab_decay_locked(c);
-	seg_slab_publish_locked(c);
-	pthread_mutex_unlock(&c->c_slab_lock);
+	slab_leave(c);
 	return slab_destroy_chain(c, chain);
 }
 
 size_t slab_reap(struct uslab_cache *c)
 {
-	pthread_mutex_lock(&c->c_slab_lock);
+	lock_take(&c->c_slab_lock);
 	struct slab *chain = slab_detach_empty_locked(c, 0);
-	seg_slab_publish_locked(c);
-	pthread_mutex_unlock(&c->c_slab_lock);
+	slab_leave(c);
 	return slab_destroy_chain(c, chain);
 }
 
 uint64_t slab_inuse(struct uslab_cache *c)
 {
-	pthread_mutex_lock(&c->c_slab_lock);
+	lock_take(&c->c_slab_lock);
 	uint64_t n = c->c_inuse;
-	pthread_mutex_unlock(&c->c_slab_lock);
+	lock_drop(&c->c_slab_lock);
 	return n;
 }
 
 void slab_counts(struct uslab_cache *c, struct slab_counts *out)
 {
-	pthread_mutex_lock(&c->c_slab_lock);
-	out->sc_inuse = c->c_inuse;
-	out->sc_slabs = c->c_slabs;
-	out->sc_empty = c->c_empty_slabs;
-	out->sc_created = c->c_slabs_created;
-	out->sc_released = c->c_slabs_released;
-	out->sc_fail = c->c_alloc_fail;
-	pthread_mutex_unlock(&c->c_slab_lock);
+	lock_take(&c->c_slab_lock);
+	slab_counts_locked(c, out);
+	lock_drop(&c->c_slab_lock);
 }
 
 void slab_release_all(struct uslab_cache *c)
@@ -491,7 +562,7 @@ bool slab_cache_is_valid(struct uslab_cache *c)
 	uint64_t slabs = 0, inuse = 0, empty = 0;
 	bool ok = true;
 
-	pthread_mutex_lock(&c->c_slab_lock);
+	lock_take(&c->c_slab_lock);
 	for (uint32_t where = 0; where <= SLAB_ON_FULL && ok; where++) {
 		const struct slab_list *l = slab_list_of(c, where);
 		if (where < SLAB_BUCKETS &&
@@ -508,6 +579,6 @@ bool slab_cache_is_valid(struct uslab_cache *c)
 	}
 	ok = ok && slabs == c->c_slabs && inuse == c->c_inuse && empty == c->c_empty_slabs &&
 	     c->c_slabs_created - c->c_slabs_released == c->c_slabs;
-	pthread_mutex_unlock(&c->c_slab_lock);
+	lock_drop(&c->c_slab_lock);
 	return ok;
 }

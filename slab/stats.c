@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "derive.h"
 #include "internal.h"
 
 /*
@@ -14,58 +15,44 @@
  * slabs and objects come from the slab layer's counts (under c_slab_lock),
  * objects cached above it from the slots (the count in their p_word) and
  * the depot. Event counters are per-CPU (each slot's word counts its hits
- * in the same store as its count, and the batch and drain counters sit on
- * its counters page; arch/fastpath.h explains how allocs and frees follow
- * from them) plus per-cache relaxed atomics bumped by the slow paths; the
- * reader sums them and accepts that operations in flight are not yet
- * counted. Another process (slab/reader.c) sees the same figures through
- * the stats segment, with the copy of each word in place of the word.
- *
- *   allocs = sum over CPUs of pcpu_split_hits() + c_slow_allocs
- *   active_objs = sum(s_inuse) - objects in slots - objects in the depot
- *
- * The second is exact at quiescence (DESIGN.md §3, invariant 1); while
- * threads run it is clamped at zero, since slots are read without stopping
- * them.
+ * in the same store as its count, and the batch, drain and slow-path
+ * counters sit on its counters page; arch/fastpath.h explains how allocs
+ * and frees follow from them); the reader sums them and accepts that
+ * operations in flight are not yet counted. The formulas are in
+ * slab/derive.c, shared with the segment reader, which sees the same
+ * figures through the file with the copy of each word in place of the word.
  */
 
 /* See include/uslab.h */
 int uslab_cache_stats(struct uslab_cache *c, struct uslab_stats *st)
 {
+	struct stats_raw r;
+
 	if (c == NULL || st == NULL) {
 		errno = EINVAL;
 		return -1;
 	}
-	memset(st, 0, sizeof *st);
-	memcpy(st->name, c->c_name, sizeof st->name);
-	st->obj_size = c->c_size;
-	st->slot_size = c->c_slot;
-	st->align = c->c_align;
-	st->flags = c->c_flags & USLAB_FLAGS_MASK;
-	st->objs_per_slab = c->c_slab_objs;
-	st->slab_size = c->c_slab_size;
-
-	st->depot_objs = depot_objects(c, &st->depot_full, &st->depot_empty);
-	st->pcpu_objs = pcpu_objects(c);
-	struct slab_counts sc;
-	slab_counts(c, &sc);
-	uint64_t cached = st->depot_objs + st->pcpu_objs;
-	st->active_objs = sc.sc_inuse > cached ? sc.sc_inuse - cached : 0;
-	st->total_objs = sc.sc_slabs * c->c_slab_objs;
-	st->active_slabs = sc.sc_slabs - sc.sc_empty;
-	st->total_slabs = sc.sc_slabs;
-	st->bytes_active = st->active_objs * c->c_slot;
-	st->bytes_total = sc.sc_slabs * c->c_slab_size;
-	st->slabs_created = sc.sc_created;
-	st->slabs_released = sc.sc_released;
-	st->alloc_failures = sc.sc_fail;
-
-	pcpu_counts(c, &st->fast_allocs, &st->fast_frees);
-	st->allocs = st->fast_allocs + __atomic_load_n(c->c_slow_allocs, __ATOMIC_RELAXED);
-	st->frees = st->fast_frees + __atomic_load_n(c->c_slow_frees, __ATOMIC_RELAXED);
-	st->mag_size = __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED);
-	st->mag_max = c->c_mag_max;
-	st->depot_contended = __atomic_load_n(&c->c_depot_contended, __ATOMIC_RELAXED);
+	memset(&r, 0, sizeof r);
+	memcpy(r.sr_name, c->c_name, sizeof r.sr_name);
+	r.sr_obj_size = c->c_size;
+	r.sr_slot_size = c->c_slot;
+	r.sr_align = c->c_align;
+	r.sr_flags = c->c_flags & USLAB_FLAGS_MASK;
+	r.sr_objs_per_slab = c->c_slab_objs;
+	r.sr_slab_size = c->c_slab_size;
+	r.sr_mag_max = c->c_mag_max;
+	/* Outer layers first: an object moving down meanwhile is seen at most
+	 * once more, never lost, and active_objs is clamped at zero. */
+	uint32_t n = pcpu_slots();
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t word;
+		struct pcpu_counters k;
+		pcpu_slot_read(c, i, &word, &k);
+		stats_add_cpu(&r, word, &k);
+	}
+	depot_counts(c, &r.sr_depot);
+	slab_counts(c, &r.sr_slab);
+	stats_derive(&r, st);
 	return 0;
 }
 
@@ -88,13 +75,13 @@ int uslab_foreach_cache(int (*fn)(struct uslab_cache *, void *), void *arg)
 		errno = EINVAL;
 		return -1;
 	}
-	pthread_mutex_lock(&cache_list_lock);
+	lock_take(&cache_list_lock);
 	struct uslab_cache *oldest = cache_list;
 	while (oldest != NULL && oldest->c_next != NULL)
 		oldest = oldest->c_next;
 	for (struct uslab_cache *c = oldest; c != NULL && ret == 0; c = c->c_prev)
 		ret = fn(c, arg);
-	pthread_mutex_unlock(&cache_list_lock);
+	lock_drop(&cache_list_lock);
 	return ret;
 }
 
@@ -114,10 +101,10 @@ int uslab_global_stats(struct uslab_global_stats *st)
 	st->bytes_got = t.pt_got;
 	st->bytes_returned = t.pt_put;
 	st->bytes_mapped = t.pt_got - t.pt_put;
-	pthread_mutex_lock(&cache_list_lock);
+	lock_take(&cache_list_lock);
 	for (const struct uslab_cache *c = cache_list; c != NULL; c = c->c_next)
 		st->caches++;
-	pthread_mutex_unlock(&cache_list_lock);
+	lock_drop(&cache_list_lock);
 	return 0;
 }
 

@@ -728,12 +728,20 @@ START_TEST(cache_oom_fails_cleanly)
 	ck_assert_uint_eq(uslab_cache_alloc_bulk(c, objs, 16), 0);
 	ck_assert_int_eq(errno, ENOMEM);
 	ck_assert_uint_gt(src.refused, 0);
+	/* Failures are failures, not allocations (uslab.h: allocs counts the
+	 * successful ones). */
+	struct uslab_stats st;
+	ck_assert_int_eq(uslab_cache_stats(c, &st), 0);
+	ck_assert_uint_eq(st.allocs, 0);
+	ck_assert_uint_ge(st.alloc_failures, 2);
 
 	src.allow = -1; /* memory is back */
 	for (size_t i = 0; i < 16; i++) {
 		objs[i] = uslab_cache_alloc(c);
 		ck_assert_ptr_nonnull(objs[i]);
 	}
+	ck_assert_int_eq(uslab_cache_stats(c, &st), 0);
+	ck_assert_uint_eq(st.allocs, 16);
 	uslab_cache_free_bulk(c, objs, 16);
 	destroy_balanced(c, &src);
 }

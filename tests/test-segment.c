@@ -16,7 +16,7 @@
 #include <uslab.h>
 #include <uslab/stats.h>
 
-#include "../slab/segment.h"
+#include "../slab/segment/segment.h"
 #include "testutil.h"
 
 /*

@@ -23,7 +23,7 @@ extern "C" {
  */
 
 /** Version of the segment layout this reader understands. */
-#define USLAB_SEGMENT_VERSION 3
+#define USLAB_SEGMENT_VERSION 4
 
 /** A process that publishes a segment. */
 struct uslab_proc {

@@ -3,6 +3,28 @@
 #ifndef USLAB_FASTPATH_H
 #define USLAB_FASTPATH_H
 
+/*
+ * Layout constants. x86_64.S includes this file (with __ASSEMBLER__
+ * defined, so only these #defines), and the C part below asserts each one
+ * against the structures, so the asm and C can never disagree.
+ */
+#define PCPU_SHIFT 13            /* bytes per slot: two 4 KiB pages */
+#define PCPU_COUNTERS_OFF 4096   /* page 1 of a slot: struct pcpu_counters */
+#define PCPU_GUARD 2             /* read-only zero slots below a region */
+#define PCPU_SLOT_WORD 64        /* offsetof(struct pcpu_slot, p_word) */
+#define PCPU_SLOT_CAP 72         /* offsetof(struct pcpu_slot, p_cap) */
+#define PCPU_SLOT_HDR 96         /* offsetof(struct pcpu_slot, p_rounds) */
+#define PCPU_HIT 0x10000         /* one hit, in p_word */
+#define PCPU_CTR_WORD 0          /* offsetof(struct pcpu_counters, pc_word) */
+#define PCPU_CTR_PUSHED 8        /* offsetof(struct pcpu_counters, pc_pushed) */
+#define PCPU_CTR_POPPED 16       /* offsetof(struct pcpu_counters, pc_popped) */
+#define PCPU_CACHE_FAST 0        /* offsetof(struct uslab_cache, c_fast), internal.h */
+#define PCPU_RSEQ_SIG 0x53053053 /* x86 RSEQ_SIG, as glibc registers it */
+#define PCPU_RSEQ_CPU_ID 4       /* offsetof(struct rseq, cpu_id) */
+#define PCPU_RSEQ_CS 8           /* offsetof(struct rseq, rseq_cs) */
+
+#ifndef __ASSEMBLER__
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,14 +57,17 @@
  *     pc_ops      hits folded out of p_word (pcpu.c, with the slot owned)
  *     pc_popped / pc_pushed   rounds moved by the batch routines
  *     pc_drained  rounds taken by remote drains (pcpu.c)
+ *     pc_slow_allocs / pc_slow_frees   objects allocated and freed by the
+ *                 slow paths (pcpu.c) while running on this CPU: relaxed
+ *                 atomic adds, since a thread may migrate in a slow path
  *
  * Allocs and frees are not counted separately on the fast path: a hit
  * already loads and stores the count, so it adds to the hit count in the
  * same word (one add of a constant: pop 0xffff = +1 hit -1 round, push
  * 0x10001 = +1 hit +1 round) and copies the word to page 1 with a plain
- * store. An increment of a separate counter is a read-modify-write of
- * memory, which measured +11-14% on an alloc+free pair; the copy costs one
- * store. From one CPU's figures (count = word & 0xffff, hits = pc_ops +
+ * store. An increment of a separate counter would be a read-modify-write
+ * of memory on every hit, several times the cost of the copy (the README
+ * gives the measurement). From one CPU's figures (count = word & 0xffff, hits = pc_ops +
  * (word >> 16)):
  *
  *   frees - allocs = count - pc_pushed + pc_popped + pc_drained
@@ -60,8 +85,7 @@
  * drain and resize, on a miss once the CPU's hits reach PCPU_FOLD_AT, and
  * for every slot past PCPU_FOLD_AT when a depot working-set interval ends.
  * Only a cache whose CPUs never miss and whose depot is never used for the
- * 2^48 - 2^46 hits after that (5 days of nothing but hits at 2 ns each)
- * could wrap; its allocs and frees would then lose 2^47 each, the objects
+ * 2^48 - 2^46 hits after that (days of nothing but hits) could wrap; its allocs and frees would then lose 2^47 each, the objects
  * (computed from structure) nothing.
  *
  * Invariants: count <= max rounds of the slot; p_cap <= max rounds;
@@ -94,9 +118,8 @@
 
 struct pcpu_slot {
 	/* p_word sits 64 bytes into the page, not at its start: the copy to
-	 * page 1 (offset 0) right after the commit would otherwise share its
-	 * low 12 address bits and stall on 4K aliasing (measured: 5.93 vs
-	 * 4.93 ns per alloc+free pair). */
+	 * page 1 (offset 0) next to the commit would otherwise share its low
+	 * 12 address bits and stall on 4K aliasing. */
 	uint8_t p_skew[64];
 	uint64_t p_word;
 	uint32_t p_cap;
@@ -106,12 +129,9 @@ struct pcpu_slot {
 	void *p_rounds[]; /* asm: offset PCPU_SLOT_HDR */
 };
 
-#define PCPU_SLOT_HDR 96
-
 /* p_word: the count in the low PCPU_COUNT_BITS bits, hits above them. */
 #define PCPU_COUNT_BITS 16
 #define PCPU_COUNT_MASK ((UINT64_C(1) << PCPU_COUNT_BITS) - 1)
-#define PCPU_HIT UINT64_C(0x10000) /* one hit, in p_word */
 /* Hits are folded into pc_ops (pcpu.c) long before they could wrap. */
 #define PCPU_FOLD_AT (UINT64_C(1) << 46)
 
@@ -127,11 +147,14 @@ static inline uint64_t pcpu_word_hits(uint64_t w)
 
 /* Page 1 of a slot: what another process may read (see above). */
 struct pcpu_counters {
-	uint64_t pc_word;    /* copy of p_word, stored after every commit */
-	uint64_t pc_pushed;  /* rounds pushed by push_batch, added after the commit */
-	uint64_t pc_popped;  /* rounds popped by pop_batch, added after the commit */
-	uint64_t pc_drained; /* rounds taken by remote drains, added by the drainer */
-	uint64_t pc_ops;     /* hits folded out of p_word, by the slot's owner */
+	uint64_t pc_word;        /* copy of p_word, stored after every commit */
+	uint64_t pc_pushed;      /* rounds pushed by push_batch, added after the commit */
+	uint64_t pc_popped;      /* rounds popped by pop_batch, added after the commit */
+	uint64_t pc_drained;     /* rounds taken by remote drains, added by the drainer */
+	uint64_t pc_ops;         /* hits folded out of p_word, by the slot's owner */
+	uint64_t pc_slow_allocs; /* slow-path allocations on this CPU (atomic adds) */
+	uint64_t pc_slow_frees;  /* slow-path frees on this CPU (atomic adds) */
+	uint64_t pc_pad;
 };
 
 /* One CPU's allocs and frees on its slot, from its word and counters:
@@ -153,16 +176,25 @@ static inline void pcpu_split_hits(uint64_t word, const struct pcpu_counters *k,
 	*frees = hits - *allocs;
 }
 
-/* Bytes per slot of a cache's region, as a shift: two 4 KiB pages, the
- * magazine (room for (4096 - 96) / 8 = 500 rounds, more than twice the
- * largest magazine) and the counters. The cache entry points use this
- * constant (one load and a register fewer); the routines below take the
+/* A slot (1 << PCPU_SHIFT bytes) is two 4 KiB pages: the magazine, with
+ * room for (4096 - 96) / 8 = 500 rounds (more than twice the largest
+ * magazine), and the counters. The cache entry points use the constant
+ * shift (one load and a register fewer); the routines below take the
  * shift as an argument for tests, which must keep the two-page layout. */
-#define PCPU_SHIFT 13
-#define PCPU_COUNTERS_OFF 4096
 #define PCPU_MAX_ROUNDS ((PCPU_COUNTERS_OFF - PCPU_SLOT_HDR) / sizeof(void *))
-/* Read-only zero slots below a region's base, for cpu_id -1 and -2. */
-#define PCPU_GUARD 2
+
+/* The asm's constants, checked against the structures. */
+_Static_assert(offsetof(struct pcpu_slot, p_word) == PCPU_SLOT_WORD, "PCPU_SLOT_WORD");
+_Static_assert(offsetof(struct pcpu_slot, p_cap) == PCPU_SLOT_CAP, "PCPU_SLOT_CAP");
+_Static_assert(offsetof(struct pcpu_slot, p_rounds) == PCPU_SLOT_HDR, "PCPU_SLOT_HDR");
+_Static_assert(PCPU_HIT == UINT64_C(1) << PCPU_COUNT_BITS && PCPU_MAX_ROUNDS < PCPU_COUNT_MASK,
+               "PCPU_HIT: the hits sit above a count field that holds every count");
+_Static_assert(offsetof(struct pcpu_counters, pc_word) == PCPU_CTR_WORD, "PCPU_CTR_WORD");
+_Static_assert(offsetof(struct pcpu_counters, pc_pushed) == PCPU_CTR_PUSHED, "PCPU_CTR_PUSHED");
+_Static_assert(offsetof(struct pcpu_counters, pc_popped) == PCPU_CTR_POPPED, "PCPU_CTR_POPPED");
+_Static_assert(sizeof(struct pcpu_counters) == 64, "one cache line of counters per slot");
+_Static_assert(PCPU_COUNTERS_OFF == 4096 && (2u << 12) == (1u << PCPU_SHIFT),
+               "two 4 KiB pages per slot");
 
 static inline struct pcpu_counters *pcpu_slot_counters(struct pcpu_slot *s)
 {
@@ -216,7 +248,10 @@ size_t pcpu_generic_pop_batch(struct pcpu_slot *slot, void **out, size_t n);
 size_t uslab_rseq_push_batch(char *base, unsigned shift, void *const *in, size_t n);
 size_t pcpu_generic_push_batch(struct pcpu_slot *slot, void *const *in, size_t n);
 
-/* glibc's __rseq_offset, copied once at start (hidden, one RIP-relative load). */
+/* glibc's __rseq_offset, copied once at start by pcpu.c (generic.c defines
+ * it; hidden, one RIP-relative load in the asm). */
 extern long uslab_rseq_off;
+
+#endif /* !__ASSEMBLER__ */
 
 #endif /* USLAB_FASTPATH_H */

@@ -4,6 +4,10 @@
 
 #include "fastpath.h"
 
+/* glibc's __rseq_offset, set once by pcpu.c at start; read by the asm. It
+ * lives here, below both, since this file is built on every architecture. */
+long uslab_rseq_off;
+
 /* Stores that statistics readers may load at any time without the slot's
  * lock: relaxed atomics, plain moves on x86, so no data race for them.
  * Batch counters are added after the commit, as the asm does (fastpath.h). */

@@ -14,9 +14,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "segment.h"
+#include "uslab.h"
 #include "uslab/stats.h"
+#include "../arch/fastpath.h"
+#include "../derive.h"
+#include "common.h"
+#include "segment.h"
 
 /*
  * Design
@@ -83,40 +86,6 @@ static bool seg_pow2(uint64_t v)
 	return v != 0 && (v & (v - 1)) == 0;
 }
 
-static const char *seg_dir(void)
-{
-	const char *d = secure_getenv("USLAB_STATS_DIR");
-	return d != NULL && d[0] != '\0' ? d : "/dev/shm";
-}
-
-/* Start time (field 22 of /proc/<pid>/stat, clock ticks since boot): 0 if
- * there is no such process, UINT64_MAX if it cannot be read. */
-uint64_t seg_proc_start_time(pid_t pid)
-{
-	char path[64], buf[1024];
-
-	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT || errno == ESRCH ? 0 : UINT64_MAX;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return n == 0 || errno == ESRCH ? 0 : UINT64_MAX;
-	buf[n] = '\0';
-	char *p = strrchr(buf, ')'); /* comm may hold spaces and parentheses */
-	if (p == NULL)
-		return UINT64_MAX;
-	p++;
-	for (int field = 2; field < 21 && p != NULL; field++)
-		p = strchr(p + 1, ' ');
-	if (p == NULL)
-		return UINT64_MAX;
-	char *end;
-	unsigned long long v = strtoull(p + 1, &end, 10);
-	return end == p + 1 ? UINT64_MAX : (uint64_t)v;
-}
-
 /* ---- Parsing ---- */
 
 /* A live cache found while parsing, before sorting by creation order. */
@@ -154,21 +123,15 @@ static int seg_read_rec(int fd, uint64_t off, struct seg_rec *rec)
 	return 0; /* busy writer: the last copy (see Design §3) */
 }
 
-/* Objects in one CPU's magazine from the copy of its word (segment.h):
- * clamped to [0, PCPU_MAX_ROUNDS], whatever the number. */
-static uint64_t seg_fill(const struct pcpu_counters *k)
-{
-	uint64_t fill = pcpu_word_count(k->pc_word);
-	return fill < PCPU_MAX_ROUNDS ? fill : PCPU_MAX_ROUNDS;
-}
-
 /* Fill one cache's figures from a validated record and its counters; false
  * when the record does not make sense. */
 static bool seg_cache_fill(const unsigned char *img, uint64_t len, const struct seg_header *h,
                            const struct seg_rec *r, struct uslab_stats *st, uint64_t *cpu)
 {
-	memset(st, 0, sizeof *st);
-	if (!seg_str(st->name, r->r_name, sizeof r->r_name))
+	struct stats_raw raw;
+
+	memset(&raw, 0, sizeof raw);
+	if (!seg_str(raw.sr_name, r->r_name, sizeof r->r_name))
 		return false;
 	if (r->r_obj_size == 0 || r->r_obj_size > USLAB_MAX_SIZE || !seg_pow2(r->r_align) ||
 	    r->r_align > ((uint64_t)1 << 20) || r->r_slot_size < r->r_obj_size ||
@@ -182,45 +145,31 @@ static bool seg_cache_fill(const unsigned char *img, uint64_t len, const struct 
 	if (r->r_ctr_len != (uint64_t)h->h_ncpus * h->h_page_size || r->r_ctr_off < h->h_hdr_size ||
 	    r->r_ctr_off % h->h_page_size != 0 || !seg_in(r->r_ctr_off, r->r_ctr_len, len))
 		return false;
-	uint64_t pcpu = 0, fa = 0, ff = 0;
+	raw.sr_obj_size = r->r_obj_size;
+	raw.sr_slot_size = r->r_slot_size;
+	raw.sr_align = r->r_align;
+	raw.sr_flags = r->r_flags;
+	raw.sr_objs_per_slab = r->r_objs_per_slab;
+	raw.sr_slab_size = r->r_slab_size;
+	raw.sr_mag_max = r->r_mag_max;
+	raw.sr_slab.sc_inuse = r->r_inuse;
+	raw.sr_slab.sc_slabs = r->r_slabs;
+	raw.sr_slab.sc_empty = r->r_empty_slabs;
+	raw.sr_slab.sc_created = r->r_slabs_created;
+	raw.sr_slab.sc_released = r->r_slabs_released;
+	raw.sr_slab.sc_fail = r->r_alloc_fail;
+	raw.sr_depot.dc_objs = r->r_depot_objs;
+	raw.sr_depot.dc_full = r->r_depot_full;
+	raw.sr_depot.dc_empty = r->r_depot_empty;
+	raw.sr_depot.dc_contended = r->r_depot_contended;
+	raw.sr_depot.dc_mag_size = r->r_mag_size;
 	for (uint32_t i = 0; i < h->h_ncpus; i++) {
 		struct pcpu_counters k;
 		memcpy(&k, img + r->r_ctr_off + (uint64_t)i * h->h_page_size, sizeof k);
-		cpu[i] = seg_fill(&k);
-		pcpu += cpu[i]; /* at most 65536 * 508: no overflow */
-		uint64_t a, f;
-		pcpu_split_hits(k.pc_word, &k, &a, &f); /* unsigned: wraps, never undefined */
-		fa += a;
-		ff += f;
+		/* The copy of the word stands in for the private word. */
+		cpu[i] = stats_add_cpu(&raw, k.pc_word, &k);
 	}
-	/* The figures, derived as uslab_cache_stats() derives them. */
-	st->obj_size = r->r_obj_size;
-	st->slot_size = r->r_slot_size;
-	st->align = r->r_align;
-	st->flags = r->r_flags;
-	st->objs_per_slab = r->r_objs_per_slab;
-	st->slab_size = r->r_slab_size;
-	st->depot_objs = r->r_depot_objs;
-	st->depot_full = r->r_depot_full;
-	st->depot_empty = r->r_depot_empty;
-	st->pcpu_objs = pcpu;
-	uint64_t cached = st->depot_objs + pcpu;
-	st->active_objs = r->r_inuse > cached ? r->r_inuse - cached : 0;
-	st->total_objs = r->r_slabs * r->r_objs_per_slab;
-	st->active_slabs = r->r_slabs > r->r_empty_slabs ? r->r_slabs - r->r_empty_slabs : 0;
-	st->total_slabs = r->r_slabs;
-	st->bytes_active = st->active_objs * r->r_slot_size;
-	st->bytes_total = r->r_slabs * r->r_slab_size;
-	st->slabs_created = r->r_slabs_created;
-	st->slabs_released = r->r_slabs_released;
-	st->alloc_failures = r->r_alloc_fail;
-	st->fast_allocs = fa;
-	st->fast_frees = ff;
-	st->allocs = fa + r->r_slow_allocs;
-	st->frees = ff + r->r_slow_frees;
-	st->mag_size = r->r_mag_size;
-	st->mag_max = r->r_mag_max;
-	st->depot_contended = r->r_depot_contended;
+	stats_derive(&raw, st);
 	return true;
 }
 

@@ -12,9 +12,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "segment.h"
 #include "uslab/stats.h"
+#include "../../pagesrc/pagesrc.h"
+#include "../arch/fastpath.h"
+#include "../debug.h"
+#include "../lock.h"
+#include "common.h"
+#include "segment.h"
+#include "writer.h"
 
 /*
  * Design
@@ -22,17 +27,21 @@
  * 1. What is published. Every process using uslab writes its caches to
  *    $USLAB_STATS_DIR/uslab.<pid> (default /dev/shm), mode 0600, created at
  *    the first cache creation, unless USLAB_STATS=0. The layout is in
- *    segment.h; slab/reader.c reads it from other processes and trusts
- *    none of it.
+ *    segment.h; reader.c reads it from other processes and trusts none of
+ *    it. The writer is an observer (slab/observe.h): the registry
+ *    (cache.c) publishes a cache with the figures that never change, and
+ *    the layers report the others through the hooks below; the writer
+ *    never reads a cache, a slot or a depot.
  *
  * 2. One plain store on the fast path, and nothing to trust. The fast
  *    path copies its commit word (count and hits) to the second page of
  *    each per-CPU slot (struct pcpu_counters, arch/fastpath.h). Those
  *    pages, and only those, come from the file: when a slot starts
- *    (pcpu.c, before its p_cap first becomes non-zero),
- *    seg_counters_share() maps the CPU's counters page
+ *    (pcpu.c, before its p_cap first becomes non-zero and before anything
+ *    counts on it), the slot hook maps the CPU's counters page
  *    MAP_SHARED|MAP_FIXED over the slot's private one, so the fast path
- *    stores where it always does and a reader sums the pages. The
+ *    and the slow paths store where they always do and a reader sums the
+ *    pages. The
  *    magazines (counts, caps, object pointers) are private anonymous memory
  *    that no other process can reach: whatever another process writes in
  *    the file changes numbers in a report, never what the allocator does
@@ -43,14 +52,13 @@
  *    figures then stay local).
  *
  * 3. Slow-changing figures (slab and object counts, depot contents,
- *    magazine size, slow-path counters) go in a per-cache record. The slab
- *    layer publishes its figures before dropping c_slab_lock, the depot
- *    before dropping c_depot_lock: a dozen stores, under a sequence lock
- *    (r_seq) so a reader gets the record's figures from one moment. Both
- *    writers may run at once, so the sequence is serialised by sc_lock,
- *    a leaf lock nobody waits on for long. The slow-path counters are the
- *    cache's own relaxed atomics, placed in the record (c_slow_allocs and
- *    c_slow_frees point there), so they need no publishing step. Hence at
+ *    magazine size) go in a per-cache record. The slab layer reports its
+ *    figures before dropping c_slab_lock, the depot before dropping
+ *    c_depot_lock: a dozen stores, under a sequence lock (r_seq) so a
+ *    reader gets the record's figures from one moment. Both may report at
+ *    once, so the sequence is serialised by wr_lock, a leaf lock nobody
+ *    waits on for long. The slow-path counters live on the counters pages
+ *    beside the fast path's, so they need no publishing step. Hence at
  *    quiescence the file says exactly what uslab_cache_stats() says.
  *
  * 4. Space. The file grows by fallocate() at its end, in page multiples;
@@ -88,8 +96,8 @@
  *    the allocator.
  *
  * Lock order: seg_lock comes after every cache lock (cache.c §4): fork
- * takes it last. sc_lock is a leaf, taken with c_slab_lock, c_depot_lock or
- * seg_lock held.
+ * takes it last, and the slot hook takes it under c_drain_lock. wr_lock is
+ * a leaf, taken with c_slab_lock, c_depot_lock or seg_lock held.
  */
 
 /* ---- State ---- */
@@ -109,21 +117,22 @@ struct seg_hole {
 	uint64_t o_off, o_len;
 };
 
-/* A published cache (writer side, private). */
-struct seg_cache {
-	struct seg_cache *sc_next, *sc_prev; /* under seg_lock */
-	struct uslab_cache *sc_cache;
-	struct seg_rec *sc_rec;
-	struct seg_chunk *sc_chunk;
-	uint32_t sc_index;        /* record index in sc_chunk */
-	uint64_t sc_off, sc_len;  /* the counters region in the file */
-	unsigned char *sc_shared; /* [i]: slot i's counters page is mapped from the
-	                           * file (under seg_lock) */
-	pthread_mutex_t sc_lock;  /* serialises the writers of sc_rec (leaf) */
-	uint32_t sc_seq;          /* r_seq as written, under sc_lock */
+/* A published cache (writer side, private): what was published, and
+ * which counters pages the file shares. */
+struct seg_wrec {
+	struct seg_wrec *wr_next, *wr_prev; /* under seg_lock */
+	struct seg_rec *wr_rec;
+	struct seg_chunk *wr_chunk;
+	uint32_t wr_index;         /* record index in wr_chunk */
+	uint32_t wr_ncpus;         /* counters pages of the region */
+	uint64_t wr_off, wr_len;   /* the counters region in the file */
+	void **wr_pages;           /* [i]: slot i's counters page, mapped from the
+	                          * file (under seg_lock); NULL while private */
+	struct uslab_lock wr_lock; /* serialises the writers of wr_rec (leaf) */
+	uint32_t wr_seq;           /* r_seq as written, under wr_lock */
 };
 
-static pthread_mutex_t seg_lock = PTHREAD_MUTEX_INITIALIZER; /* all state below */
+static struct uslab_lock seg_lock = USLAB_LOCK_INITIALIZER; /* all state below */
 static int seg_enabled = -1; /* -1 undecided, 0 off (or failed), 1 on */
 static int seg_fd = -1;      /* the file, while this process publishes */
 static pid_t seg_pid;        /* the process that created seg_path */
@@ -132,7 +141,7 @@ static struct seg_header *seg_hdr; /* read without the lock by seg_totals_publis
 static uint64_t seg_end;           /* file size */
 static struct seg_chunk *seg_chunks;
 static struct seg_hole *seg_holes;
-static struct seg_cache *seg_caches;
+static struct seg_wrec *seg_recs;
 static uint64_t seg_next_id;
 static bool seg_atexit_set;
 
@@ -146,19 +155,13 @@ static uint64_t seg_round_page(uint64_t v)
 	return (v + p - 1) & ~(p - 1);
 }
 
-/* The stats directory: USLAB_STATS_DIR (ignored in setuid programs). */
-static const char *seg_dir(void)
-{
-	const char *d = secure_getenv("USLAB_STATS_DIR");
-	return d != NULL && d[0] != '\0' ? d : "/dev/shm";
-}
-
 /* Reserve @len bytes at the end of the file; returns the offset, or
  * UINT64_MAX when the file cannot grow (ENOSPC, quota). */
 static uint64_t seg_grow_locked(uint64_t len)
 {
 	uint64_t off = seg_end;
 
+	ASSERT_HELD(&seg_lock);
 	if (len > (uint64_t)INT64_MAX - off)
 		return UINT64_MAX;
 	if (fallocate(seg_fd, 0, (off_t)off, (off_t)len) != 0) {
@@ -171,6 +174,7 @@ static uint64_t seg_grow_locked(uint64_t len)
 
 static void *seg_map_locked(uint64_t off, uint64_t len)
 {
+	ASSERT_HELD(&seg_lock);
 	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, seg_fd, (off_t)off);
 	return p == MAP_FAILED ? NULL : p;
 }
@@ -180,6 +184,8 @@ static struct seg_chunk *seg_chunk_add_locked(void)
 {
 	uint64_t len = seg_round_page(SEG_CHUNK_SIZE);
 	struct seg_chunk *k = calloc(1, sizeof *k);
+
+	ASSERT_HELD(&seg_lock);
 	if (k == NULL)
 		return NULL;
 	uint64_t off = seg_grow_locked(len);
@@ -214,12 +220,13 @@ static void seg_exit(void)
 
 /* Create this process's file: header and first chunk under a temporary
  * name, then renamed into place (replacing a dead namesake's file). */
-static int seg_open_locked(void)
+static int seg_open_locked(uint32_t ncpus, const char *mode)
 {
 	char tmp[PATH_MAX];
 	pid_t pid = getpid();
 	size_t page = pgsrc_page_size();
 
+	ASSERT_HELD(&seg_lock);
 	if (snprintf(seg_path, sizeof seg_path, "%s/uslab.%d", seg_dir(), (int)pid) >=
 	            (int)sizeof seg_path ||
 	    snprintf(tmp, sizeof tmp, "%s.new", seg_path) >= (int)sizeof tmp)
@@ -239,11 +246,11 @@ static int seg_open_locked(void)
 	h0.h_hdr_size = sizeof h0;
 	h0.h_rec_size = sizeof(struct seg_rec);
 	h0.h_ctr_size = sizeof(struct pcpu_counters);
-	h0.h_ncpus = pcpu_slots();
+	h0.h_ncpus = ncpus;
 	h0.h_page_size = (uint32_t)page;
 	h0.h_pid = pid;
 	h0.h_start_time = seg_proc_start_time(pid);
-	snprintf(h0.h_mode, sizeof h0.h_mode, "%s", uslab_mode());
+	snprintf(h0.h_mode, sizeof h0.h_mode, "%s", mode);
 	bool named = false;
 	if (fchmod(seg_fd, 0600) != 0 || seg_grow_locked(page) != 0 ||
 	    pwrite(seg_fd, &h0, sizeof h0, 0) != (ssize_t)sizeof h0 || rename(tmp, seg_path) != 0)
@@ -273,6 +280,7 @@ static struct seg_chunk *seg_rec_claim_locked(uint32_t *index)
 {
 	struct seg_chunk *k;
 
+	ASSERT_HELD(&seg_lock);
 	for (k = seg_chunks; k != NULL; k = k->k_next)
 		if (k->k_nrec == 64 ? ~k->k_used != 0 : k->k_used + 1 < (1ull << k->k_nrec))
 			break;
@@ -293,6 +301,7 @@ static struct seg_rec *seg_rec_at(const struct seg_chunk *k, uint32_t i)
  * new space. UINT64_MAX when neither. */
 static uint64_t seg_region_get_locked(uint64_t len)
 {
+	ASSERT_HELD(&seg_lock);
 	for (struct seg_hole **pp = &seg_holes; *pp != NULL; pp = &(*pp)->o_next) {
 		struct seg_hole *o = *pp;
 		if (o->o_len != len)
@@ -313,6 +322,7 @@ static void seg_region_put_locked(uint64_t off, uint64_t len)
 {
 	struct seg_hole *o = malloc(sizeof *o);
 
+	ASSERT_HELD(&seg_lock);
 	if (fallocate(seg_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) !=
 	            0 ||
 	    o == NULL) {
@@ -325,17 +335,17 @@ static void seg_region_put_locked(uint64_t off, uint64_t len)
 	seg_holes = o;
 }
 
-static void seg_rec_begin(struct seg_cache *sc)
+static void seg_rec_begin(struct seg_wrec *w)
 {
-	pthread_mutex_lock(&sc->sc_lock);
-	SEG_PUT(sc->sc_rec->r_seq, ++sc->sc_seq);
+	lock_take(&w->wr_lock);
+	SEG_PUT(w->wr_rec->r_seq, ++w->wr_seq);
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 }
 
-static void seg_rec_end(struct seg_cache *sc)
+static void seg_rec_end(struct seg_wrec *w)
 {
-	__atomic_store_n(&sc->sc_rec->r_seq, ++sc->sc_seq, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&sc->sc_lock);
+	__atomic_store_n(&w->wr_rec->r_seq, ++w->wr_seq, __ATOMIC_RELEASE);
+	lock_drop(&w->wr_lock);
 }
 
 /* Store @v in @field unless it holds more already (monotonic totals). */
@@ -347,54 +357,56 @@ static void seg_store_max(uint64_t *field, uint64_t v)
 		;
 }
 
-/* Publish @c in a new record with a counters region of @len bytes; false
- * when the cache stays unpublished. */
-static bool seg_publish_locked(struct uslab_cache *c, uint64_t len)
+/* Publish @info in a new record with a counters region of si_ncpus pages;
+ * NULL when the cache stays unpublished. */
+static struct seg_wrec *seg_publish_locked(const struct seg_info *info)
 {
+	ASSERT_HELD(&seg_lock);
 	if (seg_enabled < 0) {
 		const char *env = getenv("USLAB_STATS");
 		seg_enabled = env == NULL || strcmp(env, "0") != 0;
 	}
 	if (seg_enabled == 0)
-		return false;
-	if (seg_fd < 0 && seg_open_locked() != 0) {
+		return NULL;
+	if (seg_fd < 0 && seg_open_locked(info->si_ncpus, info->si_mode) != 0) {
 		seg_enabled = 0; /* do not retry at every create */
-		return false;
+		return NULL;
 	}
-	struct seg_cache *sc = calloc(1, sizeof *sc);
-	if (sc == NULL)
-		return false;
-	sc->sc_shared = calloc(pcpu_slots(), 1);
-	if (sc->sc_shared == NULL)
+	struct seg_wrec *w = calloc(1, sizeof *w);
+	if (w == NULL)
+		return NULL;
+	w->wr_ncpus = info->si_ncpus;
+	w->wr_pages = calloc(w->wr_ncpus, sizeof *w->wr_pages);
+	if (w->wr_pages == NULL)
 		goto fail;
-	sc->sc_chunk = seg_rec_claim_locked(&sc->sc_index);
-	if (sc->sc_chunk == NULL)
+	w->wr_chunk = seg_rec_claim_locked(&w->wr_index);
+	if (w->wr_chunk == NULL)
 		goto fail;
 	/* Zeroed: new space, or a hole that was punched (only those are kept). */
-	sc->sc_off = seg_region_get_locked(len);
-	if (sc->sc_off == UINT64_MAX)
+	uint64_t len = (uint64_t)w->wr_ncpus * pgsrc_page_size();
+	w->wr_off = seg_region_get_locked(len);
+	if (w->wr_off == UINT64_MAX)
 		goto fail_rec;
-	sc->sc_len = len;
-	sc->sc_cache = c;
-	sc->sc_rec = seg_rec_at(sc->sc_chunk, sc->sc_index);
-	pthread_mutex_init(&sc->sc_lock, NULL);
-	sc->sc_seq = __atomic_load_n(&sc->sc_rec->r_seq, __ATOMIC_RELAXED) & ~1u;
+	w->wr_len = len;
+	w->wr_rec = seg_rec_at(w->wr_chunk, w->wr_index);
+	lock_init(&w->wr_lock);
+	w->wr_seq = __atomic_load_n(&w->wr_rec->r_seq, __ATOMIC_RELAXED) & ~1u;
 
-	struct seg_rec *r = sc->sc_rec;
-	seg_rec_begin(sc);
+	struct seg_rec *r = w->wr_rec;
+	seg_rec_begin(w);
 	SEG_PUT(r->r_id, ++seg_next_id);
-	memcpy(r->r_name, c->c_name, sizeof r->r_name);
-	r->r_name[sizeof r->r_name - 1] = '\0';
-	SEG_PUT(r->r_obj_size, c->c_size);
-	SEG_PUT(r->r_slot_size, c->c_slot);
-	SEG_PUT(r->r_align, c->c_align);
-	SEG_PUT(r->r_flags, c->c_flags & USLAB_FLAGS_MASK);
-	SEG_PUT(r->r_objs_per_slab, c->c_slab_objs);
-	SEG_PUT(r->r_slab_size, c->c_slab_size);
-	SEG_PUT(r->r_mag_max, c->c_mag_max);
-	SEG_PUT(r->r_mag_size, c->c_mag_size);
+	memset(r->r_name, 0, sizeof r->r_name);
+	strncpy(r->r_name, info->si_name, sizeof r->r_name - 1);
+	SEG_PUT(r->r_obj_size, info->si_obj_size);
+	SEG_PUT(r->r_slot_size, info->si_slot_size);
+	SEG_PUT(r->r_align, info->si_align);
+	SEG_PUT(r->r_flags, info->si_flags);
+	SEG_PUT(r->r_objs_per_slab, info->si_objs_per_slab);
+	SEG_PUT(r->r_slab_size, info->si_slab_size);
+	SEG_PUT(r->r_mag_max, info->si_mag_max);
+	SEG_PUT(r->r_mag_size, info->si_mag_size);
 	SEG_PUT(r->r_pad0, 0);
-	SEG_PUT(r->r_ctr_off, sc->sc_off);
+	SEG_PUT(r->r_ctr_off, w->wr_off);
 	SEG_PUT(r->r_ctr_len, len);
 	SEG_PUT(r->r_inuse, 0);
 	SEG_PUT(r->r_slabs, 0);
@@ -406,85 +418,73 @@ static bool seg_publish_locked(struct uslab_cache *c, uint64_t len)
 	SEG_PUT(r->r_depot_full, 0);
 	SEG_PUT(r->r_depot_empty, 0);
 	SEG_PUT(r->r_depot_contended, 0);
-	SEG_PUT(r->r_slow_allocs, 0);
-	SEG_PUT(r->r_slow_frees, 0);
 	SEG_PUT(r->r_state, SEG_REC_LIVE);
-	seg_rec_end(sc);
+	seg_rec_end(w);
 
-	c->c_seg = sc;
-	c->c_slow_allocs = &r->r_slow_allocs;
-	c->c_slow_frees = &r->r_slow_frees;
-	sc->sc_next = seg_caches;
-	if (seg_caches != NULL)
-		seg_caches->sc_prev = sc;
-	seg_caches = sc;
-	return true;
+	w->wr_next = seg_recs;
+	if (seg_recs != NULL)
+		seg_recs->wr_prev = w;
+	seg_recs = w;
+	return w;
 
 fail_rec:
-	sc->sc_chunk->k_used &= ~(1ull << sc->sc_index);
+	w->wr_chunk->k_used &= ~(1ull << w->wr_index);
 fail:
-	free(sc->sc_shared);
-	free(sc);
-	return false;
+	free(w->wr_pages);
+	free(w);
+	return NULL;
+}
+
+/* Make @page (PCPU_COUNTERS_OFF bytes) private anonymous memory again,
+ * holding what it holds. Only where nothing else touches it: the fork
+ * child (single-threaded), or a page nothing has stored on yet. False when
+ * the kernel refused the mapping (the page may be gone). */
+static bool seg_page_privatise(void *page, bool keep)
+{
+	static uint64_t save[PCPU_COUNTERS_OFF / sizeof(uint64_t)];
+
+	if (keep)
+		memcpy(save, page, sizeof save);
+	void *p = mmap(page, PCPU_COUNTERS_OFF, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+	if (p != page)
+		return false;
+	if (keep)
+		memcpy(page, save, sizeof save);
+	return true;
 }
 
 /* ---- Fork ---- */
-
-/* Slot @i's counters page in @c's region. */
-static void *seg_counters_page(const struct uslab_cache *c, uint32_t i)
-{
-	return c->c_pcpu + ((size_t)i << PCPU_SHIFT) + PCPU_COUNTERS_OFF;
-}
 
 /* Nothing to stop or save: the magazines are private memory. Holding
  * seg_lock keeps records and counters pages whole across the fork. */
 void seg_atfork_prepare(void)
 {
-	pthread_mutex_lock(&seg_lock);
+	lock_take(&seg_lock);
 }
 
 void seg_atfork_parent(void)
 {
-	pthread_mutex_unlock(&seg_lock);
-}
-
-/* Replace the shared counters page at @page by a private one with the same
- * contents. The child is single-threaded here: nothing else touches it. */
-static void seg_page_privatise(void *page)
-{
-	static uint64_t save[PCPU_COUNTERS_OFF / sizeof(uint64_t)];
-
-	memcpy(save, page, sizeof save);
-	void *p = mmap(page, PCPU_COUNTERS_OFF, PROT_READ | PROT_WRITE,
-	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-	VERIFY(p == page); /* a shared page must not survive in the child */
-	memcpy(page, save, sizeof save);
+	lock_drop(&seg_lock);
 }
 
 /* The child: every counters page shared with the file becomes private, the
- * inherited caches are unpublished, and the parent's file is let go. */
+ * records are dropped (cache.c took them from the caches first), and the
+ * parent's file is let go. */
 void seg_atfork_child(void)
 {
-	uint32_t n = pcpu_slots();
-
-	while (seg_caches != NULL) {
-		struct seg_cache *sc = seg_caches;
-		struct uslab_cache *c = sc->sc_cache;
-		seg_caches = sc->sc_next;
-		/* Every listed cache has its region mapped (pcpu.c retires the
-		 * record before unmapping), even one that a thread the child
-		 * lacks was creating or destroying. */
-		for (uint32_t i = 0; i < n; i++)
-			if (sc->sc_shared[i])
-				seg_page_privatise(seg_counters_page(c, i));
-		c->c_slow_own[0] = __atomic_load_n(c->c_slow_allocs, __ATOMIC_RELAXED);
-		c->c_slow_own[1] = __atomic_load_n(c->c_slow_frees, __ATOMIC_RELAXED);
-		c->c_slow_allocs = &c->c_slow_own[0];
-		c->c_slow_frees = &c->c_slow_own[1];
-		c->c_seg = NULL;
-		pthread_mutex_destroy(&sc->sc_lock);
-		free(sc->sc_shared);
-		free(sc);
+	while (seg_recs != NULL) {
+		struct seg_wrec *w = seg_recs;
+		seg_recs = w->wr_next;
+		/* Every listed record's pages are mapped (cache.c retires a
+		 * record before unmapping the slots), even those of a cache that
+		 * a thread the child lacks was creating or destroying. */
+		for (uint32_t i = 0; i < w->wr_ncpus; i++)
+			if (w->wr_pages[i] != NULL)
+				VERIFY(seg_page_privatise(w->wr_pages[i], true));
+		lock_fini(&w->wr_lock);
+		free(w->wr_pages);
+		free(w);
 	}
 	while (seg_chunks != NULL) {
 		struct seg_chunk *k = seg_chunks;
@@ -510,83 +510,48 @@ void seg_atfork_child(void)
 	/* Taken by this thread in the prepare handler: released, not
 	 * re-initialised (ThreadSanitizer would still count it as held, and
 	 * the child now takes it whenever a slot starts). */
-	pthread_mutex_unlock(&seg_lock);
+	lock_drop(&seg_lock);
 }
 
-/* ---- Entry points for the layers ---- */
+/* ---- The registry's entry points ---- */
 
-void seg_cache_publish(struct uslab_cache *c)
+void *seg_cache_publish(const struct seg_info *info)
 {
-	c->c_slow_allocs = &c->c_slow_own[0];
-	c->c_slow_frees = &c->c_slow_own[1];
-	c->c_seg = NULL;
-	pthread_mutex_lock(&seg_lock);
-	seg_publish_locked(c, (uint64_t)pcpu_slots() * pgsrc_page_size());
-	pthread_mutex_unlock(&seg_lock);
+	lock_take(&seg_lock);
+	struct seg_wrec *w = seg_publish_locked(info);
+	lock_drop(&seg_lock);
+	return w;
 }
 
-void seg_counters_share(struct uslab_cache *c, uint32_t i)
+void seg_cache_retire(void *rec)
 {
-	/* c_seg changes only at destroy (no concurrent use) and in the fork
-	 * child (single-threaded). */
-	struct seg_cache *sc = c->c_seg;
+	struct seg_wrec *w = rec;
 
-	/* The page goes over the slot's second 4 KiB: only where that is a
-	 * page of its own. */
-	if (sc == NULL || pgsrc_page_size() != PCPU_COUNTERS_OFF)
+	if (w == NULL)
 		return;
-	pthread_mutex_lock(&seg_lock);
-	if (seg_fd >= 0 && !sc->sc_shared[i]) {
-		void *page = seg_counters_page(c, i);
-		void *p = mmap(page, PCPU_COUNTERS_OFF, PROT_READ | PROT_WRITE,
-		               MAP_SHARED | MAP_FIXED, seg_fd,
-		               (off_t)(sc->sc_off + (uint64_t)i * PCPU_COUNTERS_OFF));
-		if (p == page) {
-			sc->sc_shared[i] = 1;
-		} else {
-			/* A failed MAP_FIXED may have unmapped the old page: put a
-			 * private one back (the counters were zero, the slot never
-			 * ran). */
-			p = mmap(page, PCPU_COUNTERS_OFF, PROT_READ | PROT_WRITE,
-			         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-			VERIFY(p == page);
-		}
-	}
-	pthread_mutex_unlock(&seg_lock);
-}
-
-void seg_cache_retire(struct uslab_cache *c)
-{
-	struct seg_cache *sc = c->c_seg;
-
-	if (sc == NULL)
-		return;
-	pthread_mutex_lock(&seg_lock);
-	seg_rec_begin(sc);
-	SEG_PUT(sc->sc_rec->r_state, SEG_REC_FREE);
-	seg_rec_end(sc);
-	c->c_slow_own[0] = __atomic_load_n(c->c_slow_allocs, __ATOMIC_RELAXED);
-	c->c_slow_own[1] = __atomic_load_n(c->c_slow_frees, __ATOMIC_RELAXED);
-	c->c_slow_allocs = &c->c_slow_own[0];
-	c->c_slow_frees = &c->c_slow_own[1];
-	c->c_seg = NULL;
-	if (sc->sc_prev != NULL)
-		sc->sc_prev->sc_next = sc->sc_next;
+	lock_take(&seg_lock);
+	seg_rec_begin(w);
+	SEG_PUT(w->wr_rec->r_state, SEG_REC_FREE);
+	seg_rec_end(w);
+	if (w->wr_prev != NULL)
+		w->wr_prev->wr_next = w->wr_next;
 	else
-		seg_caches = sc->sc_next;
-	if (sc->sc_next != NULL)
-		sc->sc_next->sc_prev = sc->sc_prev;
-	sc->sc_chunk->k_used &= ~(1ull << sc->sc_index);
-	/* The caller unmaps the region with its shared pages right after; no
+		seg_recs = w->wr_next;
+	if (w->wr_next != NULL)
+		w->wr_next->wr_prev = w->wr_prev;
+	w->wr_chunk->k_used &= ~(1ull << w->wr_index);
+	/* The caller unmaps the slots with their shared pages right after; no
 	 * thread uses the cache any more, so nothing writes them meanwhile. */
-	seg_region_put_locked(sc->sc_off, sc->sc_len);
-	pthread_mutex_unlock(&seg_lock);
-	pthread_mutex_destroy(&sc->sc_lock);
-	free(sc->sc_shared);
-	free(sc);
+	seg_region_put_locked(w->wr_off, w->wr_len);
+	lock_drop(&seg_lock);
+	lock_fini(&w->wr_lock);
+	free(w->wr_pages);
+	free(w);
 }
 
-void seg_totals_publish(void)
+/* ---- Hooks (slab/observe.h) ---- */
+
+static void seg_totals_publish(void)
 {
 	struct seg_header *h = __atomic_load_n(&seg_hdr, __ATOMIC_ACQUIRE);
 	struct pgsrc_totals t;
@@ -598,36 +563,69 @@ void seg_totals_publish(void)
 	seg_store_max(&h->h_bytes_put, t.pt_put);
 }
 
-void seg_slab_publish_locked(struct uslab_cache *c)
+/* Slot @cpu starts: map its counters page from the file over @page. On
+ * failure the page stays private (that CPU's figures stay local). */
+static void seg_hook_slot(void *rec, uint32_t cpu, void *page)
 {
-	struct seg_cache *sc = c->c_seg;
+	struct seg_wrec *w = rec;
 
-	if (sc == NULL)
+	/* Only where the slot's second 4 KiB is a page of its own. */
+	if (cpu >= w->wr_ncpus || pgsrc_page_size() != PCPU_COUNTERS_OFF)
 		return;
-	struct seg_rec *r = sc->sc_rec;
-	seg_rec_begin(sc);
-	SEG_PUT(r->r_inuse, c->c_inuse);
-	SEG_PUT(r->r_slabs, c->c_slabs);
-	SEG_PUT(r->r_empty_slabs, c->c_empty_slabs);
-	SEG_PUT(r->r_slabs_created, c->c_slabs_created);
-	SEG_PUT(r->r_slabs_released, c->c_slabs_released);
-	SEG_PUT(r->r_alloc_fail, c->c_alloc_fail);
-	seg_rec_end(sc);
+	lock_take(&seg_lock);
+	if (seg_fd >= 0 && w->wr_pages[cpu] == NULL) {
+		void *p = mmap(page, PCPU_COUNTERS_OFF, PROT_READ | PROT_WRITE,
+		               MAP_SHARED | MAP_FIXED, seg_fd,
+		               (off_t)(w->wr_off + (uint64_t)cpu * PCPU_COUNTERS_OFF));
+		if (p == page)
+			w->wr_pages[cpu] = page;
+		else
+			/* A failed MAP_FIXED may have unmapped the old page: put a
+			 * private one back (the counters were zero, nothing ran). */
+			VERIFY(seg_page_privatise(page, false));
+	}
+	lock_drop(&seg_lock);
+}
+
+static void seg_hook_slab(void *rec, const struct slab_counts *sc)
+{
+	struct seg_wrec *w = rec;
+	struct seg_rec *r = w->wr_rec;
+
+	seg_rec_begin(w);
+	SEG_PUT(r->r_inuse, sc->sc_inuse);
+	SEG_PUT(r->r_slabs, sc->sc_slabs);
+	SEG_PUT(r->r_empty_slabs, sc->sc_empty);
+	SEG_PUT(r->r_slabs_created, sc->sc_created);
+	SEG_PUT(r->r_slabs_released, sc->sc_released);
+	SEG_PUT(r->r_alloc_fail, sc->sc_fail);
+	seg_rec_end(w);
 	seg_totals_publish();
 }
 
-void seg_depot_publish_locked(struct uslab_cache *c)
+static void seg_hook_depot(void *rec, const struct depot_counts *dc)
 {
-	struct seg_cache *sc = c->c_seg;
+	struct seg_wrec *w = rec;
+	struct seg_rec *r = w->wr_rec;
 
-	if (sc == NULL)
-		return;
-	struct seg_rec *r = sc->sc_rec;
-	seg_rec_begin(sc);
-	SEG_PUT(r->r_depot_objs, c->c_depot_objs);
-	SEG_PUT(r->r_depot_full, c->c_nfull);
-	SEG_PUT(r->r_depot_empty, c->c_nempty);
-	SEG_PUT(r->r_depot_contended, c->c_depot_contended);
-	SEG_PUT(r->r_mag_size, __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED));
-	seg_rec_end(sc);
+	seg_rec_begin(w);
+	SEG_PUT(r->r_depot_objs, dc->dc_objs);
+	SEG_PUT(r->r_depot_full, dc->dc_full);
+	SEG_PUT(r->r_depot_empty, dc->dc_empty);
+	SEG_PUT(r->r_depot_contended, dc->dc_contended);
+	SEG_PUT(r->r_mag_size, dc->dc_mag_size);
+	seg_rec_end(w);
 }
+
+static void seg_hook_pages(void *rec)
+{
+	(void)rec;
+	seg_totals_publish();
+}
+
+const struct obs_ops seg_obs = {
+	.o_slab = seg_hook_slab,
+	.o_depot = seg_hook_depot,
+	.o_pages = seg_hook_pages,
+	.o_slot = seg_hook_slot,
+};

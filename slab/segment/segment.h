@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 /*
- * File layout, version 3 (all integers in the writer's byte order; the
+ * File layout, version 4 (all integers in the writer's byte order; the
  * reader rejects a foreign order by the magic and the sizes):
  *
  *   offset 0            struct seg_header (h_hdr_size bytes)
@@ -21,15 +21,16 @@
  * Nothing the allocator acts on is in the file: no magazine, round, count
  * or capacity. The counters pages are mapped MAP_SHARED over the second
  * page of each started slot; the magazines stay private (pcpu.c). Another
- * process reads a magazine's fill from the copy of its word (pc_word) and
- * splits its hits into allocs and frees with pcpu_split_hits().
+ * process reads a magazine's fill from the copy of its word (pc_word),
+ * splits its hits into allocs and frees with pcpu_split_hits(), and adds
+ * the slow paths' counts that sit beside it (slab/derive.c).
  *
  * Chunks and counters regions start on page boundaries and never move: the
  * file only grows (fallocate), and a destroyed cache's region is
  * hole-punched and reused by a later cache of the same region length.
  *
- * Consistency: r_seq is a sequence lock over every record field but the
- * live counters (r_slow_*): odd while the writer changes the record. The
+ * Consistency: r_seq is a sequence lock over every record field: odd while
+ * the writer changes the record. The
  * header's fields are written once before the file is given its name,
  * except h_bytes_got/h_bytes_put (relaxed, monotonic). The counters pages
  * are the fast path's and are read racily.
@@ -101,11 +102,7 @@ struct seg_rec {
 	uint32_t r_mag_size;
 	uint32_t r_pad;
 
-	/* ---- live counters: the cache's own slow-path atomics, not under r_seq ---- */
-	uint64_t r_slow_allocs;
-	uint64_t r_slow_frees;
-
-	uint64_t r_reserved[5];
+	uint64_t r_reserved[7];
 };
 
 _Static_assert(sizeof(struct seg_header) == 128, "segment header layout");

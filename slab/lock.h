@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: MIT */
+/* The library's mutex: a pthread mutex that knows its holder in debug builds. */
+#ifndef USLAB_LOCK_H
+#define USLAB_LOCK_H
+
+#include "config.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "debug.h"
+
+/*
+ * Every uslab mutex is a struct uslab_lock. From debug level 2 it records
+ * the thread that holds it, so a function named _locked can assert, as its
+ * first line, that its caller holds the lock it needs (SLUB's
+ * lockdep_assert_held): ASSERT_HELD(&c->c_slab_lock). Below level 2 the
+ * owner is never written and the checks compile to nothing. The holder is
+ * a pthread_t (no syscall); the fork child's only thread keeps its value.
+ */
+
+struct uslab_lock {
+	pthread_mutex_t l_mutex;
+	pthread_t l_owner; /* debug level >= 2: the holder while l_held */
+	int l_held;        /* debug level >= 2: 1 while held */
+};
+
+#define USLAB_LOCK_INITIALIZER                                                                     \
+	{                                                                                          \
+		PTHREAD_MUTEX_INITIALIZER, 0, 0                                                    \
+	}
+
+static const bool lock_track = USLAB_DEBUG_LEVEL >= 2;
+
+static inline void lock_init(struct uslab_lock *l)
+{
+	pthread_mutex_init(&l->l_mutex, NULL);
+	l->l_held = 0;
+}
+
+static inline void lock_fini(struct uslab_lock *l)
+{
+	pthread_mutex_destroy(&l->l_mutex);
+}
+
+static inline void lock_mark(struct uslab_lock *l)
+{
+	if (lock_track) {
+		__atomic_store_n(&l->l_owner, pthread_self(), __ATOMIC_RELAXED);
+		__atomic_store_n(&l->l_held, 1, __ATOMIC_RELAXED);
+	}
+}
+
+static inline void lock_take(struct uslab_lock *l)
+{
+	pthread_mutex_lock(&l->l_mutex);
+	lock_mark(l);
+}
+
+/* Take @l if it is free; true when taken. */
+static inline bool lock_try(struct uslab_lock *l)
+{
+	if (pthread_mutex_trylock(&l->l_mutex) != 0)
+		return false;
+	lock_mark(l);
+	return true;
+}
+
+static inline void lock_drop(struct uslab_lock *l)
+{
+	if (lock_track)
+		__atomic_store_n(&l->l_held, 0, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&l->l_mutex);
+}
+
+/* Whether this thread holds @l (meaningful from debug level 2). */
+static inline bool lock_is_held(const struct uslab_lock *l)
+{
+	return __atomic_load_n(&l->l_held, __ATOMIC_RELAXED) != 0 &&
+	       pthread_equal(__atomic_load_n(&l->l_owner, __ATOMIC_RELAXED), pthread_self());
+}
+
+#define ASSERT_HELD(l)                                                                             \
+	((USLAB_DEBUG_LEVEL < 2 || lock_is_held(l))                                                \
+	         ? (void)0                                                                         \
+	         : uslab_assert_fail("held: " #l, __FILE__, __LINE__))
+
+#endif /* USLAB_LOCK_H */
