@@ -51,7 +51,7 @@
  *   page 1  struct pcpu_counters at slot + PCPU_COUNTERS_OFF: the only
  *           per-CPU data that may be shared. Private until the slot
  *           starts; when the process publishes statistics, the stats
- *           segment maps this page MAP_SHARED from its file (segment.c)
+ *           segment maps this page MAP_SHARED from its file (segment/writer.c)
  *           before the slot's p_cap first becomes non-zero.
  *     pc_word     a copy of p_word, stored right before every commit
  *     pc_ops      hits folded out of p_word (pcpu.c, with the slot owned)
