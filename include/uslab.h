@@ -79,6 +79,21 @@ struct uslab_pagesrc {
  *  given back with munmap, purged with MADV_DONTNEED. */
 USLAB_API const struct uslab_pagesrc *uslab_pagesrc_mmap(void);
 
+/**
+ * A page source over a caller's region [@base, @base + @len): a static
+ * array, or a mapping the caller made (hugetlbfs, shared memory). It keeps
+ * its bookkeeping at the start of the region (a header and one bit per
+ * page) and calls no malloc and no mmap: a cache on it makes no system
+ * call for memory. Blocks are size-aligned inside the region, so a region
+ * aligned to 64 KiB wastes least. get() fails with ENOMEM once no aligned
+ * run of free pages is left; blocks given back are reused. The structure
+ * returned lives in the region, which must stay mapped and writable while
+ * any cache uses it. NULL with EINVAL when @base is NULL or not
+ * page-aligned, or the region holds no 64 KiB block after its header.
+ * Thread-safe.
+ */
+USLAB_API struct uslab_pagesrc *uslab_pagesrc_region(void *base, size_t len);
+
 /** Cache configuration. Every field is optional: a zeroed structure (or a
  *  NULL pointer) means the defaults. */
 struct uslab_cache_conf {

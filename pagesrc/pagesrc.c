@@ -6,6 +6,8 @@
 
 #include "pagesrc.h"
 
+__thread unsigned pgsrc_busy __attribute__((tls_model("initial-exec")));
+
 /* Process-wide byte counts; relaxed atomics, only the slow path updates them. */
 static uint64_t pgsrc_got, pgsrc_returned, pgsrc_purged, pgsrc_failed;
 

@@ -23,12 +23,38 @@
 
 #include "uslab.h"
 
+/* The smallest block the slab layer asks for: 64 KiB (SLAB_MIN_SHIFT). */
+#define PGSRC_MIN_BLOCK_SHIFT 16
+
 struct pgsrc_totals {
 	uint64_t pt_got;      /* bytes handed out by get(), ever */
 	uint64_t pt_put;      /* bytes given back by put(), ever */
 	uint64_t pt_purged;   /* bytes purged, ever */
 	uint64_t pt_failures; /* get() calls that returned NULL */
 };
+
+/*
+ * The re-entry guard (DESIGN.md §8). pgsrc_busy counts, per thread, the
+ * uslab locks it holds (every layer's, the library's own page sources'
+ * included). A signal handler that interrupted this thread inside uslab
+ * sees it non-zero: the slow paths then fail an allocation or defer a free
+ * instead of waiting for a lock that the interrupted code holds. It lives
+ * here, in the lowest layer, because every layer takes locks.
+ * Initial-exec TLS: no allocation, no call, async-signal-safe.
+ */
+extern __thread unsigned pgsrc_busy __attribute__((tls_model("initial-exec")));
+
+static inline void pgsrc_busy_enter(void)
+{
+	pgsrc_busy++;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST); /* before the lock is taken */
+}
+
+static inline void pgsrc_busy_leave(void)
+{
+	__atomic_signal_fence(__ATOMIC_SEQ_CST); /* after the lock is dropped */
+	pgsrc_busy--;
+}
 
 /** A block of @size bytes aligned to @size from @src, or NULL. */
 void *pgsrc_get(const struct uslab_pagesrc *src, size_t size);

@@ -102,7 +102,8 @@ static void cache_atfork_prepare(void)
 		depot_lock(c);
 		slab_lock_all(c);
 	}
-	seg_atfork_prepare(); /* holds seg_lock: no record or page half made */
+	seg_atfork_prepare();  /* holds seg_lock: no record or page half made */
+	meta_atfork_prepare(); /* a leaf: last */
 }
 
 static void cache_atfork_release(void)
@@ -117,6 +118,7 @@ static void cache_atfork_release(void)
 
 static void cache_atfork_parent(void)
 {
+	meta_atfork_release();
 	seg_atfork_parent();
 	cache_atfork_release();
 }
@@ -127,6 +129,7 @@ static void cache_atfork_parent(void)
  * them. */
 static void cache_atfork_child(void)
 {
+	meta_atfork_release();
 	for (struct uslab_cache *c = cache_list; c != NULL; c = c->c_next) {
 		c->c_obs = NULL;
 		c->c_obs_rec = NULL;
@@ -166,9 +169,13 @@ static void cache_mag_create(const struct uslab_cache *c)
 			continue;
 		char name[USLAB_NAME_MAX + 1];
 		snprintf(name, sizeof name, "uslab_magazine_%u", (unsigned)depot_mag_rounds(k));
-		struct uslab_cache *mc = cache_create(
-			name, depot_mag_bytes(k),
-			&(struct uslab_cache_conf){.flags = USLAB_NOMAGAZINE}, CACHE_INTERNAL);
+		/* Their slabs hold the pointers allocations hand out: in the
+		 * guarded metadata, out of every object's reach. */
+		struct uslab_cache *mc =
+			cache_create(name, depot_mag_bytes(k),
+		                     &(struct uslab_cache_conf){.flags = USLAB_NOMAGAZINE,
+		                                                .pagesrc = meta_pagesrc()},
+		                     CACHE_INTERNAL);
 		if (mc != NULL && !depot_mag_register(k, mc))
 			cache_destroy(mc);
 	}
@@ -218,14 +225,11 @@ static struct uslab_cache *cache_create(const char *name, size_t size,
 		errno = EINVAL;
 		return NULL;
 	}
-	struct uslab_cache *c;
-	if (posix_memalign((void **)&c, 64, sizeof *c) != 0) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	memset(c, 0, sizeof *c);
+	struct uslab_cache *c = meta_alloc(sizeof *c); /* zeroed, guarded, no malloc */
+	if (c == NULL)
+		return NULL; /* ENOMEM */
 	if (!slab_cache_init(c, name, size, conf, conf->flags | internal)) {
-		free(c);
+		meta_free(c, sizeof *c);
 		return NULL; /* errno EINVAL */
 	}
 	depot_init(c);
@@ -234,7 +238,7 @@ static struct uslab_cache *cache_create(const char *name, size_t size,
 	if (pcpu_cache_init(c) != 0) {
 		depot_fini(c);
 		slab_cache_fini(c);
-		free(c);
+		meta_free(c, sizeof *c);
 		errno = ENOMEM;
 		return NULL;
 	}
@@ -292,7 +296,7 @@ static int cache_destroy(struct uslab_cache *c)
 	depot_fini(c);
 	slab_release_all(c);
 	slab_cache_fini(c);
-	free(c);
+	meta_free(c, sizeof *c);
 	return 0;
 }
 /* ---- Objects ---- */

@@ -16,6 +16,7 @@
 #include "../pagesrc/pagesrc.h"
 #include "debug.h"
 #include "lock.h"
+#include "meta.h"
 #include "observe.h"
 #include "arch/fastpath.h"
 #include "probes.h"
@@ -23,11 +24,11 @@
 /* ======================================================================== */
 /* ---- slab.c: slabs and their geometry ---- */
 
-/* Slab sizes: powers of two from 64 KiB up to 16 MiB. 64 KiB keeps the slab
- * header plus the tail waste under 1% for objects up to ~256 bytes; larger
- * objects get larger slabs until the waste is under 1/64 (see
- * slab_geometry()). 16 MiB is the largest: with 1 MiB objects it holds 15,
- * wasting 1/16, and pages are only touched when objects are. */
+/* Slab sizes: powers of two from 64 KiB up to 16 MiB. 64 KiB keeps the tail
+ * waste under 1% for objects up to ~256 bytes; larger objects get larger
+ * slabs until the waste is under 1/64 (see slab_geometry()). 16 MiB is the
+ * largest: it holds 16 objects of 1 MiB, and pages are only touched when
+ * objects are. The headers are elsewhere (slab/meta.c). */
 #define SLAB_MIN_SHIFT 16
 #define SLAB_MAX_SHIFT 24
 #define SLAB_MAGIC 0x75736c6162736c62ull /* "uslabslb" */
@@ -47,13 +48,16 @@ enum slab_where {
 };
 
 /*
- * A slab: one size-aligned block from the page source. The header sits at
- * the block's start; objects follow after a colour offset. Which objects are
- * in the slab (free) is a bitmap outside the objects, so a free object's
- * bytes are never written and a double free is a bit already set.
+ * A slab: one size-aligned block from the page source, holding objects
+ * only (after a colour offset); this header lives in the guarded metadata
+ * (slab/meta.c) and the slab map leads to it from every granule of the
+ * block. Which objects are in the slab (free) is a bitmap outside the
+ * objects, so a free object's bytes are never written and a double free is
+ * a bit already set.
  *
- * Invariants (slab_is_valid()):
+ * Invariants (slab_is_valid(), slab_cache_is_valid()):
  *   s_magic == SLAB_MAGIC, s_cache == the owning cache
+ *   slabmap_lookup(any byte of s_block .. + c_slab_size) == this header
  *   s_inuse + popcount(s_free) == c_slab_objs
  *   no bit at or above c_slab_objs is set
  *   s_hint <= the first word of s_free with a bit set
@@ -65,7 +69,8 @@ struct slab {
 	struct uslab_cache *s_cache; /* owner, checked on every free */
 	/* ---- under c_slab_lock ---- */
 	struct slab *s_next, *s_prev; /* list given by s_where */
-	char *s_base;                 /* object 0 (after header and colour) */
+	char *s_block;                /* the block from the page source */
+	char *s_base;                 /* object 0 (s_block + colour) */
 	uint32_t s_inuse;             /* objects out of the slab */
 	uint32_t s_hint;              /* no free bit below word s_hint */
 	uint32_t s_where;             /* enum slab_where or a bucket */
@@ -121,11 +126,14 @@ static inline uint64_t uslab_coarse_ns(void)
 }
 
 /* ======================================================================== */
-/* ---- slabmap.c: which address ranges are slabs ---- */
+/* ---- slabmap.c: from an address to its slab ---- */
 
-bool slabmap_set(const void *block, size_t size);
+/** Point every granule of [block, block + size) at @s. false (nothing
+ *  set) when a leaf cannot be mapped. */
+bool slabmap_set(const void *block, size_t size, struct slab *s);
 void slabmap_clear(const void *block, size_t size);
-bool slabmap_test(const void *p);
+/** The slab whose block holds @p, or NULL. No lock, no fault. */
+struct slab *slabmap_lookup(const void *p);
 
 /* ======================================================================== */
 /* ---- depot.c: full and empty magazines of a cache ---- */

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 
+#include "../pagesrc/pagesrc.h"
 #include "debug.h"
 
 /*
@@ -17,6 +18,10 @@
  * lockdep_assert_held): ASSERT_HELD(&c->c_slab_lock). Below level 2 the
  * owner is never written and the checks compile to nothing. The holder is
  * a pthread_t (no syscall); the fork child's only thread keeps its value.
+ *
+ * Every lock also counts in the thread's pgsrc_busy (pagesrc.h) from just
+ * before it is taken to just after it is dropped: a signal handler running
+ * on the same thread in between sees that uslab is busy here.
  */
 
 struct uslab_lock {
@@ -53,6 +58,7 @@ static inline void lock_mark(struct uslab_lock *l)
 
 static inline void lock_take(struct uslab_lock *l)
 {
+	pgsrc_busy_enter();
 	pthread_mutex_lock(&l->l_mutex);
 	lock_mark(l);
 }
@@ -60,8 +66,11 @@ static inline void lock_take(struct uslab_lock *l)
 /* Take @l if it is free; true when taken. */
 static inline bool lock_try(struct uslab_lock *l)
 {
-	if (pthread_mutex_trylock(&l->l_mutex) != 0)
+	pgsrc_busy_enter();
+	if (pthread_mutex_trylock(&l->l_mutex) != 0) {
+		pgsrc_busy_leave();
 		return false;
+	}
 	lock_mark(l);
 	return true;
 }
@@ -71,6 +80,7 @@ static inline void lock_drop(struct uslab_lock *l)
 	if (lock_track)
 		__atomic_store_n(&l->l_held, 0, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&l->l_mutex);
+	pgsrc_busy_leave();
 }
 
 /* Whether this thread holds @l (meaningful from debug level 2). */

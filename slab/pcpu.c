@@ -279,6 +279,7 @@ static void pcpu_slot_lock_wait(struct pcpu_slot *s)
 
 static inline void pcpu_slot_lock(struct pcpu_slot *s)
 {
+	pgsrc_busy_enter();
 	if (__builtin_expect(__atomic_exchange_n(&s->p_lock, 1, __ATOMIC_ACQUIRE) != 0, 0))
 		pcpu_slot_lock_wait(s);
 }
@@ -286,6 +287,7 @@ static inline void pcpu_slot_lock(struct pcpu_slot *s)
 static inline void pcpu_slot_unlock(struct pcpu_slot *s)
 {
 	__atomic_store_n(&s->p_lock, 0, __ATOMIC_RELEASE);
+	pgsrc_busy_leave();
 }
 
 /* fork(): every lock of the cache. Slots start under c_drain_lock in both

@@ -25,14 +25,18 @@
  * Design
  *
  * 1. A slab is one block of c_slab_size bytes (a power of two) from the
- *    cache's page source, aligned to its size, so an object's slab is its
- *    address masked with c_slab_mask. The header (struct slab) is at the
- *    block's start; object 0 follows at c_first plus a colour offset that
- *    cycles from slab to slab in cache-line steps through the tail space the
- *    objects leave over, so equal-index objects of different slabs do not
- *    all fall on the same cache sets.
+ *    cache's page source, aligned to its size, holding objects only: object
+ *    0 sits at a colour offset that cycles from slab to slab in cache-line
+ *    steps through the tail space the objects leave over, so equal-index
+ *    objects of different slabs do not all fall on the same cache sets. The
+ *    header (struct slab, with its free bitmap) lives apart, in the
+ *    library's guarded metadata (slab/meta.c), and the slab map
+ *    (slab/slabmap.c) leads from any address to it. So an overrun of the
+ *    last object of a slab reaches the next block's objects at most, never
+ *    a list link or a bitmap that the allocator would trust, and a pointer
+ *    that is no object is told apart by a lookup, not a dereference.
  *
- * 2. Free objects are recorded in a bitmap in the header, one bit per
+ * 2. Free objects are recorded in the header's bitmap, one bit per
  *    object, never in the objects: constructed state survives free (Bonwick
  *    §2), a bit already set on free is a double free, and the cost is one
  *    bit per object (24-byte objects: 0.5%). Allocation takes the lowest free
@@ -74,26 +78,16 @@ static size_t slab_natural_align(size_t size)
 	return a > 16 ? 16 : a;
 }
 
-static size_t align_up(size_t v, size_t a)
-{
-	return (v + a - 1) & ~(a - 1);
-}
-
-/* Offset of object 0 for a slab holding @objs objects, before colour. */
-static size_t slab_first(const struct uslab_cache *c, uint32_t objs)
-{
-	size_t words = ((size_t)objs + 63) / 64;
-	return align_up(sizeof(struct slab) + words * 8, c->c_align);
-}
-
-/* Objects fitting a slab of @size bytes with its header. */
+/* Objects fitting a slab of @size bytes (the header is elsewhere). */
 static uint32_t slab_fit(const struct uslab_cache *c, size_t size)
 {
-	size_t objs = size / c->c_slot;
+	return (uint32_t)(size / c->c_slot);
+}
 
-	while (objs > 0 && slab_first(c, (uint32_t)objs) + objs * c->c_slot > size)
-		objs--;
-	return (uint32_t)objs;
+/* Bytes of a header of @c: struct slab and its bitmap. */
+static size_t slab_hdr_size(const struct uslab_cache *c)
+{
+	return sizeof(struct slab) + (size_t)c->c_slab_words * 8;
 }
 
 bool slab_geometry(struct uslab_cache *c)
@@ -122,8 +116,8 @@ bool slab_geometry(struct uslab_cache *c)
 	c->c_slab_mask = ~(uintptr_t)(best_size - 1);
 	c->c_slab_objs = best_objs;
 	c->c_slab_words = (best_objs + 63) / 64;
-	c->c_first = (uint32_t)slab_first(c, best_objs);
-	size_t spare = best_size - c->c_first - (size_t)best_objs * c->c_slot;
+	c->c_first = 0;
+	size_t spare = best_size - (size_t)best_objs * c->c_slot;
 	c->c_colour_step = (uint32_t)(c->c_align > 64 ? c->c_align : 64);
 	c->c_colours = (uint32_t)(spare / c->c_colour_step) + 1;
 	c->c_div = c->c_slot > 1 ? UINT64_MAX / c->c_slot + 1 : 0;
@@ -262,16 +256,18 @@ static struct slab *slab_create(struct uslab_cache *c)
 		return NULL;
 	}
 	VERIFY(((uintptr_t)block & ~c->c_slab_mask) == 0);
-	if (!slabmap_set(block, c->c_slab_size)) {
+	struct slab *s = meta_alloc(slab_hdr_size(c));
+	if (s == NULL || !slabmap_set(block, c->c_slab_size, s)) {
+		meta_free(s, slab_hdr_size(c));
 		pgsrc_put(c->c_src, block, c->c_slab_size);
 		errno = ENOMEM;
 		return NULL;
 	}
 	uint32_t colour = __atomic_fetch_add(&c->c_colour_next, 1, __ATOMIC_RELAXED) % c->c_colours;
-	struct slab *s = (struct slab *)block;
 	s->s_magic = SLAB_MAGIC;
 	s->s_cache = c;
 	s->s_next = s->s_prev = NULL;
+	s->s_block = block;
 	s->s_base = block + c->c_first + (size_t)colour * c->c_colour_step;
 	s->s_inuse = 0;
 	s->s_hint = 0;
@@ -292,6 +288,7 @@ static struct slab *slab_create(struct uslab_cache *c)
 					c->c_dtor(slab_obj(c, s, i), c->c_arg);
 			SLAB_LSAN_UNROOT(block, c->c_slab_size);
 			slabmap_clear(block, c->c_slab_size);
+			meta_free(s, slab_hdr_size(c));
 			pgsrc_put(c->c_src, block, c->c_slab_size);
 			errno = err;
 			return NULL;
@@ -303,15 +300,18 @@ static struct slab *slab_create(struct uslab_cache *c)
 /* Destruct every object of an empty slab and give its block back. */
 static void slab_destroy(struct uslab_cache *c, struct slab *s)
 {
+	char *block = s->s_block;
+
 	VERIFY(s->s_inuse == 0);
 	PROBE3(slab_release, c, s, c->c_slab_size);
 	if (c->c_dtor != NULL)
 		for (uint32_t i = 0; i < c->c_slab_objs; i++)
 			c->c_dtor(slab_obj(c, s, i), c->c_arg);
 	s->s_magic = 0;
-	SLAB_LSAN_UNROOT(s, c->c_slab_size);
-	slabmap_clear(s, c->c_slab_size);
-	pgsrc_put(c->c_src, s, c->c_slab_size);
+	SLAB_LSAN_UNROOT(block, c->c_slab_size);
+	slabmap_clear(block, c->c_slab_size);
+	meta_free(s, slab_hdr_size(c));
+	pgsrc_put(c->c_src, block, c->c_slab_size);
 }
 
 /* Destroy a chain from slab_detach_empty_locked(); returns bytes released. */
@@ -363,13 +363,12 @@ static size_t slab_take_locked(struct uslab_cache *c, struct slab *s, void **obj
 
 struct slab *slab_of_checked(struct uslab_cache *c, const void *obj, uint32_t *idx)
 {
-	struct slab *s = (struct slab *)((uintptr_t)obj & c->c_slab_mask);
-	/* Both the object's granule and the header's must be slab memory: an
-	 * object of a cache with larger slabs may mask to an unmapped address. */
-	if (!slabmap_test(obj) || !slabmap_test(s))
+	struct slab *s = slabmap_lookup(obj);
+
+	/* No slab there (a malloc pointer, the stack), or another cache's. */
+	if (s == NULL || s->s_cache != c)
 		uslab_report(c, obj, USLAB_E_FOREIGN);
-	if (s->s_magic != SLAB_MAGIC || s->s_cache != c)
-		uslab_report(c, obj, USLAB_E_FOREIGN);
+	VERIFY(s->s_magic == SLAB_MAGIC);
 	if ((const char *)obj < s->s_base ||
 	    !slab_index(c, (size_t)((const char *)obj - s->s_base), idx) || *idx >= c->c_slab_objs)
 		uslab_report(c, obj, USLAB_E_BOUNDARY);
@@ -570,7 +569,9 @@ bool slab_cache_is_valid(struct uslab_cache *c)
 			ok = false;
 		const struct slab *prev = NULL;
 		for (const struct slab *s = l->l_head; s != NULL && ok; s = s->s_next) {
-			ok = slab_is_valid(c, s, where) && s->s_prev == prev && slabmap_test(s);
+			ok = slab_is_valid(c, s, where) && s->s_prev == prev &&
+			     slabmap_lookup(s->s_block) == s &&
+			     slabmap_lookup(s->s_block + c->c_slab_size - 1) == s;
 			prev = s;
 			slabs++;
 			inuse += s->s_inuse;

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Which 64 KiB granules of the address space belong to uslab slabs. */
+/* The slab map: from any address to the header of the slab that holds it. */
 #include "config.h"
 
 #include <sys/mman.h>
@@ -7,88 +7,111 @@
 #include "internal.h"
 
 /*
- * A free of a foreign pointer must be reported, not crash inside uslab while
- * reading a slab header that is not there. Before dereferencing the header
- * that an object's address masks to, the slab layer asks this map whether the
- * address lies inside any slab at all. Slabs are at least 2^SLAB_MIN_SHIFT
- * bytes and aligned to their size, so one bit per granule of that size is
- * exact. The map is a two-level radix: a static top array indexed by
- * address bits 47..32 (BSS: untouched entries cost nothing) pointing to
- * 8 KiB leaves of 2^16 bits, mapped on first use and never freed.
- * Lookups take no lock: leaves are published with a release CAS and bits
- * change with atomic OR/AND.
+ * Slab headers live apart from their objects (slab/meta.c), so the slab of
+ * an object is found here: one pointer per 2^SLAB_MIN_SHIFT-byte granule of
+ * the address space, NULL where no slab is. Slabs are at least one granule
+ * and aligned to their size, so every granule belongs to at most one slab,
+ * and a lookup is exact: a pointer that lies in no slab (a malloc pointer,
+ * a stack address, 0x1000) gets NULL, never a dereference of a header that
+ * is not there. The map is a two-level radix: a static top array indexed
+ * by address bits 47..32 (BSS: untouched entries cost nothing) pointing to
+ * leaves of 2^16 pointers (512 KiB, for 4 GiB of address space), each a
+ * mapping of its own with a guard page at both ends, made on first use and
+ * never freed; their pages are touched only where slabs are.
+ *
+ * Lookups take no lock: leaves are published with a release CAS, entries
+ * are stored with release and read with acquire, so whoever finds a slab
+ * here sees its header as it was built. An entry changes only when the
+ * slab is created or released, both of which its cache serialises.
  */
 
 #define MAP_TOP_SHIFT 32
 #define MAP_TOP_ENTRIES ((size_t)1 << (47 - MAP_TOP_SHIFT))
-#define MAP_LEAF_BITS ((size_t)1 << (MAP_TOP_SHIFT - SLAB_MIN_SHIFT))
-#define MAP_LEAF_WORDS (MAP_LEAF_BITS / 64)
+#define MAP_LEAF_ENTRIES ((size_t)1 << (MAP_TOP_SHIFT - SLAB_MIN_SHIFT))
+#define MAP_LEAF_BYTES (MAP_LEAF_ENTRIES * sizeof(struct slab *))
 
-static uint64_t *map_top[MAP_TOP_ENTRIES]; /* leaves; published by CAS */
+static struct slab **map_top[MAP_TOP_ENTRIES]; /* leaves; published by CAS */
+
+/* A new zeroed leaf between two guard pages; NULL when the kernel refuses. */
+static struct slab **map_leaf_new(void)
+{
+	size_t page = pgsrc_page_size();
+	char *p = mmap(NULL, MAP_LEAF_BYTES + 2 * page, PROT_NONE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	if (mprotect(p + page, MAP_LEAF_BYTES, PROT_READ | PROT_WRITE) != 0) {
+		munmap(p, MAP_LEAF_BYTES + 2 * page);
+		return NULL;
+	}
+	return (struct slab **)(p + page);
+}
+
+static void map_leaf_drop(struct slab **leaf)
+{
+	size_t page = pgsrc_page_size();
+
+	munmap((char *)leaf - page, MAP_LEAF_BYTES + 2 * page);
+}
 
 /* The leaf covering @addr, creating it when @create; NULL if none (or no memory). */
-static uint64_t *map_leaf(uintptr_t addr, bool create)
+static struct slab **map_leaf(uintptr_t addr, bool create)
 {
 	size_t top = addr >> MAP_TOP_SHIFT;
 
 	if (top >= MAP_TOP_ENTRIES)
 		return NULL;
-	uint64_t *leaf = __atomic_load_n(&map_top[top], __ATOMIC_ACQUIRE);
+	struct slab **leaf = __atomic_load_n(&map_top[top], __ATOMIC_ACQUIRE);
 	if (leaf != NULL || !create)
 		return leaf;
-	void *fresh = mmap(NULL, MAP_LEAF_WORDS * 8, PROT_READ | PROT_WRITE,
-	                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (fresh == MAP_FAILED)
+	struct slab **fresh = map_leaf_new();
+	if (fresh == NULL)
 		return NULL;
-	uint64_t *expected = NULL;
-	if (!__atomic_compare_exchange_n(&map_top[top], &expected, (uint64_t *)fresh, false,
-	                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-		munmap(fresh, MAP_LEAF_WORDS * 8);
+	struct slab **expected = NULL;
+	if (!__atomic_compare_exchange_n(&map_top[top], &expected, fresh, false, __ATOMIC_ACQ_REL,
+	                                 __ATOMIC_ACQUIRE)) {
+		map_leaf_drop(fresh);
 		return expected;
 	}
 	return fresh;
 }
 
-/** Mark [block, block+size) as slab memory. Returns false without memory
- *  for a leaf (the slab must then not be used). */
-bool slabmap_set(const void *block, size_t size)
+static size_t map_index(uintptr_t a)
+{
+	return (a >> SLAB_MIN_SHIFT) & (MAP_LEAF_ENTRIES - 1);
+}
+
+bool slabmap_set(const void *block, size_t size, struct slab *s)
 {
 	uintptr_t a = (uintptr_t)block;
 
 	for (uintptr_t g = a; g < a + size; g += (uintptr_t)1 << SLAB_MIN_SHIFT) {
-		uint64_t *leaf = map_leaf(g, true);
+		struct slab **leaf = map_leaf(g, true);
 		if (leaf == NULL) {
 			slabmap_clear(block, g - a);
 			return false;
 		}
-		size_t bit = (g >> SLAB_MIN_SHIFT) & (MAP_LEAF_BITS - 1);
-		__atomic_fetch_or(&leaf[bit / 64], (uint64_t)1 << (bit % 64), __ATOMIC_RELEASE);
+		__atomic_store_n(&leaf[map_index(g)], s, __ATOMIC_RELEASE);
 	}
 	return true;
 }
 
-/** Unmark [block, block+size). */
 void slabmap_clear(const void *block, size_t size)
 {
 	uintptr_t a = (uintptr_t)block;
 
 	for (uintptr_t g = a; g < a + size; g += (uintptr_t)1 << SLAB_MIN_SHIFT) {
-		uint64_t *leaf = map_leaf(g, false);
-		if (leaf == NULL)
-			continue;
-		size_t bit = (g >> SLAB_MIN_SHIFT) & (MAP_LEAF_BITS - 1);
-		__atomic_fetch_and(&leaf[bit / 64], ~((uint64_t)1 << (bit % 64)), __ATOMIC_RELEASE);
+		struct slab **leaf = map_leaf(g, false);
+		if (leaf != NULL)
+			__atomic_store_n(&leaf[map_index(g)], NULL, __ATOMIC_RELEASE);
 	}
 }
 
-/** Whether @p lies inside some slab. */
-bool slabmap_test(const void *p)
+struct slab *slabmap_lookup(const void *p)
 {
 	uintptr_t a = (uintptr_t)p;
-	uint64_t *leaf = map_leaf(a, false);
+	struct slab **leaf = map_leaf(a, false);
 
-	if (leaf == NULL)
-		return false;
-	size_t bit = (a >> SLAB_MIN_SHIFT) & (MAP_LEAF_BITS - 1);
-	return (__atomic_load_n(&leaf[bit / 64], __ATOMIC_ACQUIRE) >> (bit % 64)) & 1;
+	return leaf != NULL ? __atomic_load_n(&leaf[map_index(a)], __ATOMIC_ACQUIRE) : NULL;
 }

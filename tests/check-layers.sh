@@ -16,7 +16,9 @@ command -v "$nm" >/dev/null 2>&1 || { echo "SKIP: $nm not found"; exit 77; }
 order='
 pagesrc.c.o
 mmap.c.o
+region.c.o
 debug.c.o
+meta.c.o
 slabmap.c.o
 derive.c.o
 arch_generic.c.o

@@ -788,6 +788,48 @@ START_TEST(cache_oom_after_one_slab)
 }
 END_TEST
 
+/* ---- Overruns ---- */
+
+/* The reliability issue's reproducer: for 64-byte objects the last object
+ * of a slab ended where the next slab's header began, so a 32-byte overrun
+ * rewrote its list links and 8 more bytes its free bitmap. Slab headers now
+ * live apart from objects: the same overrun damages only the neighbouring
+ * object, and the cache keeps handing out every object once. */
+START_TEST(cache_overrun_spares_the_allocator)
+{
+	enum { N = 4 * 1024 };
+	void **objs = malloc(N * sizeof *objs);
+	struct uslab_cache *c = uslab_cache_create("overrun", 64, NULL);
+	int hits = 0;
+
+	ck_assert_ptr_nonnull(objs);
+	ck_assert_ptr_nonnull(c);
+	for (size_t i = 0; i < N; i++)
+		ck_assert_ptr_nonnull(objs[i] = uslab_cache_alloc(c));
+	qsort(objs, N, sizeof *objs, cmp_ptr);
+	for (size_t i = 0; i + 1 < N; i++) {
+		uintptr_t end = (uintptr_t)objs[i] + 64;
+		/* The last object of a block, and the next block is a slab of
+		 * this cache (we hold an object in it). */
+		if (end % 65536 == 0 && (uintptr_t)objs[i + 1] - end < 65536) {
+			memset((char *)objs[i] + 64, 0x41, 40);
+			hits++;
+		}
+	}
+	ck_assert_int_gt(hits, 0);
+	for (size_t i = 0; i < N; i++)
+		uslab_cache_free(c, objs[i]);
+	ck_assert_uint_eq(uslab_cache_reap(c) > 0, 1);
+	for (size_t i = 0; i < N; i++)
+		ck_assert_ptr_nonnull(objs[i] = uslab_cache_alloc(c));
+	check_disjoint(objs, N, 64);
+	for (size_t i = 0; i < N; i++)
+		uslab_cache_free(c, objs[i]);
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+	free(objs);
+}
+END_TEST
+
 /* ---- Bulk ---- */
 
 START_TEST(cache_bulk_alloc_free)
@@ -1255,6 +1297,7 @@ static Suite *cache_suite(void)
 
 	tc = tcase_create("bulk");
 	tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
+	tcase_add_test(tc, cache_overrun_spares_the_allocator);
 	tcase_add_test(tc, cache_bulk_alloc_free);
 	tcase_add_test(tc, cache_bulk_nomagazine);
 	suite_add_tcase(s, tc);

@@ -89,34 +89,26 @@ static void check_geometry(size_t size, size_t align)
 	ck_assert_uint_eq(c->c_slot, round_up(size, a));
 	ck_assert_msg(objs >= 1, "size %zu: no object per slab", size);
 	ck_assert_uint_eq(c->c_slab_words, (objs + 63) / 64);
-	/* Header and bitmap come before object 0, which is aligned. */
-	ck_assert_msg(c->c_first >= sizeof(struct slab) + c->c_slab_words * 8, "size %zu: first %u",
-	              size, c->c_first);
-	ck_assert_uint_eq(c->c_first % a, 0);
+	/* The header is elsewhere: object 0 starts the block (before colour). */
+	ck_assert_msg(c->c_first == 0, "size %zu: first %u", size, c->c_first);
 	/* Every colour keeps every object inside the slab. */
 	ck_assert_msg(c->c_colours >= 1 && c->c_colour_step >= 64 && c->c_colour_step % a == 0,
 	              "size %zu: colours %u step %u", size, c->c_colours, c->c_colour_step);
-	size_t spare = c->c_slab_size - c->c_first - objs * c->c_slot;
-	ck_assert_msg(c->c_first + objs * c->c_slot <= c->c_slab_size, "size %zu: overflow", size);
+	size_t spare = c->c_slab_size - objs * c->c_slot;
+	ck_assert_msg(objs * c->c_slot <= c->c_slab_size, "size %zu: overflow", size);
 	ck_assert_msg((size_t)(c->c_colours - 1) * c->c_colour_step <= spare &&
 	                      spare < (size_t)c->c_colours * c->c_colour_step,
 	              "size %zu: %u colours of %u for %zu spare bytes", size, c->c_colours,
 	              c->c_colour_step, spare);
-	/* Objects per slab is the most that fit with the header. */
-	size_t more = objs + 1;
-	size_t first_more = round_up(sizeof(struct slab) + (more + 63) / 64 * 8, a);
-	ck_assert_msg(first_more + more * c->c_slot > c->c_slab_size,
-	              "size %zu: %zu objs not maximal", size, objs);
-	/* Waste (header and tail) per slab. One bit per object is the bitmap's
-	 * own price: below 8-byte slots it alone exceeds 1/64. The largest
-	 * objects waste about 1/16 of the largest slab, plus the header
-	 * (internal.h). */
+	/* Objects per slab is the most that fit. */
+	ck_assert_msg((objs + 1) * c->c_slot > c->c_slab_size, "size %zu: %zu objs not maximal",
+	              size, objs);
+	/* Tail waste per slab (the header and its bit per object are in the
+	 * metadata, not here). The largest objects waste at most 1/16 of the
+	 * largest slab (internal.h). */
 	size_t wasted = c->c_slab_size - objs * c->c_slot;
 	double waste = (double)wasted / (double)c->c_slab_size;
-	double bound = c->c_slot < 8 ? 1.0 / 64 + 1.0 / (8.0 * (double)c->c_slot)
-	               : c->c_slot <= (1u << 17)
-	                       ? 1.0 / 64
-	                       : 1.0 / 16 + (double)c->c_first / (double)c->c_slab_size;
+	double bound = c->c_slot <= (1u << 17) ? 1.0 / 64 : 1.0 / 16;
 	ck_assert_msg(waste <= bound, "size %zu: waste %.5f > %.5f (slab %zu, %zu objs)", size,
 	              waste, bound, c->c_slab_size, objs);
 	slab_cache_done(c);
@@ -155,6 +147,12 @@ START_TEST(slab_geometry_explicit_alignment)
 END_TEST
 
 /* Allocate @nslabs full slabs; returns the objects, slab by slab. */
+static int cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+	return x < y ? -1 : x > y;
+}
+
 static void **fill_slabs(struct uslab_cache *c, size_t nslabs)
 {
 	size_t n = nslabs * c->c_slab_objs;
@@ -474,7 +472,8 @@ START_TEST(slab_of_checked_finds_every_object)
 		for (size_t i = 0; i < 2 * c->c_slab_objs; i++) {
 			uint32_t idx = UINT32_MAX;
 			struct slab *s = slab_of_checked(c, objs[i], &idx);
-			ck_assert_uint_eq((uintptr_t)s, slab_start(c, objs[i]));
+			ck_assert_uint_eq((uintptr_t)s->s_block, slab_start(c, objs[i]));
+			ck_assert_ptr_eq(slabmap_lookup(objs[i]), s);
 			ck_assert_uint_eq(idx, i % c->c_slab_objs);
 			ck_assert_ptr_eq(s->s_base + (size_t)idx * c->c_slot, objs[i]);
 		}
@@ -497,7 +496,7 @@ START_TEST(slab_of_checked_byte_objects)
 	for (size_t i = 0; i < N; i++) {
 		uint32_t idx = UINT32_MAX;
 		struct slab *s = slab_of_checked(c, objs[i], &idx);
-		ck_assert_uint_eq((uintptr_t)s, slab_start(c, objs[i]));
+		ck_assert_uint_eq((uintptr_t)s->s_block, slab_start(c, objs[i]));
 		ck_assert_uint_eq(idx, i);
 		ck_assert_ptr_eq(s->s_base + idx, objs[i]);
 	}
@@ -522,15 +521,47 @@ START_TEST(slab_of_checked_interior_aborts)
 }
 END_TEST
 
-START_TEST(slab_of_checked_header_aborts)
+/* A pointer into the colour gap before object 0 is no object. */
+START_TEST(slab_of_checked_before_first_aborts)
 {
-	struct uslab_cache *c = slab_cache(24, 0, NULL);
-	void *obj;
+	struct uslab_cache *c = slab_cache(1000, 0, NULL);
+	/* Two slabs: colours cycle, so the second starts after a gap. */
+	void **objs = fill_slabs(c, 2);
+	struct slab *s = slabmap_lookup(objs[c->c_slab_objs]);
 
-	ck_assert_uint_eq(slab_alloc_bulk(c, &obj, 1), 1);
-	ck_assert(cache_is_valid(c));
+	ck_assert_ptr_nonnull(s);
+	ck_assert((uintptr_t)s->s_base > (uintptr_t)s->s_block);
 	uint32_t idx;
-	slab_of_checked(c, (void *)(slab_start(c, obj) + sizeof(struct slab)), &idx);
+	slab_of_checked(c, s->s_block, &idx);
+}
+END_TEST
+
+/* Finding 3 of the reliability issue: the last object of a slab ended where
+ * the next block's header began, so an overrun rewrote list links and the
+ * free bitmap. Headers now live in the guarded metadata: overwrite every
+ * byte of a full slab's block, as overruns of all its objects would, and
+ * every invariant still holds, every object is handed out once. */
+START_TEST(slab_overrun_never_reaches_a_header)
+{
+	struct uslab_cache *c = slab_cache(64, 0, NULL);
+	void **objs = fill_slabs(c, 3);
+	size_t n = 3 * (size_t)c->c_slab_objs;
+
+	for (size_t k = 0; k < 3; k++) {
+		struct slab *s = slabmap_lookup(objs[k * c->c_slab_objs]);
+		memset(s->s_block, 0x41, c->c_slab_size);
+	}
+	ck_assert(cache_is_valid(c));
+	slab_free_bulk(c, objs, n);
+	ck_assert(cache_is_valid(c));
+	void **again = fill_slabs(c, 3);
+	qsort(again, n, sizeof *again, cmp_ptr);
+	for (size_t i = 1; i < n; i++)
+		ck_assert_ptr_ne(again[i - 1], again[i]);
+	slab_free_bulk(c, again, n);
+	free(again);
+	free(objs);
+	slab_cache_done(c);
 }
 END_TEST
 
@@ -542,9 +573,9 @@ START_TEST(slab_of_checked_tail_aborts)
 	ck_assert_uint_eq(slab_alloc_bulk(c, &obj, 1), 1);
 	ck_assert(cache_is_valid(c));
 	/* Where an object past the last would start: inside the spare space. */
-	struct slab *s = (struct slab *)slab_start(c, obj);
+	struct slab *s = slabmap_lookup(obj);
 	ck_assert_uint_lt((uintptr_t)s->s_base + (size_t)c->c_slab_objs * c->c_slot,
-	                  (uintptr_t)s + c->c_slab_size);
+	                  (uintptr_t)s->s_block + c->c_slab_size);
 	uint32_t idx;
 	slab_of_checked(c, s->s_base + (size_t)c->c_slab_objs * c->c_slot, &idx);
 }
@@ -638,13 +669,14 @@ static Suite *slab_suite(void)
 	tc = tcase_create("lookup");
 	tcase_add_test(tc, slab_of_checked_finds_every_object);
 	tcase_add_test(tc, slab_of_checked_byte_objects);
+	tcase_add_test(tc, slab_overrun_never_reaches_a_header);
 	tcase_set_timeout(tc, 30);
 	suite_add_tcase(s, tc);
 
 	if (can_fork()) {
 		tc = tcase_create("misuse");
 		tcase_add_test_raise_signal(tc, slab_of_checked_interior_aborts, SIGABRT);
-		tcase_add_test_raise_signal(tc, slab_of_checked_header_aborts, SIGABRT);
+		tcase_add_test_raise_signal(tc, slab_of_checked_before_first_aborts, SIGABRT);
 		tcase_add_test_raise_signal(tc, slab_of_checked_tail_aborts, SIGABRT);
 		tcase_add_test_raise_signal(tc, slab_of_checked_foreign_aborts, SIGABRT);
 		tcase_add_test_raise_signal(tc, slab_free_other_cache_aborts, SIGABRT);

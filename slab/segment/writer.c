@@ -17,6 +17,7 @@
 #include "../arch/fastpath.h"
 #include "../debug.h"
 #include "../lock.h"
+#include "../meta.h"
 #include "common.h"
 #include "segment.h"
 #include "writer.h"
@@ -183,14 +184,14 @@ static void *seg_map_locked(uint64_t off, uint64_t len)
 static struct seg_chunk *seg_chunk_add_locked(void)
 {
 	uint64_t len = seg_round_page(SEG_CHUNK_SIZE);
-	struct seg_chunk *k = calloc(1, sizeof *k);
+	struct seg_chunk *k = meta_alloc(sizeof *k);
 
 	ASSERT_HELD(&seg_lock);
 	if (k == NULL)
 		return NULL;
 	uint64_t off = seg_grow_locked(len);
 	if (off == UINT64_MAX || (k->k_tab = seg_map_locked(off, len)) == NULL) {
-		free(k);
+		meta_free(k, sizeof *k);
 		return NULL;
 	}
 	k->k_off = off;
@@ -310,7 +311,7 @@ static uint64_t seg_region_get_locked(uint64_t len)
 			return UINT64_MAX;
 		uint64_t off = o->o_off;
 		*pp = o->o_next;
-		free(o);
+		meta_free(o, sizeof *o);
 		return off;
 	}
 	return seg_grow_locked(len);
@@ -320,13 +321,13 @@ static uint64_t seg_region_get_locked(uint64_t len)
  * kept for reuse. */
 static void seg_region_put_locked(uint64_t off, uint64_t len)
 {
-	struct seg_hole *o = malloc(sizeof *o);
+	struct seg_hole *o = meta_alloc(sizeof *o);
 
 	ASSERT_HELD(&seg_lock);
 	if (fallocate(seg_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) !=
 	            0 ||
 	    o == NULL) {
-		free(o); /* not zeroed, or no memory to remember it: never reused */
+		meta_free(o, sizeof *o); /* not zeroed, or no memory to remember it: never reused */
 		return;
 	}
 	o->o_off = off;
@@ -372,11 +373,11 @@ static struct seg_wrec *seg_publish_locked(const struct seg_info *info)
 		seg_enabled = 0; /* do not retry at every create */
 		return NULL;
 	}
-	struct seg_wrec *w = calloc(1, sizeof *w);
+	struct seg_wrec *w = meta_alloc(sizeof *w);
 	if (w == NULL)
 		return NULL;
 	w->wr_ncpus = info->si_ncpus;
-	w->wr_pages = calloc(w->wr_ncpus, sizeof *w->wr_pages);
+	w->wr_pages = meta_alloc(w->wr_ncpus * sizeof *w->wr_pages);
 	if (w->wr_pages == NULL)
 		goto fail;
 	w->wr_chunk = seg_rec_claim_locked(&w->wr_index);
@@ -430,8 +431,8 @@ static struct seg_wrec *seg_publish_locked(const struct seg_info *info)
 fail_rec:
 	w->wr_chunk->k_used &= ~(1ull << w->wr_index);
 fail:
-	free(w->wr_pages);
-	free(w);
+	meta_free(w->wr_pages, w->wr_ncpus * sizeof *w->wr_pages);
+	meta_free(w, sizeof *w);
 	return NULL;
 }
 
@@ -483,19 +484,19 @@ void seg_atfork_child(void)
 			if (w->wr_pages[i] != NULL)
 				VERIFY(seg_page_privatise(w->wr_pages[i], true));
 		lock_fini(&w->wr_lock);
-		free(w->wr_pages);
-		free(w);
+		meta_free(w->wr_pages, w->wr_ncpus * sizeof *w->wr_pages);
+		meta_free(w, sizeof *w);
 	}
 	while (seg_chunks != NULL) {
 		struct seg_chunk *k = seg_chunks;
 		seg_chunks = k->k_next;
 		munmap(k->k_tab, k->k_len);
-		free(k);
+		meta_free(k, sizeof *k);
 	}
 	while (seg_holes != NULL) {
 		struct seg_hole *o = seg_holes;
 		seg_holes = o->o_next;
-		free(o);
+		meta_free(o, sizeof *o);
 	}
 	struct seg_header *h = seg_hdr;
 	__atomic_store_n(&seg_hdr, NULL, __ATOMIC_RELEASE);
@@ -545,8 +546,8 @@ void seg_cache_retire(void *rec)
 	seg_region_put_locked(w->wr_off, w->wr_len);
 	lock_drop(&seg_lock);
 	lock_fini(&w->wr_lock);
-	free(w->wr_pages);
-	free(w);
+	meta_free(w->wr_pages, w->wr_ncpus * sizeof *w->wr_pages);
+	meta_free(w, sizeof *w);
 }
 
 /* ---- Hooks (slab/observe.h) ---- */
