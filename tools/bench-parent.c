@@ -1,0 +1,382 @@
+/* SPDX-License-Identifier: MIT */
+/* uslab-bench's parent side: a child process per backend, and the records they return. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+/*
+ * 1. Processes. Every backend runs in a child process of its own (the same
+ *    binary re-executed with --child), so heaps, RSS and thread caches never
+ *    mix, and uslab-locked can set its environment: one child for the
+ *    steady-state workloads (pair, batches, threads, prodcons) at every
+ *    size, one per run and size for "fresh", one per size for "mem".
+ *
+ * 2. How the other mallocs are loaded, and why. jemalloc, tcmalloc and
+ *    mimalloc are loaded into their child with LD_PRELOAD (--load=preload,
+ *    the default): each becomes the process's malloc, as in a program that
+ *    links or preloads it, and the kernels call its own entry points.
+ *    --load=dlopen instead dlopens the library RTLD_LOCAL into a child that
+ *    keeps glibc as its malloc (same dlsym calls; dlsym on an RTLD_LOCAL
+ *    handle returns that library's own symbol). We measured both on the
+ *    2-CPU VM this was written on (64-byte objects, median of 5 runs, ns per
+ *    pair, dlopen / preload): mimalloc pair 14.4-15.0 / 6.1, batch1k
+ *    7.7 / 7.5; jemalloc pair 16.1 (39.0 in one run) / 15.5-16.0; tcmalloc
+ *    8.2 / 8.2. A dlopen'd mimalloc is more than twice as slow on the pair
+ *    loop, so dlopen is not an honest stand-in for "the program uses
+ *    mimalloc"; preload is the default. dlopen also needs help for jemalloc,
+ *    whose 2.6 KiB of initial-exec TLS does not fit glibc's 512-byte static
+ *    TLS surplus ("cannot allocate memory in static TLS block"): the child
+ *    gets GLIBC_TUNABLES=glibc.rtld.optional_static_tls=16384. Sanitizer
+ *    builds cannot preload another malloc, so there the default is dlopen.
+ *
+ * 3. Counters from callgrind. Instruction counts can come from callgrind,
+ *    deterministically:
+ *        uslab-bench --callgrind [--backend ...] [--size ...]
+ *    runs pair, batch1k and batch100k once per cell with a fixed operation
+ *    count under valgrind --tool=callgrind --collect-atstart=no
+ *    --toggle-collect=bk_*, so only the measured loops (the bk_* functions
+ *    and what they call) are counted, and reports Ir / operations. Times are
+ *    meaningless under valgrind and shown as n/a. Note: valgrind does not
+ *    implement rseq, so glibc registers none and uslab runs in locked mode
+ *    under callgrind; its rseq fast path is 17 + 19 instructions a hit
+ *    (tests/fastpath-asm.sh prints them). By hand, for one cell:
+ *        valgrind --tool=callgrind --collect-atstart=no --toggle-collect='bk_*' \
+ *          ./uslab-bench --child uslab --cg --workload pair --size 64
+ *    and divide the "totals:" line of callgrind.out.<pid> by the "C" line's
+ *    operation count.
+ */
+
+/* ---- Notes ---- */
+
+void note(struct bench *bn, const char *fmt, ...)
+{
+	char buf[sizeof bn->bn_notes[0]];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	for (int i = 0; i < bn->bn_nnotes; i++)
+		if (strcmp(bn->bn_notes[i], buf) == 0)
+			return;
+	if (bn->bn_nnotes < MAX_NOTES)
+		memcpy(bn->bn_notes[bn->bn_nnotes++], buf, sizeof buf);
+}
+
+/* ---- Records ---- */
+
+struct result *bench_result(struct bench *bn, const char *backend, const char *workload,
+                            size_t size, int threads, bool create)
+{
+	for (size_t i = 0; i < bn->bn_nresults; i++) {
+		struct result *r = &bn->bn_results[i];
+		if (strcmp(r->rs_backend, backend) == 0 && strcmp(r->rs_workload, workload) == 0 &&
+		    r->rs_size == size)
+			return r;
+	}
+	if (!create)
+		return NULL;
+	if (bn->bn_nresults == bn->bn_cresults) {
+		bn->bn_cresults = bn->bn_cresults ? 2 * bn->bn_cresults : 64;
+		bn->bn_results = xrealloc(bn->bn_results, bn->bn_cresults, sizeof *bn->bn_results);
+	}
+	struct result *r = &bn->bn_results[bn->bn_nresults++];
+	const struct backend *be = backend_find(bn, backend);
+	memset(r, 0, sizeof *r);
+	snprintf(r->rs_backend, sizeof r->rs_backend, "%s", backend);
+	snprintf(r->rs_workload, sizeof r->rs_workload, "%s", workload);
+	r->rs_size = size;
+	r->rs_threads = threads;
+	r->rs_order = be != NULL ? (int)(be - bn->bn_backends) : bn->bn_nbackends;
+	r->rs_ins = r->rs_cyc = -1;
+	return r;
+}
+
+/* Append one timed run to its row. */
+static void record_run(struct bench *bn, char **f)
+{
+	struct result *r = bench_result(bn, f[1], f[2], strtoul(f[3], NULL, 10), atoi(f[4]), true);
+
+	if (r->rs_nruns >= MAX_RUNS)
+		return;
+	r->rs_ns[r->rs_nruns] = strtod(f[5], NULL);
+	r->rs_ins_runs[r->rs_nruns] = strtod(f[6], NULL);
+	r->rs_cyc_runs[r->rs_nruns] = strtod(f[7], NULL);
+	r->rs_nruns++;
+}
+
+static void record_mem(struct bench *bn, char **f)
+{
+	if (bn->bn_nmem == bn->bn_cmem) {
+		bn->bn_cmem = bn->bn_cmem ? 2 * bn->bn_cmem : 16;
+		bn->bn_mem = xrealloc(bn->bn_mem, bn->bn_cmem, sizeof *bn->bn_mem);
+	}
+	struct memres *m = &bn->bn_mem[bn->bn_nmem++];
+	snprintf(m->mr_backend, sizeof m->mr_backend, "%s", f[1]);
+	m->mr_size = strtoul(f[2], NULL, 10);
+	m->mr_n = strtoull(f[3], NULL, 10);
+	m->mr_rss0 = strtod(f[4], NULL);
+	m->mr_rss1 = strtod(f[5], NULL);
+	m->mr_rss2 = strtod(f[6], NULL);
+	m->mr_rss3 = strtod(f[7], NULL);
+}
+
+void bench_record(struct bench *bn, char *line)
+{
+	char *f[12];
+	int n = 0;
+
+	line[strcspn(line, "\n")] = '\0';
+	for (char *save = NULL, *t = strtok_r(line, "\t", &save); t != NULL && n < 12;
+	     t = strtok_r(NULL, "\t", &save))
+		f[n++] = t;
+	if (n == 8 && strcmp(f[0], "R") == 0)
+		record_run(bn, f);
+	else if (n == 8 && strcmp(f[0], "M") == 0)
+		record_mem(bn, f);
+	else if (n == 3 && strcmp(f[0], "S") == 0)
+		note(bn, "%s skipped: %s", f[1], f[2]);
+	else if (n == 3 && strcmp(f[0], "U") == 0)
+		note(bn, "%s ran in mode \"%s\"", f[1], f[2]);
+	else if (n == 6 && strcmp(f[0], "C") == 0)
+		bn->bn_cg_ops = strtoull(f[5], NULL, 10);
+}
+
+/* bn_emit with --inproc: the record goes straight to bench_record(). */
+static void emit_inproc(struct bench *bn, const char *line)
+{
+	char buf[RECORD_LEN];
+	snprintf(buf, sizeof buf, "%s", line);
+	bench_record(bn, buf);
+}
+
+/* ---- Children ---- */
+
+/* Whether workload @name was asked for. */
+static bool wanted(const struct bench_opts *o, const char *name)
+{
+	for (int i = 0; i < o->o_nworkloads; i++)
+		if (strcmp(o->o_workloads[i], name) == 0)
+			return true;
+	return false;
+}
+
+static void push_arg(char **argv, int *argc, const char *a)
+{
+	argv[(*argc)++] = (char *)a;
+}
+
+/* A library with initial-exec TLS (jemalloc: 2.6 KiB) can only be dlopen'd
+ * when the loader's static TLS surplus holds it; glibc keeps 512 bytes unless
+ * told otherwise. Called in the child before exec. */
+static void tls_tunable(void)
+{
+	const char *old = getenv("GLIBC_TUNABLES");
+	char buf[1024];
+
+	snprintf(buf, sizeof buf, "%.900s%sglibc.rtld.optional_static_tls=16384",
+	         old != NULL ? old : "", old != NULL && *old ? ":" : "");
+	setenv("GLIBC_TUNABLES", buf, 1);
+}
+
+/* In the forked child, before exec: @be's environment. */
+static void child_env(const struct bench *bn, const struct backend *be)
+{
+	if (be->be_env != NULL)
+		putenv((char *)be->be_env);
+	if (be->be_kind == BK_DL && bn->bn_opt.o_preload)
+		setenv("LD_PRELOAD", be->be_lib, 1);
+	if (be->be_kind == BK_DL && !bn->bn_opt.o_preload)
+		tls_tunable();
+}
+
+/* Run this program as a child for backend @be with the workloads and sizes
+ * given; read its records. @prefix (NULL-terminated) runs it under a tool. */
+static void spawn(struct bench *bn, const struct backend *be, const char *workloads,
+                  const char *sizes, int runs, const char *const *prefix)
+{
+	const struct bench_opts *o = &bn->bn_opt;
+	char *argv[48], runs_s[16], threads_s[96] = "";
+	int argc = 0, fd[2];
+
+	for (; prefix != NULL && *prefix != NULL; prefix++)
+		push_arg(argv, &argc, *prefix);
+	snprintf(runs_s, sizeof runs_s, "%d", runs);
+	for (int i = 0; i < o->o_nthreads; i++)
+		snprintf(threads_s + strlen(threads_s), sizeof threads_s - strlen(threads_s),
+		         "%s%d", i ? "," : "", o->o_threads[i]);
+	push_arg(argv, &argc, o->o_self);
+	push_arg(argv, &argc, "--child");
+	push_arg(argv, &argc, be->be_name);
+	push_arg(argv, &argc, "--workload");
+	push_arg(argv, &argc, workloads);
+	push_arg(argv, &argc, "--size");
+	push_arg(argv, &argc, sizes);
+	push_arg(argv, &argc, "--runs");
+	push_arg(argv, &argc, runs_s);
+	push_arg(argv, &argc, "--threads");
+	push_arg(argv, &argc, threads_s);
+	if (o->o_quick)
+		push_arg(argv, &argc, "--quick");
+	if (o->o_callgrind)
+		push_arg(argv, &argc, "--cg");
+	argv[argc] = NULL;
+
+	fflush(NULL);
+	if (pipe(fd) != 0)
+		die("pipe");
+	pid_t pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		dup2(fd[1], STDOUT_FILENO);
+		close(fd[0]);
+		close(fd[1]);
+		/* A child that hangs (a library bug) must not hang the report: the
+		 * alarm survives exec and SIGALRM kills it; the parent notes it. */
+		alarm(o->o_callgrind ? 3600 : o->o_quick ? 60 : 600);
+		child_env(bn, be);
+		execvp(argv[0], argv);
+		fprintf(stderr, "uslab-bench: exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(fd[1]);
+	FILE *in = fdopen(fd[0], "r");
+	if (in == NULL)
+		die("fdopen");
+	char line[RECORD_LEN];
+	while (fgets(line, sizeof line, in) != NULL)
+		bench_record(bn, line);
+	fclose(in);
+	int st;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		note(bn, "child for %.24s %.60s size %.30s failed (status %s)", be->be_name,
+		     workloads, sizes,
+		     WIFEXITED(st) ? (WEXITSTATUS(st) == 127 ? "127: exec failed" : "nonzero exit")
+		                   : "killed by a signal");
+}
+
+/* ---- Callgrind ---- */
+
+/* Read the "totals:" (or "summary:") event count of a callgrind output file. */
+static double cg_totals(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char line[512];
+	double v = -1;
+
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof line, f) != NULL)
+		if (strncmp(line, "totals:", 7) == 0 ||
+		    (v < 0 && strncmp(line, "summary:", 8) == 0))
+			v = strtod(strchr(line, ':') + 1, NULL);
+	fclose(f);
+	return v;
+}
+
+/* Instructions per op of @be in every pair and batch cell asked for, each
+ * from one run under callgrind. */
+static void run_callgrind(struct bench *bn, const struct backend *be)
+{
+	static const char *const wl[] = {"pair", "batch1k", "batch100k"};
+	const struct bench_opts *o = &bn->bn_opt;
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	char outarg[600], path[512], size_s[24];
+
+	snprintf(path, sizeof path, "%s/uslab-bench-cg.%d", tmp, (int)getpid());
+	snprintf(outarg, sizeof outarg, "--callgrind-out-file=%s", path);
+	const char *prefix[] = {"valgrind",
+	                        "--tool=callgrind",
+	                        "--collect-atstart=no",
+	                        "--toggle-collect=bk_*",
+	                        outarg,
+	                        "-q",
+	                        NULL};
+	for (int si = 0; si < o->o_nsizes; si++) {
+		snprintf(size_s, sizeof size_s, "%zu", o->o_sizes[si]);
+		for (size_t wi = 0; wi < 3; wi++) {
+			if (!wanted(o, wl[wi]))
+				continue;
+			bn->bn_cg_ops = 0;
+			spawn(bn, be, wl[wi], size_s, 1, prefix);
+			double ir = cg_totals(path);
+			unlink(path);
+			if (ir < 0 || bn->bn_cg_ops == 0)
+				continue;
+			struct result *r =
+				bench_result(bn, be->be_name, wl[wi], o->o_sizes[si], 0, true);
+			r->rs_ins = ir / (double)bn->bn_cg_ops;
+		}
+	}
+}
+
+/* ---- Backends ---- */
+
+/* All cells of backend @be: a child for the steady-state workloads, one
+ * per run and size for "fresh", one per size for "mem"; or, with --inproc,
+ * all of them in this process. */
+static void run_backend(struct bench *bn, struct backend *be)
+{
+	static const char *const steady[] = {"pair", "batch1k", "batch100k", "threads", "prodcons"};
+	const struct bench_opts *o = &bn->bn_opt;
+	char wl[128] = "", size_s[24], all_sizes[128] = "";
+	bool any = false;
+
+	if (o->o_inproc) {
+		size_t n;
+		struct cell *cells;
+		if (be->be_env != NULL && strncmp(uslab_mode(), "locked", 6) != 0) {
+			note(bn, "%s skipped: needs its own process (not with --inproc)",
+			     be->be_name);
+			return;
+		}
+		cells = bench_cells(o, &n);
+		child_run(bn, be, cells, n, o->o_runs);
+		free(cells);
+		return;
+	}
+	if (o->o_callgrind) {
+		run_callgrind(bn, be);
+		return;
+	}
+	for (int i = 0; i < o->o_nsizes; i++)
+		snprintf(all_sizes + strlen(all_sizes), sizeof all_sizes - strlen(all_sizes),
+		         "%s%zu", i ? "," : "", o->o_sizes[i]);
+	for (size_t i = 0; i < sizeof steady / sizeof steady[0]; i++)
+		if (wanted(o, steady[i])) {
+			snprintf(wl + strlen(wl), sizeof wl - strlen(wl), "%s%s", any ? "," : "",
+			         steady[i]);
+			any = true;
+		}
+	if (any)
+		spawn(bn, be, wl, all_sizes, o->o_runs, NULL);
+	for (int si = 0; si < o->o_nsizes; si++) {
+		snprintf(size_s, sizeof size_s, "%zu", o->o_sizes[si]);
+		if (wanted(o, "fresh"))
+			for (int r = 0; r < (o->o_runs < 3 ? o->o_runs : 3); r++)
+				spawn(bn, be, "fresh", size_s, 1, NULL);
+		if (wanted(o, "mem"))
+			spawn(bn, be, "mem", size_s, 1, NULL);
+	}
+}
+
+void bench_run(struct bench *bn)
+{
+	const struct bench_opts *o = &bn->bn_opt;
+
+	bn->bn_emit = emit_inproc;
+	for (int b = 0; b < o->o_nbackends; b++) {
+		if (!o->o_json)
+			fprintf(stderr, "uslab-bench: %s...\n", o->o_backends[b]->be_name);
+		run_backend(bn, o->o_backends[b]);
+	}
+}
