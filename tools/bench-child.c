@@ -204,7 +204,7 @@ static void *worker_main(void *arg)
 	void **a = w->w_task == T_BATCH ? map(k * sizeof *a) : NULL;
 
 	if (w->w_c->bc_kind == BK_FLOOR)
-		floor_thread_init(w->w_c->bc_size, w->w_c->bc_floor_live);
+		floor_thread_init(w->w_c->bc_size, 1);
 	pmu_open(&pmu);
 	pthread_barrier_wait(w->w_start);
 	pmu_start(&pmu);
@@ -397,11 +397,10 @@ static void cell_task(struct bench *bn, const struct backend *be, const char *la
                       enum task task, size_t k, uint64_t ops, int threads, int runs)
 {
 	struct bctx c;
-	size_t live = task == T_BATCH ? k : 1;
 
-	bctx_init(&c, be, size, live);
+	bctx_init(&c, be, size, false);
 	if (threads == 0 && c.bc_kind == BK_FLOOR)
-		floor_thread_init(size, live);
+		floor_thread_init(size, 1);
 	if (bn->bn_opt.o_cg) {
 		/* callgrind: one fixed-count run, no warm-up; count what bk_* ran */
 		char line[RECORD_LEN];
@@ -427,7 +426,7 @@ static void cell_prodcons(struct bench *bn, const struct backend *be, size_t siz
 	struct bctx c;
 	uint64_t n = scaled(&bn->bn_opt, OPS_PRODCONS);
 
-	bctx_init(&c, be, size, 0);
+	bctx_init(&c, be, size, false);
 	run_prodcons(&c, n / 10);
 	for (int r = 0; r < runs; r++) {
 		struct sample s = run_prodcons(&c, n);
@@ -446,7 +445,7 @@ static void cell_fresh(struct bench *bn, const struct backend *be, size_t size)
 	struct sample s;
 
 	memset(a, 0, n * sizeof *a); /* the array's own faults stay out of the timing */
-	bctx_init(&c, be, size, n);
+	bctx_init(&c, be, size, true);
 	if (c.bc_kind == BK_FLOOR)
 		floor_thread_init(size, n);
 	pmu_open(&pmu);
@@ -473,7 +472,7 @@ static void cell_mem(struct bench *bn, const struct backend *be, size_t size)
 	char line[RECORD_LEN];
 
 	memset(a, 0, n * sizeof *a); /* resident in "before" and every later figure */
-	bctx_init(&c, be, size, n);
+	bctx_init(&c, be, size, true);
 	if (c.bc_kind == BK_FLOOR)
 		floor_thread_init(size, n);
 	double r0 = rss_bytes();

@@ -12,23 +12,40 @@
 #include "bench.h"
 
 /*
- * Backends (--backend): floor, uslab, uslab-locked, glibc, jemalloc,
- * tcmalloc, mimalloc.
- * - floor: the physical limit on this machine in this run: a per-thread
- *   array stack of objects with no synchronisation, behind the same
- *   non-inlined call an allocator has (objects come from a bump pointer
- *   over a fresh mapping the first time, so "fresh" and "mem" measure page
- *   faults and exactly size bytes per object). For prodcons the floor is
- *   the ring alone.
- * - uslab: the library as linked, in whatever mode uslab_mode() reports
- *   ("rseq cpu_id" normally). uslab-locked is the same binary re-executed
- *   with USLAB_RSEQ=0, because the mode is chosen once per process.
- * - glibc: the process's malloc/free.
- * - jemalloc, tcmalloc, mimalloc: the Debian shared libraries, called
- *   through the entry points dlsym finds on their handle: malloc/free for
- *   jemalloc (the Debian build exports only unprefixed names plus
- *   mallocx/dallocx), tc_malloc/tc_free, mi_malloc/mi_free. Missing ones
- *   are skipped with a note.
+ * 1. Backends (--backend): floor, uslab, uslab-locked, glibc, jemalloc,
+ *    tcmalloc, mimalloc.
+ *    - uslab: the library as linked, in whatever mode uslab_mode() reports
+ *      ("rseq cpu_id" normally). uslab-locked is the same binary
+ *      re-executed with USLAB_RSEQ=0, because the mode is chosen once per
+ *      process.
+ *    - glibc: the process's malloc/free.
+ *    - jemalloc, tcmalloc, mimalloc: the Debian shared libraries, called
+ *      through the entry points dlsym finds on their handle: malloc/free
+ *      for jemalloc (the Debian build exports only unprefixed names plus
+ *      mallocx/dallocx), tc_malloc/tc_free, mi_malloc/mi_free. Missing
+ *      ones are skipped with a note.
+ *
+ * 2. One dispatch. Every kernel calls its allocator through a function
+ *    pointer in its struct bctx, loaded again on each call (the call may
+ *    change memory the compiler cannot see): a non-inlined indirect call,
+ *    the same for every backend. The floor, glibc and the three peers run
+ *    the very same kernel functions (bk_*_malloc); uslab's differ only in
+ *    passing the cache as the argument.
+ *
+ * 3. The floor is a true lower bound: behind that same call, its alloc is
+ *    one load (the thread's slot) and its free one store (into the slot).
+ *    Any allocator must at least load a pointer to hand out and store the
+ *    one it gets back, through the same call, so none can be below it. It
+ *    hands out the same object every time (a pair, as every LIFO allocator
+ *    does), so in the batch rows it does not keep K objects apart: those
+ *    rows are the loop and the calls, not the memory of K objects. For
+ *    fresh and mem, which need new objects, its alloc bumps a pointer over
+ *    a mapping of its own (one load and one store too: read the pointer,
+ *    write it advanced), so those rows show the page faults of exactly
+ *    size bytes (rounded up to 8) per object. For prodcons the floor is
+ *    the ring alone: the kernels pass a constant through it.
+ *    The floor's state is thread-local (a thread's slot is what it
+ *    measures) and set up outside the timing by floor_thread_init().
  *
  * The kernels write one word in each object, and the object escapes (an
  * empty asm), so no compiler can drop an alloc/free pair.
@@ -36,50 +53,55 @@
 
 /* ---- The floor ---- */
 
-/* Per thread, a stack of free objects, fed by a bump pointer over a
- * private mapping. No synchronisation, no metadata. */
 struct floor_tls {
-	void **f_stk;
-	size_t f_n;
-	char *f_bump, *f_end, *f_base;
-	size_t f_stk_bytes, f_map_bytes;
+	void *f_slot; /* the object floor_pop() hands out, floor_push() takes back */
+	char *f_bump; /* the next new object (fresh, mem) */
+	char *f_base; /* this thread's mapping, f_bytes long */
+	size_t f_bytes;
 };
 static _Thread_local struct floor_tls ftls;
 
+/* Bytes the floor gives an object of @size. */
+static size_t floor_slot(size_t size)
+{
+	return (size + 7) & ~(size_t)7;
+}
+
+/* Alloc: one load. */
+__attribute__((noinline)) static void *floor_pop(size_t size)
+{
+	(void)size;
+	return ftls.f_slot;
+}
+
+/* Free: one store. */
+__attribute__((noinline)) static void floor_push(void *p)
+{
+	ftls.f_slot = p;
+}
+
+/* Alloc of a new object: one load, one store. floor_thread_init() made room
+ * for as many as the cell allocates; there is no check. */
+__attribute__((noinline)) static void *floor_bump(size_t size)
+{
+	char *p = ftls.f_bump;
+	ftls.f_bump = p + floor_slot(size);
+	return p;
+}
+
 void floor_thread_init(size_t size, size_t live)
 {
-	size_t slot = (size + 7) & ~(size_t)7;
-	ftls.f_stk_bytes = live * sizeof(void *);
-	ftls.f_map_bytes = live * slot;
-	ftls.f_stk = map(ftls.f_stk_bytes);
-	ftls.f_base = ftls.f_bump = map(ftls.f_map_bytes);
-	ftls.f_end = ftls.f_base + ftls.f_map_bytes;
-	ftls.f_n = 0;
+	ftls.f_bytes = live * floor_slot(size);
+	ftls.f_base = ftls.f_bump = map(ftls.f_bytes);
+	ftls.f_slot = ftls.f_base;
 }
 
 void floor_thread_fini(void)
 {
-	if (ftls.f_stk == NULL)
+	if (ftls.f_base == NULL)
 		return;
-	munmap(ftls.f_stk, ftls.f_stk_bytes);
-	munmap(ftls.f_base, ftls.f_map_bytes);
+	munmap(ftls.f_base, ftls.f_bytes);
 	memset(&ftls, 0, sizeof ftls);
-}
-
-__attribute__((noinline)) static void *floor_alloc(size_t size)
-{
-	if (__builtin_expect(ftls.f_n != 0, 1))
-		return ftls.f_stk[--ftls.f_n];
-	if (ftls.f_bump + size > ftls.f_end)
-		return NULL;
-	void *p = ftls.f_bump;
-	ftls.f_bump += (size + 7) & ~(size_t)7;
-	return p;
-}
-
-__attribute__((noinline)) static void floor_free(void *p)
-{
-	ftls.f_stk[ftls.f_n++] = p;
 }
 
 /* ---- Backends ---- */
@@ -124,17 +146,32 @@ int backend_load(struct backend *be, char *why, size_t len)
 	return 0;
 }
 
-void bctx_init(struct bctx *c, const struct backend *be, size_t size, size_t floor_live)
+void bctx_init(struct bctx *c, const struct backend *be, size_t size, bool fresh)
 {
 	memset(c, 0, sizeof *c);
 	c->bc_kind = be->be_kind;
 	c->bc_size = size;
-	c->bc_floor_live = floor_live;
-	c->bc_dl = &be->be_dl;
-	if (be->be_kind == BK_USLAB) {
+	switch (be->be_kind) {
+	case BK_FLOOR:
+		c->bc_malloc = fresh ? floor_bump : floor_pop;
+		c->bc_free = floor_push;
+		break;
+	case BK_USLAB:
 		c->bc_cache = uslab_cache_create("bench", size, NULL);
 		if (c->bc_cache == NULL)
 			die("uslab_cache_create");
+		c->bc_cache_alloc = uslab_cache_alloc;
+		c->bc_cache_free = uslab_cache_free;
+		break;
+	case BK_LIBC:
+		c->bc_malloc = malloc;
+		c->bc_free = free;
+		break;
+	case BK_DL:
+		c->bc_dl = &be->be_dl;
+		c->bc_malloc = be->be_dl.dl_malloc;
+		c->bc_free = be->be_dl.dl_free;
+		break;
 	}
 }
 
@@ -236,7 +273,6 @@ static inline void cpu_relax(unsigned *spins)
 	__attribute__((always_inline)) static inline void drain_##nm(struct bctx *c, void **a,     \
 	                                                             size_t n)                     \
 	{                                                                                          \
-		(void)c;                                                                           \
 		for (size_t i = 0; i < n; i++)                                                     \
 			FREE(c, a[i]);                                                             \
 	}                                                                                          \
@@ -292,34 +328,25 @@ static inline void cpu_relax(unsigned *spins)
 		}                                                                                  \
 	}
 
-#define USLAB_ALLOC(c) uslab_cache_alloc((c)->bc_cache)
-#define USLAB_FREE(c, p) uslab_cache_free((c)->bc_cache, (p))
-#define LIBC_ALLOC(c) malloc((c)->bc_size)
-#define LIBC_FREE(c, p) free(p)
-#define DL_ALLOC(c) (c)->bc_dl->dl_malloc((c)->bc_size)
-#define DL_FREE(c, p) (c)->bc_dl->dl_free(p)
-#define FLOOR_ALLOC(c) floor_alloc((c)->bc_size)
-#define FLOOR_FREE(c, p) floor_free(p)
+#define MALLOC_ALLOC(c) (c)->bc_malloc((c)->bc_size)
+#define MALLOC_FREE(c, p) (c)->bc_free(p)
+#define USLAB_ALLOC(c) (c)->bc_cache_alloc((c)->bc_cache)
+#define USLAB_FREE(c, p) (c)->bc_cache_free((c)->bc_cache, (p))
 #define RING_ONLY_ALLOC(c) ((void *)(c)) /* any non-NULL pointer */
 #define RING_ONLY_FREE(c, p) ((void)(c), (void)(p))
 
-DEFINE_LOOPS(floor, FLOOR_ALLOC, FLOOR_FREE)
-DEFINE_RING(ring, RING_ONLY_ALLOC, RING_ONLY_FREE)
+DEFINE_LOOPS(malloc, MALLOC_ALLOC, MALLOC_FREE)
+DEFINE_RING(malloc, MALLOC_ALLOC, MALLOC_FREE)
 DEFINE_LOOPS(uslab, USLAB_ALLOC, USLAB_FREE)
 DEFINE_RING(uslab, USLAB_ALLOC, USLAB_FREE)
-DEFINE_LOOPS(libc, LIBC_ALLOC, LIBC_FREE)
-DEFINE_RING(libc, LIBC_ALLOC, LIBC_FREE)
-DEFINE_LOOPS(dl, DL_ALLOC, DL_FREE)
-DEFINE_RING(dl, DL_ALLOC, DL_FREE)
+DEFINE_RING(ring, RING_ONLY_ALLOC, RING_ONLY_FREE)
 
-static const struct kernels kern_floor = {bk_pair_floor,  bk_batch_floor, bk_fill_floor,
-                                          bk_drain_floor, bk_prod_ring,   bk_cons_ring};
+static const struct kernels kern_malloc = {bk_pair_malloc,  bk_batch_malloc, bk_fill_malloc,
+                                           bk_drain_malloc, bk_prod_malloc,  bk_cons_malloc};
+static const struct kernels kern_floor = {bk_pair_malloc,  bk_batch_malloc, bk_fill_malloc,
+                                          bk_drain_malloc, bk_prod_ring,    bk_cons_ring};
 static const struct kernels kern_uslab = {bk_pair_uslab,  bk_batch_uslab, bk_fill_uslab,
                                           bk_drain_uslab, bk_prod_uslab,  bk_cons_uslab};
-static const struct kernels kern_libc = {bk_pair_libc,  bk_batch_libc, bk_fill_libc,
-                                         bk_drain_libc, bk_prod_libc,  bk_cons_libc};
-static const struct kernels kern_dl = {bk_pair_dl,  bk_batch_dl, bk_fill_dl,
-                                       bk_drain_dl, bk_prod_dl,  bk_cons_dl};
 
 const struct kernels *kernels_of(enum bkind kind)
 {
@@ -329,9 +356,8 @@ const struct kernels *kernels_of(enum bkind kind)
 	case BK_USLAB:
 		return &kern_uslab;
 	case BK_LIBC:
-		return &kern_libc;
 	case BK_DL:
 		break;
 	}
-	return &kern_dl;
+	return &kern_malloc;
 }

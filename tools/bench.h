@@ -12,8 +12,8 @@
 #include "uslab.h"
 
 /*
- * uslab-bench: uslab against malloc implementations and a no-allocator
- * floor.
+ * uslab-bench: uslab against malloc implementations and a floor that no
+ * allocator can be below.
  *
  * 1. What it measures. Every figure is ns per operation, where an operation
  *    is one allocation and its free (a pair), except "fresh", where it is one
@@ -111,13 +111,17 @@ struct backend *backend_find(struct bench *bn, const char *name);
  * with a reason in @why. */
 int backend_load(struct backend *be, char *why, size_t len);
 
-/* One backend in one cell: what its kernels need. */
+/* One backend in one cell, as the kernels see it. Every kernel calls the
+ * allocator through these pointers: one dispatch for all backends. */
 struct bctx {
 	enum bkind bc_kind;
 	size_t bc_size;
-	struct uslab_cache *bc_cache; /* BK_USLAB */
-	size_t bc_floor_live;         /* BK_FLOOR: objects each thread may hold */
-	const struct dl_lib *bc_dl;   /* BK_DL */
+	void *(*bc_malloc)(size_t); /* floor, glibc, the peers */
+	void (*bc_free)(void *);
+	void *(*bc_cache_alloc)(struct uslab_cache *); /* uslab */
+	void (*bc_cache_free)(struct uslab_cache *, void *);
+	struct uslab_cache *bc_cache;
+	const struct dl_lib *bc_dl; /* BK_DL: for the reap */
 };
 
 /* The prodcons ring: single producer, single consumer. */
@@ -138,9 +142,9 @@ struct kernels {
 	void (*k_cons)(struct bctx *c, struct ring *r, uint64_t n);
 };
 
-/* Set up @c for @be at @size (a new cache for uslab); a thread of the
- * floor may hold @floor_live objects. */
-void bctx_init(struct bctx *c, const struct backend *be, size_t size, size_t floor_live);
+/* Set up @c for @be at @size (a new cache for uslab). @fresh: the cell
+ * needs new objects (fresh, mem), so the floor bumps a pointer. */
+void bctx_init(struct bctx *c, const struct backend *be, size_t size, bool fresh);
 void bctx_fini(struct bctx *c);
 
 /* Give free memory back to the system, the backend's way. */
