@@ -18,10 +18,11 @@
  * A child runs one backend (--child NAME) over the cells it is given: for
  * each, the backend's context (for uslab a new cache), a warm-up of a
  * tenth of the operations, then --runs timed runs, each an R record. The
- * parent runs one child per backend for the steady-state workloads (every
- * size), one per run and size for "fresh", one per size for "mem"
- * (bench-parent.c). Setup (arrays, the floor's memory, threads) stays
- * outside the timing.
+ * parent asks for one run per child, so every round of a cell starts in a
+ * new process and does its own warm-up (bench-parent.c says why); with
+ * --inproc it calls this code itself, one run at a time, and by hand it
+ * runs as many as --runs says. Setup (arrays, the floor's memory, threads)
+ * stays outside the timing.
  *
  * Operations per timed run: pair 2 million; batch1k and batch100k 2 million
  * pairs (times 64 / size above 64 bytes: the same bytes touched per run);

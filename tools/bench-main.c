@@ -53,15 +53,20 @@ static const bool sanitized = false;
 #endif
 
 #if defined(__SANITIZE_ADDRESS__)
-/* LeakSanitizer hook (its API, hence the reserved name): tcmalloc registers
- * a static MallocExtension with operator new and never frees it; that is
- * the library's, not ours, and would fail every tcmalloc child. */
+/* LeakSanitizer hooks (its API, hence the reserved names): tcmalloc
+ * registers a static MallocExtension with operator new and never frees it;
+ * that is the library's, not ours, and would fail every tcmalloc child.
+ * Each child would then print the suppression it used: one per run. */
 __attribute__((visibility("default"))) const char *__lsan_default_suppressions(void);
 __attribute__((visibility("default"))) const char *__lsan_default_suppressions(void)
 {
 	return "leak:libtcmalloc_minimal.so\n";
 }
-
+__attribute__((visibility("default"))) const char *__lsan_default_options(void);
+__attribute__((visibility("default"))) const char *__lsan_default_options(void)
+{
+	return "print_suppressions=0";
+}
 #endif
 
 /* ---- Options ---- */
@@ -74,7 +79,8 @@ static void usage(FILE *f)
 	        "                   \"batch\" = batch1k,batch100k)\n"
 	        "  --size LIST      object sizes (default 24,64,256,4096)\n"
 	        "  --backend LIST   floor,uslab,uslab-locked,glibc,jemalloc,tcmalloc,mimalloc\n"
-	        "  --runs N         timed runs per cell (default 5; --quick: 3)\n"
+	        "  --runs N         timed runs per cell (default 5; --quick: 3), as rounds: each\n"
+	        "                   round runs every backend once, in its own process\n"
 	        "  --threads LIST   thread counts for \"threads\" (default 2,16)\n"
 
 	        "  --quick          about 20x shorter runs (CI smoke test)\n"

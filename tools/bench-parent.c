@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* uslab-bench's parent side: a child process per backend, and the records they return. */
+/* uslab-bench's parent side: the rounds, one child process per run, and the records they return. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,13 +11,28 @@
 #include "bench.h"
 
 /*
- * 1. Processes. Every backend runs in a child process of its own (the same
- *    binary re-executed with --child), so heaps, RSS and thread caches never
- *    mix, and uslab-locked can set its environment: one child for the
- *    steady-state workloads (pair, batches, threads, prodcons) at every
- *    size, one per run and size for "fresh", one per size for "mem".
+ * 1. Rounds. For each cell (workload, size), round 1 runs every backend
+ *    once in the order given (A B C ...), then round 2 does the same, and
+ *    so on: --runs rounds, at most 3 for "fresh", one for "mem" (its
+ *    figures do not vary). What drifts on a shared machine (a slow phase of
+ *    the VM, a neighbour, the clock) then lands on all backends of a round
+ *    alike, and bench-report.c divides figures of the same round.
  *
- * 2. How the other mallocs are loaded, and why. jemalloc, tcmalloc and
+ * 2. One child process per run. Every run of every backend is this binary
+ *    re-executed with --child for that one cell and --runs 1; it does its
+ *    own warm-up (a tenth of the operations) before its timed run. So heaps,
+ *    RSS and thread caches never mix, uslab-locked can set its environment,
+ *    and each backend loads its own malloc. We chose this over one child
+ *    per backend kept alive across the rounds: on the VM this was written
+ *    on the same binary measures 5.3-6.5 ns or 8-9 ns per pair from one
+ *    process to the next, a property of the process (where its code and
+ *    heap landed), not of the moment. A child kept alive would carry its
+ *    luck into every round and every per-round ratio (an A/A run of one
+ *    build could differ by half); a new process per round draws again, and
+ *    the median over rounds discards the outliers. The price is an exec and
+ *    a warm-up per run, outside the timing.
+ *
+ * 3. How the other mallocs are loaded, and why. jemalloc, tcmalloc and
  *    mimalloc are loaded into their child with LD_PRELOAD (--load=preload,
  *    the default): each becomes the process's malloc, as in a program that
  *    links or preloads it, and the kernels call its own entry points.
@@ -35,14 +50,15 @@
  *    gets GLIBC_TUNABLES=glibc.rtld.optional_static_tls=16384. Sanitizer
  *    builds cannot preload another malloc, so there the default is dlopen.
  *
- * 3. Counters from callgrind. Instruction counts can come from callgrind,
- *    deterministically:
+ * 4. Callgrind. Instruction counts can come from callgrind, beside or
+ *    instead of perf, deterministically:
  *        uslab-bench --callgrind [--backend ...] [--size ...]
- *    runs pair, batch1k and batch100k once per cell with a fixed operation
- *    count under valgrind --tool=callgrind --collect-atstart=no
- *    --toggle-collect=bk_*, so only the measured loops (the bk_* functions
- *    and what they call) are counted, and reports Ir / operations. Times are
- *    meaningless under valgrind and shown as n/a. Note: valgrind does not
+ *    runs pair, batch1k and batch100k once per cell and backend with a
+ *    fixed operation count under valgrind --tool=callgrind
+ *    --collect-atstart=no --toggle-collect=bk_*, so only the measured loops
+ *    (the bk_* functions and what they call) are counted, and reports Ir /
+ *    operations. Times are meaningless under valgrind and shown as n/a;
+ *    counts do not vary, so there is one round. Note: valgrind does not
  *    implement rseq, so glibc registers none and uslab runs in locked mode
  *    under callgrind; its rseq fast path is 17 + 19 instructions a hit
  *    (tests/fastpath-asm.sh prints them). By hand, for one cell:
@@ -98,17 +114,21 @@ struct result *bench_result(struct bench *bn, const char *backend, const char *w
 	return r;
 }
 
-/* Append one timed run to its row. */
+/* Store one timed run as round bn_round of its row; rounds before it that
+ * have no figure stay -1. */
 static void record_run(struct bench *bn, char **f)
 {
 	struct result *r = bench_result(bn, f[1], f[2], strtoul(f[3], NULL, 10), atoi(f[4]), true);
+	int k = bn->bn_round;
 
-	if (r->rs_nruns >= MAX_RUNS)
+	if (k >= MAX_RUNS)
 		return;
-	r->rs_ns[r->rs_nruns] = strtod(f[5], NULL);
-	r->rs_ins_runs[r->rs_nruns] = strtod(f[6], NULL);
-	r->rs_cyc_runs[r->rs_nruns] = strtod(f[7], NULL);
-	r->rs_nruns++;
+	for (; r->rs_nruns <= k; r->rs_nruns++)
+		r->rs_ns[r->rs_nruns] = r->rs_ins_runs[r->rs_nruns] = r->rs_cyc_runs[r->rs_nruns] =
+			-1;
+	r->rs_ns[k] = strtod(f[5], NULL);
+	r->rs_ins_runs[k] = strtod(f[6], NULL);
+	r->rs_cyc_runs[k] = strtod(f[7], NULL);
 }
 
 static void record_mem(struct bench *bn, char **f)
@@ -158,15 +178,6 @@ static void emit_inproc(struct bench *bn, const char *line)
 
 /* ---- Children ---- */
 
-/* Whether workload @name was asked for. */
-static bool wanted(const struct bench_opts *o, const char *name)
-{
-	for (int i = 0; i < o->o_nworkloads; i++)
-		if (strcmp(o->o_workloads[i], name) == 0)
-			return true;
-	return false;
-}
-
 static void push_arg(char **argv, int *argc, const char *a)
 {
 	argv[(*argc)++] = (char *)a;
@@ -196,32 +207,33 @@ static void child_env(const struct bench *bn, const struct backend *be)
 		tls_tunable();
 }
 
-/* Run this program as a child for backend @be with the workloads and sizes
- * given; read its records. @prefix (NULL-terminated) runs it under a tool. */
-static void spawn(struct bench *bn, const struct backend *be, const char *workloads,
-                  const char *sizes, int runs, const char *const *prefix)
+/* Run this program as a child for one run of backend @be in cell @ce, and
+ * read its records. @prefix (NULL-terminated) runs it under a tool. */
+static void spawn(struct bench *bn, const struct backend *be, const struct cell *ce,
+                  const char *const *prefix)
 {
 	const struct bench_opts *o = &bn->bn_opt;
-	char *argv[48], runs_s[16], threads_s[96] = "";
+	char *argv[48], size_s[24], threads_s[16];
 	int argc = 0, fd[2];
 
 	for (; prefix != NULL && *prefix != NULL; prefix++)
 		push_arg(argv, &argc, *prefix);
-	snprintf(runs_s, sizeof runs_s, "%d", runs);
-	for (int i = 0; i < o->o_nthreads; i++)
-		snprintf(threads_s + strlen(threads_s), sizeof threads_s - strlen(threads_s),
-		         "%s%d", i ? "," : "", o->o_threads[i]);
+	snprintf(size_s, sizeof size_s, "%zu", ce->ce_size);
 	push_arg(argv, &argc, o->o_self);
 	push_arg(argv, &argc, "--child");
 	push_arg(argv, &argc, be->be_name);
 	push_arg(argv, &argc, "--workload");
-	push_arg(argv, &argc, workloads);
+	push_arg(argv, &argc, ce->ce_workload);
 	push_arg(argv, &argc, "--size");
-	push_arg(argv, &argc, sizes);
+	push_arg(argv, &argc, size_s);
 	push_arg(argv, &argc, "--runs");
-	push_arg(argv, &argc, runs_s);
-	push_arg(argv, &argc, "--threads");
-	push_arg(argv, &argc, threads_s);
+	push_arg(argv, &argc, "1");
+	if (ce->ce_threads > 0) {
+		snprintf(threads_s, sizeof threads_s, "%d", ce->ce_threads);
+		push_arg(argv, &argc, "--threads");
+		push_arg(argv, &argc, threads_s);
+	}
+
 	if (o->o_quick)
 		push_arg(argv, &argc, "--quick");
 	if (o->o_callgrind)
@@ -258,8 +270,8 @@ static void spawn(struct bench *bn, const struct backend *be, const char *worklo
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		note(bn, "child for %.24s %.60s size %.30s failed (status %s)", be->be_name,
-		     workloads, sizes,
+		note(bn, "child for %.24s %.24s size %zu failed (status %s)", be->be_name,
+		     ce->ce_workload, ce->ce_size,
 		     WIFEXITED(st) ? (WEXITSTATUS(st) == 127 ? "127: exec failed" : "nonzero exit")
 		                   : "killed by a signal");
 }
@@ -283,14 +295,11 @@ static double cg_totals(const char *path)
 	return v;
 }
 
-/* Instructions per op of @be in every pair and batch cell asked for, each
- * from one run under callgrind. */
-static void run_callgrind(struct bench *bn, const struct backend *be)
+/* Instructions per op of @be in cell @ce, from one run under callgrind. */
+static void run_callgrind(struct bench *bn, const struct backend *be, const struct cell *ce)
 {
-	static const char *const wl[] = {"pair", "batch1k", "batch100k"};
-	const struct bench_opts *o = &bn->bn_opt;
 	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-	char outarg[600], path[512], size_s[24];
+	char outarg[600], path[512];
 
 	snprintf(path, sizeof path, "%s/uslab-bench-cg.%d", tmp, (int)getpid());
 	snprintf(outarg, sizeof outarg, "--callgrind-out-file=%s", path);
@@ -301,82 +310,69 @@ static void run_callgrind(struct bench *bn, const struct backend *be)
 	                        outarg,
 	                        "-q",
 	                        NULL};
-	for (int si = 0; si < o->o_nsizes; si++) {
-		snprintf(size_s, sizeof size_s, "%zu", o->o_sizes[si]);
-		for (size_t wi = 0; wi < 3; wi++) {
-			if (!wanted(o, wl[wi]))
-				continue;
-			bn->bn_cg_ops = 0;
-			spawn(bn, be, wl[wi], size_s, 1, prefix);
-			double ir = cg_totals(path);
-			unlink(path);
-			if (ir < 0 || bn->bn_cg_ops == 0)
-				continue;
-			struct result *r =
-				bench_result(bn, be->be_name, wl[wi], o->o_sizes[si], 0, true);
-			r->rs_ins = ir / (double)bn->bn_cg_ops;
-		}
-	}
+	bn->bn_cg_ops = 0;
+	spawn(bn, be, ce, prefix);
+	double ir = cg_totals(path);
+	unlink(path);
+	if (ir < 0 || bn->bn_cg_ops == 0)
+		return;
+	struct result *r = bench_result(bn, be->be_name, ce->ce_workload, ce->ce_size, 0, true);
+	r->rs_ins = ir / (double)bn->bn_cg_ops;
 }
 
-/* ---- Backends ---- */
+/* ---- Rounds ---- */
 
-/* All cells of backend @be: a child for the steady-state workloads, one
- * per run and size for "fresh", one per size for "mem"; or, with --inproc,
- * all of them in this process. */
-static void run_backend(struct bench *bn, struct backend *be)
+/* Rounds of cell @ce: --runs, at most 3 for fresh (a process each, and
+ * slow), 1 for mem, under callgrind 1 for pair and the batches, else 0. */
+static int cell_rounds(const struct bench_opts *o, const struct cell *ce)
 {
-	static const char *const steady[] = {"pair", "batch1k", "batch100k", "threads", "prodcons"};
-	const struct bench_opts *o = &bn->bn_opt;
-	char wl[128] = "", size_s[24], all_sizes[128] = "";
-	bool any = false;
+	const char *w = ce->ce_workload;
 
-	if (o->o_inproc) {
-		size_t n;
-		struct cell *cells;
-		if (be->be_env != NULL && strncmp(uslab_mode(), "locked", 6) != 0) {
-			note(bn, "%s skipped: needs its own process (not with --inproc)",
-			     be->be_name);
-			return;
-		}
-		cells = bench_cells(o, &n);
-		child_run(bn, be, cells, n, o->o_runs);
-		free(cells);
-		return;
-	}
+	if (o->o_callgrind)
+		return strcmp(w, "pair") == 0 || strncmp(w, "batch", 5) == 0;
+	if (strcmp(w, "mem") == 0)
+		return 1;
+	if (strcmp(w, "fresh") == 0)
+		return o->o_runs < 3 ? o->o_runs : 3;
+	return o->o_runs;
+}
+
+/* One run of @be in @ce: a child, under callgrind, or in this process. */
+static void run_one(struct bench *bn, struct backend *be, const struct cell *ce)
+{
+	const struct bench_opts *o = &bn->bn_opt;
+
 	if (o->o_callgrind) {
-		run_callgrind(bn, be);
-		return;
-	}
-	for (int i = 0; i < o->o_nsizes; i++)
-		snprintf(all_sizes + strlen(all_sizes), sizeof all_sizes - strlen(all_sizes),
-		         "%s%zu", i ? "," : "", o->o_sizes[i]);
-	for (size_t i = 0; i < sizeof steady / sizeof steady[0]; i++)
-		if (wanted(o, steady[i])) {
-			snprintf(wl + strlen(wl), sizeof wl - strlen(wl), "%s%s", any ? "," : "",
-			         steady[i]);
-			any = true;
-		}
-	if (any)
-		spawn(bn, be, wl, all_sizes, o->o_runs, NULL);
-	for (int si = 0; si < o->o_nsizes; si++) {
-		snprintf(size_s, sizeof size_s, "%zu", o->o_sizes[si]);
-		if (wanted(o, "fresh"))
-			for (int r = 0; r < (o->o_runs < 3 ? o->o_runs : 3); r++)
-				spawn(bn, be, "fresh", size_s, 1, NULL);
-		if (wanted(o, "mem"))
-			spawn(bn, be, "mem", size_s, 1, NULL);
+		run_callgrind(bn, be, ce);
+	} else if (!o->o_inproc) {
+		spawn(bn, be, ce, NULL);
+	} else if (be->be_env != NULL && strncmp(uslab_mode(), "locked", 6) != 0) {
+		note(bn, "%s skipped: needs its own process (not with --inproc)", be->be_name);
+	} else {
+		child_run(bn, be, ce, 1, 1);
 	}
 }
 
 void bench_run(struct bench *bn)
 {
 	const struct bench_opts *o = &bn->bn_opt;
+	size_t n;
+	struct cell *cells = bench_cells(o, &n);
 
 	bn->bn_emit = emit_inproc;
-	for (int b = 0; b < o->o_nbackends; b++) {
-		if (!o->o_json)
-			fprintf(stderr, "uslab-bench: %s...\n", o->o_backends[b]->be_name);
-		run_backend(bn, o->o_backends[b]);
+	for (size_t i = 0; i < n; i++) {
+		const struct cell *ce = &cells[i];
+		int rounds = cell_rounds(o, ce);
+		if (rounds > 0 && !o->o_json)
+			fprintf(stderr,
+			        "uslab-bench: %s%s%.0d, %zu bytes: %d round(s) of %d backend(s)\n",
+			        ce->ce_workload, ce->ce_threads > 0 ? " -t" : "", ce->ce_threads,
+			        ce->ce_size, rounds, o->o_nbackends);
+		for (int r = 0; r < rounds; r++) {
+			bn->bn_round = r;
+			for (int b = 0; b < o->o_nbackends; b++)
+				run_one(bn, o->o_backends[b], ce);
+		}
 	}
+	free(cells);
 }

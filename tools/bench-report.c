@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* uslab-bench's report: the table of medians and minima, the ratios, memory, JSON. */
+/* uslab-bench's report: the table of medians and minima, the per-round ratios, memory, JSON. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,16 +11,26 @@
 
 /*
  * Output: a markdown table (default) or --json, then the ratios asked for
- * by the issue (64-byte objects, same run), then the memory table.
- * --quick makes every run about 20 times shorter (CI smoke test).
+ * by the issue (64-byte objects, same run), then the memory table. --quick
+ * makes every run about 20 times shorter (CI smoke test).
+ *
+ * Each row gives a backend's median and minimum over the rounds of its cell.
+ * Each ratio is computed per round, from the two figures of that round, and
+ * the table shows the median of those per-round ratios with their range:
+ * within a round the backends ran one right after the other (bench-parent.c),
+ * so a slow phase of the machine divides out, where a ratio of two medians
+ * could pair one backend's fast rounds with the other's slow ones. The
+ * thread-scaling ratios are the exception: they divide rounds of two cells
+ * (pair and pair-t2), which ran one cell after the other.
+ *
  * This is a measuring tool: it has no thresholds and never fails on a
  * figure; the exit status is non-zero only when it could not run.
  */
 
 /* ---- Rows ---- */
 
-/* Counters per op: the median over the runs, when every run has counters
- * (callgrind set rs_ins already). */
+/* Counters per op: the median over the rounds with a figure, when every
+ * such round has counters (callgrind set rs_ins already). */
 static void result_finish(struct result *r)
 {
 	bool ins = true, cyc = true;
@@ -71,32 +81,33 @@ static double row_median(const struct result *r)
 	return r != NULL ? median(r->rs_ns, r->rs_nruns) : -1;
 }
 
-/* ---- Ratios ---- */
+/* ---- Ratios, per round ---- */
 
-/* Median ns/op of @backend in @workload at @size, or -1. */
-static double med_ns(struct bench *bn, const char *backend, const char *workload, size_t size)
-{
-	return row_median(bench_result(bn, backend, workload, size, 0, false));
-}
-
-/* Ratio @a / @b of two ns figures (time ratio) or @b / @a (throughput). */
-static void ratio_add(struct bench *bn, const char *name, double a, double b, bool throughput,
-                      const char *unit_a, const char *unit_b)
+/* Add the ratio @a / @b of two rows (time), or @b / @a (@throughput),
+ * round by round; @la and @lb name the rows in the detail. */
+static void ratio_add(struct bench *bn, const char *name, const struct result *a,
+                      const struct result *b, bool throughput, const char *la, const char *lb)
 {
 	struct ratio *r;
 
 	if (bn->bn_nratios >= MAX_RATIOS)
 		return;
 	r = &bn->bn_ratios[bn->bn_nratios++];
+	memset(r, 0, sizeof *r);
 	snprintf(r->rt_name, sizeof r->rt_name, "%s", name);
-	if (a <= 0 || b <= 0) {
-		r->rt_value = -1;
+
+	for (int i = 0; a != NULL && b != NULL && i < a->rs_nruns && i < b->rs_nruns; i++)
+		if (a->rs_ns[i] > 0 && b->rs_ns[i] > 0)
+			r->rt_round[r->rt_n++] =
+				throughput ? b->rs_ns[i] / a->rs_ns[i] : a->rs_ns[i] / b->rs_ns[i];
+	r->rt_value = median(r->rt_round, r->rt_n);
+	r->rt_lo = minimum(r->rt_round, r->rt_n);
+	r->rt_hi = maximum(r->rt_round, r->rt_n);
+	if (r->rt_n == 0)
 		snprintf(r->rt_detail, sizeof r->rt_detail, "n/a (missing figure)");
-		return;
-	}
-	r->rt_value = throughput ? b / a : a / b;
-	snprintf(r->rt_detail, sizeof r->rt_detail, "%s %.2f ns/op, %s %.2f ns/op", unit_a, a,
-	         unit_b, b);
+	else
+		snprintf(r->rt_detail, sizeof r->rt_detail, "%s %.2f ns/op, %s %.2f ns/op", la,
+		         row_median(a), lb, row_median(b));
 }
 
 /* The issue's ratios, on 64-byte objects. */
@@ -107,22 +118,20 @@ static void issue_ratios(struct bench *bn)
 	const size_t S = 64;
 	char name[96];
 
-	ratio_add(bn, "pair: uslab / floor (time)", med_ns(bn, "uslab", "pair", S),
-	          med_ns(bn, "floor", "pair", S), false, "uslab", "floor");
+#define ROW(backend, workload) bench_result(bn, (backend), (workload), S, 0, false)
+	ratio_add(bn, "pair: uslab / floor (time)", ROW("uslab", "pair"), ROW("floor", "pair"),
+	          false, "uslab", "floor");
 	for (size_t w = 0; w < 2; w++) {
-		const char *best = NULL;
-		double best_ns = -1;
+		const struct result *best = NULL;
 		for (size_t i = 0; i < 4; i++) {
-			double p = med_ns(bn, peers[i], best_of[w], S);
-			if (p > 0 && (best_ns < 0 || p < best_ns)) {
-				best_ns = p;
-				best = peers[i];
-			}
+			const struct result *p = ROW(peers[i], best_of[w]);
+			if (row_median(p) > 0 && (best == NULL || row_median(p) < row_median(best)))
+				best = p;
 		}
 		snprintf(name, sizeof name, "%s: uslab / best peer [%s] (time)", best_of[w],
-		         best != NULL ? best : "none");
-		ratio_add(bn, name, med_ns(bn, "uslab", best_of[w], S), best_ns, false, "uslab",
-		          best != NULL ? best : "none");
+		         best != NULL ? best->rs_backend : "none");
+		ratio_add(bn, name, ROW("uslab", best_of[w]), best, false, "uslab",
+		          best != NULL ? best->rs_backend : "none");
 	}
 	for (int k = 0; k < 2; k++) {
 		const char *w = k ? "batch1k" : "pair";
@@ -130,17 +139,17 @@ static void issue_ratios(struct bench *bn)
 		snprintf(t2, sizeof t2, "%s-t2", w);
 		snprintf(t16, sizeof t16, "%s-t16", w);
 		snprintf(name, sizeof name, "%s: uslab 2-thread / 1-thread throughput", w);
-		ratio_add(bn, name, med_ns(bn, "uslab", t2, S), med_ns(bn, "uslab", w, S), true,
-		          "2 threads", "1 thread");
+		ratio_add(bn, name, ROW("uslab", t2), ROW("uslab", w), true, "2 threads",
+		          "1 thread");
 		snprintf(name, sizeof name, "%s: uslab 16-thread / 2-thread throughput", w);
-		ratio_add(bn, name, med_ns(bn, "uslab", t16, S), med_ns(bn, "uslab", t2, S), true,
-		          "16 threads", "2 threads");
+		ratio_add(bn, name, ROW("uslab", t16), ROW("uslab", t2), true, "16 threads",
+		          "2 threads");
 	}
-	ratio_add(bn, "prodcons: uslab / floor (ring alone) (time)",
-	          med_ns(bn, "uslab", "prodcons", S), med_ns(bn, "floor", "prodcons", S), false,
-	          "uslab", "ring");
-	ratio_add(bn, "pair: uslab-locked / glibc (time)", med_ns(bn, "uslab-locked", "pair", S),
-	          med_ns(bn, "glibc", "pair", S), false, "uslab-locked", "glibc");
+	ratio_add(bn, "prodcons: uslab / floor (ring alone) (time)", ROW("uslab", "prodcons"),
+	          ROW("floor", "prodcons"), false, "uslab", "ring");
+	ratio_add(bn, "pair: uslab-locked / glibc (time)", ROW("uslab-locked", "pair"),
+	          ROW("glibc", "pair"), false, "uslab-locked", "glibc");
+#undef ROW
 }
 
 /* ---- Formatting ---- */
@@ -196,12 +205,14 @@ static void json_num(double v, const char *f)
 		printf(f, v);
 }
 
-/* A list of figures. */
+/* A list of figures, -1 as null. */
 static void json_list(const double *v, int n)
 {
 	putchar('[');
-	for (int i = 0; i < n; i++)
-		printf("%s%.3f", i ? ", " : "", v[i]);
+	for (int i = 0; i < n; i++) {
+		printf("%s", i ? ", " : "");
+		json_num(v[i], "%.3f");
+	}
 	putchar(']');
 }
 
@@ -226,7 +237,8 @@ static void report_json(const struct bench *bn, const char *mach)
 	printf(",\n  \"load\": \"%s\",\n  \"runs\": %d,\n  \"quick\": %s,\n  \"callgrind\": %s,\n",
 	       o->o_preload ? "preload" : "dlopen", o->o_runs, o->o_quick ? "true" : "false",
 	       o->o_callgrind ? "true" : "false");
-
+	printf("  \"method\": \"rounds: each round runs every backend once, one process per run; "
+	       "ratios: median of per-round ratios\",\n");
 	printf("  \"unit\": \"ns per alloc+free pair (fresh: per alloc); threads: wall time / all "
 	       "threads' pairs\",\n  \"results\": [");
 	for (size_t i = 0; i < bn->bn_nresults; i++) {
@@ -255,6 +267,12 @@ static void report_json(const struct bench *bn, const char *mach)
 		json_str(r->rt_name);
 		printf(", \"value\": ");
 		json_num(r->rt_value, "%.3f");
+		printf(", \"min\": ");
+		json_num(r->rt_lo, "%.3f");
+		printf(", \"max\": ");
+		json_num(r->rt_hi, "%.3f");
+		printf(", \"per_round\": ");
+		json_list(r->rt_round, r->rt_n);
 		printf(", \"detail\": ");
 		json_str(r->rt_detail);
 		printf("}");
@@ -283,16 +301,41 @@ static void report_json(const struct bench *bn, const char *mach)
 
 /* ---- Markdown ---- */
 
+/* The ratio table. */
+static void markdown_ratios(const struct bench *bn)
+{
+	char v[32], range[80];
+
+	printf("\n| ratio | median per round | range over rounds | rounds | medians of the rows "
+	       "|\n|---|---:|---:|---:|---|\n");
+	for (int i = 0; i < bn->bn_nratios; i++) {
+		const struct ratio *r = &bn->bn_ratios[i];
+		fmt_num(v, sizeof v, r->rt_value, "%.3f");
+		if (r->rt_n > 0)
+			snprintf(range, sizeof range, "%.3f-%.3f", r->rt_lo, r->rt_hi);
+		else
+			snprintf(range, sizeof range, "n/a");
+		printf("| %s | %s | %s | %d | %s |\n", r->rt_name, v, range, r->rt_n, r->rt_detail);
+	}
+}
+
 static void report_markdown(const struct bench *bn, const char *mach)
 {
 	const struct bench_opts *o = &bn->bn_opt;
 	char a[32], b[32], c[32], d[32], e[32];
 
-	printf("# uslab-bench\n\n%s; backends loaded by %s; %d run(s) per cell%s%s.\n\n", mach,
-	       o->o_preload ? "LD_PRELOAD" : "dlopen", o->o_runs, o->o_quick ? ", --quick" : "",
+	printf("# uslab-bench\n\n%s; backends loaded by %s; %d round(s) per cell, each running "
+	       "every backend once %s%s%s.\n\n",
+	       mach,
+	       o->o_inproc    ? "dlopen"
+	       : o->o_preload ? "LD_PRELOAD"
+	                      : "dlopen",
+	       o->o_runs, o->o_inproc ? "in this process (--inproc)" : "in a process of its own",
+	       o->o_quick ? ", --quick" : "",
 	       o->o_callgrind ? ", instructions from callgrind" : "");
 	printf("ns/op: one alloc + free (fresh: one alloc of a new object, page faults "
-	       "included); -tN rows: wall time over all N threads' operations (1e3 / Mops/s).\n\n");
+	       "included); -tN rows: wall time over all N threads' operations (1e3 / Mops/s). "
+	       "Median and minimum over the rounds.\n\n");
 	if (bn->bn_nresults > 0) {
 		printf("| workload | size | backend | median ns/op | min ns/op | Mops/s | ins/op | "
 		       "cyc/op |\n|---|---:|---|---:|---:|---:|---:|---:|\n");
@@ -309,13 +352,11 @@ static void report_markdown(const struct bench *bn, const char *mach)
 		}
 	}
 	if (bn->bn_nratios > 0) {
-		printf("\n## Ratios (64-byte objects, medians of this run)\n\n| ratio | value | "
-		       "from |\n|---|---:|---|\n");
-		for (int i = 0; i < bn->bn_nratios; i++) {
-			fmt_num(a, sizeof a, bn->bn_ratios[i].rt_value, "%.2f");
-			printf("| %s | %s | %s |\n", bn->bn_ratios[i].rt_name, a,
-			       bn->bn_ratios[i].rt_detail);
-		}
+		printf("\n## Ratios (64-byte objects; the median of the per-round ratios)\n\n"
+		       "Each ratio is computed in every round from the two figures of that round, "
+		       "then the median over the rounds is shown, with the range. Thread ratios "
+		       "divide rounds of two cells run one after the other.\n");
+		markdown_ratios(bn);
 	}
 	if (bn->bn_nmem > 0) {
 		printf("\n## Memory (RSS from /proc/self/statm; delta over N live objects, each "

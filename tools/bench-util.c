@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* uslab-bench's small helpers: fatal errors, memory of its own, medians over runs. */
+/* uslab-bench's small helpers: fatal errors, memory of its own, medians over rounds. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,8 +9,9 @@
 #include "bench.h"
 
 /*
- * A figure that is not available is negative, so the statistics here skip
- * negative entries.
+ * Every figure a round has no value for is negative, so the statistics
+ * here skip negative entries: a round whose child failed leaves a hole,
+ * not a zero.
  */
 
 /* ---- Errors and memory ---- */
@@ -46,7 +47,7 @@ void *map(size_t bytes)
 	return p;
 }
 
-/* ---- Statistics over runs ---- */
+/* ---- Statistics over rounds ---- */
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -73,6 +74,15 @@ double minimum(const double *v, int n)
 	double m = -1;
 	for (int i = 0; i < n; i++)
 		if (v[i] >= 0 && (m < 0 || v[i] < m))
+			m = v[i];
+	return m;
+}
+
+double maximum(const double *v, int n)
+{
+	double m = -1;
+	for (int i = 0; i < n; i++)
+		if (v[i] > m)
 			m = v[i];
 	return m;
 }

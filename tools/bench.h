@@ -40,16 +40,17 @@
  *                  malloc_trim, jemalloc arena purge, tcmalloc
  *                  ReleaseFreeMemory, mi_collect). One run per cell: the
  *                  figures do not vary between runs.
- *    Sizes (--size): 24, 64, 256, 4096. A cell is a workload at a size.
- *    Each cell runs a warm-up, then --runs timed runs (default 5; "fresh"
- *    uses at most 3, each in its own process) and reports the median and
- *    the minimum.
+ *    Sizes (--size): 24, 64, 256, 4096. A cell is a workload at a size. It
+ *    runs --runs rounds (default 5; "fresh" at most 3), and a round runs
+ *    every backend once, in the order given, each in a process of its own
+ *    (bench-parent.c). The report gives each backend's median and minimum
+ *    over the rounds, and ratios computed round by round (bench-report.c).
  *
  * 2. The files, each calling only those below it:
  *      bench-main.c     options (getopt_long), main
- *      bench-report.c   the tables, the ratios, --json
- *      bench-parent.c   the children: LD_PRELOAD, callgrind; the records
- *                       they send back
+ *      bench-report.c   the tables, the per-round ratios, --json
+ *      bench-parent.c   the rounds: children, LD_PRELOAD, callgrind; the
+ *                       records they send back
  *      bench-child.c    what a child runs: warm-up, timed runs, counters
  *      bench-kernels.c  the backends (floor, uslab, the mallocs) and the
  *                       measured loops
@@ -69,10 +70,10 @@
 
 /* ---- Constants ---- */
 
-#define MAX_RUNS 32 /* --runs */
+#define MAX_RUNS 32 /* --runs: rounds per cell */
 #define MAX_LIST 16 /* entries of --workload, --size, --threads */
 #define MAX_BACKENDS 7
-#define MAX_RATIOS 16
+#define MAX_RATIOS 128
 #define MAX_NOTES 64
 #define NAME_LEN 24    /* backend and workload names, with the NUL */
 #define RING_CAP 256   /* prodcons ring slots: a power of two */
@@ -160,7 +161,7 @@ void floor_thread_fini(void);
 /* ---- Options and the run's context (bench-main.c fills them) ---- */
 
 struct bench_opts {
-	struct backend *o_backends[MAX_LIST]; /* in the order they run */
+	struct backend *o_backends[MAX_LIST]; /* in the order each round runs them */
 	int o_nbackends;
 	const char *o_workloads[MAX_LIST];
 	int o_nworkloads;
@@ -168,24 +169,24 @@ struct bench_opts {
 	int o_nsizes;
 	int o_threads[MAX_LIST];
 	int o_nthreads;
-	int o_runs; /* timed runs per cell */
+	int o_runs; /* rounds per cell */
 	bool o_quick, o_json, o_inproc, o_callgrind, o_preload;
 	bool o_cg;               /* a child under callgrind: fixed counts, no warm-up */
 	struct backend *o_child; /* a child: the backend it runs */
 	const char *o_self;      /* this executable, for the children */
 };
 
-/* One row of the table: a backend in a cell, one figure per run. */
+/* One row of the table: a backend in a cell, one figure per round. */
 struct result {
 	char rs_backend[NAME_LEN];
 	char rs_workload[NAME_LEN]; /* "pair-t2" for the threads cells */
 	size_t rs_size;
 	int rs_threads;
-	int rs_order; /* the backend's index in bn_backends */
-	int rs_nruns;
-	double rs_ns[MAX_RUNS];
+	int rs_order;           /* the backend's index in bn_backends */
+	int rs_nruns;           /* rounds 0 .. rs_nruns - 1 */
+	double rs_ns[MAX_RUNS]; /* per round; < 0: no figure that round */
 	double rs_ins_runs[MAX_RUNS], rs_cyc_runs[MAX_RUNS];
-	double rs_ins, rs_cyc; /* per op, median over runs; < 0: n/a */
+	double rs_ins, rs_cyc; /* per op, median over rounds; < 0: n/a */
 };
 
 struct memres {
@@ -195,11 +196,14 @@ struct memres {
 	double mr_rss0, mr_rss1, mr_rss2, mr_rss3; /* before, live, after free, after reap */
 };
 
-/* A ratio of two rows' medians (bench-report.c). */
+/* A ratio of two rows, computed per round (bench-report.c). */
 struct ratio {
 	char rt_name[96];
-	double rt_value; /* < 0: n/a */
-	char rt_detail[128];
+
+	int rt_n;                      /* rounds with both figures */
+	double rt_round[MAX_RUNS];     /* the per-round ratios */
+	double rt_value, rt_lo, rt_hi; /* their median, minimum, maximum; < 0: n/a */
+	char rt_detail[160];
 };
 
 struct bench {
@@ -210,7 +214,7 @@ struct bench {
 	 * in the parent with --inproc. */
 	void (*bn_emit)(struct bench *bn, const char *line);
 	/* The parent: */
-
+	int bn_round;       /* the round the records being read belong to */
 	uint64_t bn_cg_ops; /* operations of the last C record */
 	struct result *bn_results;
 	size_t bn_nresults, bn_cresults;
@@ -256,7 +260,7 @@ struct result *bench_result(struct bench *bn, const char *backend, const char *w
 /* Read one record line (it is modified) into the results. */
 void bench_record(struct bench *bn, char *line);
 
-/* Run every backend, each in children of its own. */
+/* Run every cell, round by round, each round every backend once. */
 void bench_run(struct bench *bn);
 
 /* ---- The report (bench-report.c) ---- */
@@ -273,9 +277,10 @@ void *xrealloc(void *p, size_t n, size_t size);
 /* Anonymous mapping outside every backend (the tool's own arrays). */
 void *map(size_t bytes);
 
-/* Median and minimum of the figures of @v that are >= 0; -1 when there
- * are none. */
+/* Median, minimum and maximum of the figures of @v that are >= 0; -1 when
+ * there are none. */
 double median(const double *v, int n);
 double minimum(const double *v, int n);
+double maximum(const double *v, int n);
 
 #endif /* USLAB_BENCH_H */
