@@ -74,6 +74,30 @@ static double rss_bytes(void)
 	return n == 2 ? (double)res * (double)sysconf(_SC_PAGESIZE) : -1;
 }
 
+/* The file this process's uslab_cache_alloc() lives in, from
+ * /proc/self/maps: the libuslab the loader really mapped. "?" if none. */
+static void uslab_library(char *out, size_t len)
+{
+	uintptr_t fn = (uintptr_t)uslab_cache_alloc;
+	char line[PATH_MAX + 128];
+	FILE *f = fopen("/proc/self/maps", "re");
+
+	snprintf(out, len, "?");
+	while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+		unsigned long lo, hi;
+		int path = 0;
+		if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &path) < 2 || path == 0)
+			continue;
+		if (fn >= lo && fn < hi) {
+			line[strcspn(line, "\n")] = '\0';
+			snprintf(out, len, "%s", line + path);
+			break;
+		}
+	}
+	if (f != NULL)
+		fclose(f);
+}
+
 /* ---- Hardware counters (perf_event_open, user space only) ---- */
 
 struct pmu {
@@ -546,7 +570,7 @@ struct cell *bench_cells(const struct bench_opts *o, size_t *n)
 
 void child_run(struct bench *bn, struct backend *be, const struct cell *cells, size_t n, int runs)
 {
-	char why[256], line[RECORD_LEN];
+	char why[256], lib[PATH_MAX], line[RECORD_LEN];
 
 	if (backend_load(be, why, sizeof why) != 0) {
 		snprintf(line, sizeof line, "S\t%s\t%s", be->be_name, why);
@@ -554,7 +578,8 @@ void child_run(struct bench *bn, struct backend *be, const struct cell *cells, s
 		return;
 	}
 	if (be->be_kind == BK_USLAB) {
-		snprintf(line, sizeof line, "U\t%s\t%s", be->be_name, uslab_mode());
+		uslab_library(lib, sizeof lib);
+		snprintf(line, sizeof line, "U\t%s\t%s\t%s", be->be_name, uslab_mode(), lib);
 		bn->bn_emit(bn, line);
 	}
 	for (size_t i = 0; i < n; i++)

@@ -13,11 +13,12 @@
 
 /*
  * 1. Backends (--backend): floor, uslab, uslab-locked, glibc, jemalloc,
- *    tcmalloc, mimalloc.
- *    - uslab: the library as linked, in whatever mode uslab_mode() reports
- *      ("rseq cpu_id" normally). uslab-locked is the same binary
- *      re-executed with USLAB_RSEQ=0, because the mode is chosen once per
- *      process.
+ *    tcmalloc, mimalloc, and one more uslab per --uslab-lib.
+ *    - uslab: the library the process mapped (the one it is linked with,
+ *      or with --uslab-lib NAME=PATH another build's, see bench-parent.c),
+ *      in whatever mode uslab_mode() reports ("rseq cpu_id" normally).
+ *      uslab-locked is the same binary re-executed with USLAB_RSEQ=0,
+ *      because the mode is chosen once per process.
  *    - glibc: the process's malloc/free.
  *    - jemalloc, tcmalloc, mimalloc: the Debian shared libraries, called
  *      through the entry points dlsym finds on their handle: malloc/free

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* uslab-bench's options and entry point: parent (the rounds and the report) or child (one backend). */
+#include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,8 +13,8 @@
 /*
  * The options of the parent and of its children are the same set: a child
  * is this program with --child NAME (and --cg under callgrind), which the
- * parent adds to the user's workload, size, runs and threads options
- * (bench-parent.c). Lists are comma-separated and split in place
+ * parent adds to the user's workload, size, runs, threads and --uslab-lib
+ * options (bench-parent.c). Lists are comma-separated and split in place
  * in argv. The run's whole state lives in one struct bench, created here
  * and passed down; only the floor keeps thread-local state (bench-kernels.c).
  */
@@ -82,7 +83,9 @@ static void usage(FILE *f)
 	        "  --runs N         timed runs per cell (default 5; --quick: 3), as rounds: each\n"
 	        "                   round runs every backend once, in its own process\n"
 	        "  --threads LIST   thread counts for \"threads\" (default 2,16)\n"
-
+	        "  --uslab-lib NAME=PATH\n"
+	        "                   one more uslab backend, NAME, running the libuslab.so at PATH\n"
+	        "                   (another build, by LD_PRELOAD); repeatable, for A/B runs\n"
 	        "  --quick          about 20x shorter runs (CI smoke test)\n"
 	        "  --json           JSON instead of markdown\n"
 	        "  --load MODE      preload (default: LD_PRELOAD per backend) or dlopen\n"
@@ -132,6 +135,31 @@ static int split_numbers(char *s, const char *opt, long max, long *out)
 	return n;
 }
 
+/* --uslab-lib NAME=PATH: one more uslab backend, PATH resolved. */
+static void add_uslab_lib(struct bench *bn, char *arg)
+{
+	char *eq = strchr(arg, '=');
+
+	if (sanitized)
+		bad_usage("--uslab-lib cannot work in a sanitizer build (LD_PRELOAD would come "
+		          "before the sanitizer's runtime)");
+	if (eq == NULL || eq == arg || eq[1] == '\0')
+		bad_usage("--uslab-lib wants NAME=PATH, not %s", arg);
+	*eq = '\0';
+	if (strlen(arg) >= NAME_LEN || strpbrk(arg, "\t\n,") != NULL)
+		bad_usage("--uslab-lib: NAME %s: at most %d characters, no comma", arg,
+		          NAME_LEN - 1);
+	if (backend_find(bn, arg) != NULL)
+		bad_usage("--uslab-lib: backend %s exists already", arg);
+	if (bn->bn_nbackends >= MAX_BACKENDS)
+		bad_usage("--uslab-lib: at most %d", MAX_LIBS);
+	char *path = realpath(eq + 1, NULL);
+	if (path == NULL)
+		bad_usage("--uslab-lib %s: %s: %s", arg, eq + 1, strerror(errno));
+	bn->bn_backends[bn->bn_nbackends++] = (struct backend){
+		.be_name = arg, .be_kind = BK_USLAB, .be_lib = path, .be_extra = true};
+}
+
 /* Fill in what was not given, expand "batch", check the names. */
 static void opts_defaults(struct bench *bn, const char **names, int nnames, bool runs_set,
                           bool load_set)
@@ -155,13 +183,21 @@ static void opts_defaults(struct bench *bn, const char **names, int nnames, bool
 		if (!ok)
 			bad_usage("unknown workload %s", o->o_workloads[i]);
 	}
-	/* The backends named, or all of them. */
+	/* The backends named (default: the built-in ones), then every
+	 * --uslab-lib one not named. */
 	for (size_t i = 0; nnames == 0 && i < NBUILTIN; i++)
 		o->o_backends[o->o_nbackends++] = &bn->bn_backends[i];
 	for (int i = 0; i < nnames; i++) {
 		o->o_backends[o->o_nbackends] = backend_find(bn, names[i]);
 		if (o->o_backends[o->o_nbackends++] == NULL)
 			bad_usage("unknown backend %s", names[i]);
+	}
+	for (int i = (int)NBUILTIN; i < bn->bn_nbackends; i++) {
+		bool named = false;
+		for (int k = 0; k < nnames; k++)
+			named = named || strcmp(names[k], bn->bn_backends[i].be_name) == 0;
+		if (!named)
+			o->o_backends[o->o_nbackends++] = &bn->bn_backends[i];
 	}
 	if (o->o_nsizes == 0) {
 		static const size_t def[] = {24, 64, 256, 4096};
@@ -187,7 +223,7 @@ static void parse_opts(struct bench *bn, int argc, char **argv)
 		OPT_BACKEND,
 		OPT_RUNS,
 		OPT_THREADS,
-
+		OPT_USLAB_LIB,
 		OPT_QUICK,
 		OPT_JSON,
 		OPT_LOAD,
@@ -202,7 +238,7 @@ static void parse_opts(struct bench *bn, int argc, char **argv)
 		{"backend", required_argument, NULL, OPT_BACKEND},
 		{"runs", required_argument, NULL, OPT_RUNS},
 		{"threads", required_argument, NULL, OPT_THREADS},
-
+		{"uslab-lib", required_argument, NULL, OPT_USLAB_LIB},
 		{"quick", no_argument, NULL, OPT_QUICK},
 		{"json", no_argument, NULL, OPT_JSON},
 		{"load", required_argument, NULL, OPT_LOAD},
@@ -245,7 +281,9 @@ static void parse_opts(struct bench *bn, int argc, char **argv)
 			if (o->o_runs < 1 || o->o_runs > MAX_RUNS)
 				bad_usage("--runs must be 1..%d", MAX_RUNS);
 			break;
-
+		case OPT_USLAB_LIB:
+			add_uslab_lib(bn, optarg);
+			break;
 		case OPT_QUICK:
 			o->o_quick = true;
 			break;
@@ -318,5 +356,7 @@ int main(int argc, char **argv)
 	bench_report(bn);
 	free(bn->bn_results);
 	free(bn->bn_mem);
+	for (int i = (int)NBUILTIN; i < bn->bn_nbackends; i++)
+		free((void *)bn->bn_backends[i].be_lib);
 	return 0;
 }

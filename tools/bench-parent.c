@@ -50,7 +50,17 @@
  *    gets GLIBC_TUNABLES=glibc.rtld.optional_static_tls=16384. Sanitizer
  *    builds cannot preload another malloc, so there the default is dlopen.
  *
- * 4. Callgrind. Instruction counts can come from callgrind, beside or
+ * 4. Two builds of uslab, A/B. --uslab-lib NAME=PATH adds a uslab backend
+ *    NAME whose children run with LD_PRELOAD=PATH, another build's
+ *    libuslab.so. It carries the soname libuslab.so.0, so the loader
+ *    takes it for the program's own dependency and maps no second copy;
+ *    RUNPATH does not matter. Each uslab child reports the file its
+ *    uslab_cache_alloc() was mapped from (/proc/self/maps, the U record),
+ *    and the parent stops when that is not PATH: a wrong path cannot
+ *    silently measure the same build twice. Two backends that mapped the
+ *    same file (an A/A run, to see the noise) get a note.
+ *
+ * 5. Callgrind. Instruction counts can come from callgrind, beside or
  *    instead of perf, deterministically:
  *        uslab-bench --callgrind [--backend ...] [--size ...]
  *    runs pair, batch1k and batch100k once per cell and backend with a
@@ -147,6 +157,34 @@ static void record_mem(struct bench *bn, char **f)
 	m->mr_rss3 = strtod(f[7], NULL);
 }
 
+/* A uslab backend's mode and library: the first time, a note; for an
+ * --uslab-lib backend, the check that the child mapped the file asked for. */
+static void record_uslab(struct bench *bn, char **f)
+{
+	struct backend *be = backend_find(bn, f[1]);
+
+	if (be == NULL)
+		return;
+	if (be->be_extra && strcmp(f[3], be->be_lib) != 0) {
+		fprintf(stderr,
+		        "uslab-bench: %s: asked for %s, but its child mapped %s; not measuring "
+		        "another build than the one named\n",
+		        be->be_name, be->be_lib, f[3]);
+		exit(2);
+	}
+	if (be->be_mapped[0] != '\0')
+		return;
+	snprintf(be->be_mapped, sizeof be->be_mapped, "%s", f[3]);
+	note(bn, "%s ran in mode \"%s\" from %s", f[1], f[2], f[3]);
+	for (int i = 0; i < bn->bn_nbackends; i++) {
+		const struct backend *o = &bn->bn_backends[i];
+		if (o != be && strcmp(o->be_mapped, be->be_mapped) == 0 && o->be_env == NULL &&
+		    be->be_env == NULL)
+			note(bn, "%s and %s mapped the same file: an A/A run, their ratio is noise",
+			     o->be_name, be->be_name);
+	}
+}
+
 void bench_record(struct bench *bn, char *line)
 {
 	char *f[12];
@@ -162,8 +200,8 @@ void bench_record(struct bench *bn, char *line)
 		record_mem(bn, f);
 	else if (n == 3 && strcmp(f[0], "S") == 0)
 		note(bn, "%s skipped: %s", f[1], f[2]);
-	else if (n == 3 && strcmp(f[0], "U") == 0)
-		note(bn, "%s ran in mode \"%s\"", f[1], f[2]);
+	else if (n == 4 && strcmp(f[0], "U") == 0)
+		record_uslab(bn, f);
 	else if (n == 6 && strcmp(f[0], "C") == 0)
 		bn->bn_cg_ops = strtoull(f[5], NULL, 10);
 }
@@ -205,6 +243,8 @@ static void child_env(const struct bench *bn, const struct backend *be)
 		setenv("LD_PRELOAD", be->be_lib, 1);
 	if (be->be_kind == BK_DL && !bn->bn_opt.o_preload)
 		tls_tunable();
+	if (be->be_extra)
+		setenv("LD_PRELOAD", be->be_lib, 1);
 }
 
 /* Run this program as a child for one run of backend @be in cell @ce, and
@@ -213,7 +253,7 @@ static void spawn(struct bench *bn, const struct backend *be, const struct cell 
                   const char *const *prefix)
 {
 	const struct bench_opts *o = &bn->bn_opt;
-	char *argv[48], size_s[24], threads_s[16];
+	char *argv[48], size_s[24], threads_s[16], lib_s[NAME_LEN + PATH_MAX + 2];
 	int argc = 0, fd[2];
 
 	for (; prefix != NULL && *prefix != NULL; prefix++)
@@ -233,7 +273,11 @@ static void spawn(struct bench *bn, const struct backend *be, const struct cell 
 		push_arg(argv, &argc, "--threads");
 		push_arg(argv, &argc, threads_s);
 	}
-
+	if (be->be_extra) {
+		snprintf(lib_s, sizeof lib_s, "%s=%s", be->be_name, be->be_lib);
+		push_arg(argv, &argc, "--uslab-lib");
+		push_arg(argv, &argc, lib_s);
+	}
 	if (o->o_quick)
 		push_arg(argv, &argc, "--quick");
 	if (o->o_callgrind)
@@ -346,7 +390,8 @@ static void run_one(struct bench *bn, struct backend *be, const struct cell *ce)
 		run_callgrind(bn, be, ce);
 	} else if (!o->o_inproc) {
 		spawn(bn, be, ce, NULL);
-	} else if (be->be_env != NULL && strncmp(uslab_mode(), "locked", 6) != 0) {
+	} else if (be->be_extra ||
+	           (be->be_env != NULL && strncmp(uslab_mode(), "locked", 6) != 0)) {
 		note(bn, "%s skipped: needs its own process (not with --inproc)", be->be_name);
 	} else {
 		child_run(bn, be, ce, 1, 1);

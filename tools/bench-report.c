@@ -11,8 +11,9 @@
 
 /*
  * Output: a markdown table (default) or --json, then the ratios asked for
- * by the issue (64-byte objects, same run), then the memory table. --quick
- * makes every run about 20 times shorter (CI smoke test).
+ * by the issue (64-byte objects, same run), the A/B ratios of uslab builds
+ * (--uslab-lib, every cell), then the memory table. --quick makes every run
+ * about 20 times shorter (CI smoke test).
  *
  * Each row gives a backend's median and minimum over the rounds of its cell.
  * Each ratio is computed per round, from the two figures of that round, and
@@ -86,7 +87,8 @@ static double row_median(const struct result *r)
 /* Add the ratio @a / @b of two rows (time), or @b / @a (@throughput),
  * round by round; @la and @lb name the rows in the detail. */
 static void ratio_add(struct bench *bn, const char *name, const struct result *a,
-                      const struct result *b, bool throughput, const char *la, const char *lb)
+                      const struct result *b, bool throughput, bool ab, const char *la,
+                      const char *lb)
 {
 	struct ratio *r;
 
@@ -95,7 +97,7 @@ static void ratio_add(struct bench *bn, const char *name, const struct result *a
 	r = &bn->bn_ratios[bn->bn_nratios++];
 	memset(r, 0, sizeof *r);
 	snprintf(r->rt_name, sizeof r->rt_name, "%s", name);
-
+	r->rt_ab = ab;
 	for (int i = 0; a != NULL && b != NULL && i < a->rs_nruns && i < b->rs_nruns; i++)
 		if (a->rs_ns[i] > 0 && b->rs_ns[i] > 0)
 			r->rt_round[r->rt_n++] =
@@ -120,7 +122,7 @@ static void issue_ratios(struct bench *bn)
 
 #define ROW(backend, workload) bench_result(bn, (backend), (workload), S, 0, false)
 	ratio_add(bn, "pair: uslab / floor (time)", ROW("uslab", "pair"), ROW("floor", "pair"),
-	          false, "uslab", "floor");
+	          false, false, "uslab", "floor");
 	for (size_t w = 0; w < 2; w++) {
 		const struct result *best = NULL;
 		for (size_t i = 0; i < 4; i++) {
@@ -130,7 +132,7 @@ static void issue_ratios(struct bench *bn)
 		}
 		snprintf(name, sizeof name, "%s: uslab / best peer [%s] (time)", best_of[w],
 		         best != NULL ? best->rs_backend : "none");
-		ratio_add(bn, name, ROW("uslab", best_of[w]), best, false, "uslab",
+		ratio_add(bn, name, ROW("uslab", best_of[w]), best, false, false, "uslab",
 		          best != NULL ? best->rs_backend : "none");
 	}
 	for (int k = 0; k < 2; k++) {
@@ -139,17 +141,49 @@ static void issue_ratios(struct bench *bn)
 		snprintf(t2, sizeof t2, "%s-t2", w);
 		snprintf(t16, sizeof t16, "%s-t16", w);
 		snprintf(name, sizeof name, "%s: uslab 2-thread / 1-thread throughput", w);
-		ratio_add(bn, name, ROW("uslab", t2), ROW("uslab", w), true, "2 threads",
+		ratio_add(bn, name, ROW("uslab", t2), ROW("uslab", w), true, false, "2 threads",
 		          "1 thread");
 		snprintf(name, sizeof name, "%s: uslab 16-thread / 2-thread throughput", w);
-		ratio_add(bn, name, ROW("uslab", t16), ROW("uslab", t2), true, "16 threads",
+		ratio_add(bn, name, ROW("uslab", t16), ROW("uslab", t2), true, false, "16 threads",
 		          "2 threads");
 	}
 	ratio_add(bn, "prodcons: uslab / floor (ring alone) (time)", ROW("uslab", "prodcons"),
-	          ROW("floor", "prodcons"), false, "uslab", "ring");
+	          ROW("floor", "prodcons"), false, false, "uslab", "ring");
 	ratio_add(bn, "pair: uslab-locked / glibc (time)", ROW("uslab-locked", "pair"),
-	          ROW("glibc", "pair"), false, "uslab-locked", "glibc");
+	          ROW("glibc", "pair"), false, false, "uslab-locked", "glibc");
 #undef ROW
+}
+
+/* A/B of uslab builds, in every cell: each --uslab-lib backend after the
+ * first against the first; a single one against "uslab" when it ran. */
+static void ab_ratios(struct bench *bn)
+{
+	const struct bench_opts *o = &bn->bn_opt;
+	const struct backend *ref = NULL, *uslab = NULL;
+	int nextra = 0;
+
+	for (int i = 0; i < o->o_nbackends; i++) {
+		nextra += o->o_backends[i]->be_extra;
+		if (strcmp(o->o_backends[i]->be_name, "uslab") == 0)
+			uslab = o->o_backends[i];
+	}
+	for (int i = 0; i < o->o_nbackends && ref == NULL; i++)
+		if (o->o_backends[i]->be_extra)
+			ref = nextra == 1 ? uslab : o->o_backends[i];
+	if (ref == NULL)
+		return;
+	for (size_t i = 0; i < bn->bn_nresults; i++) {
+		const struct result *b = &bn->bn_results[i];
+		const struct backend *be = backend_find(bn, b->rs_backend);
+		if (be == NULL || !be->be_extra || be == ref)
+			continue;
+		const struct result *a =
+			bench_result(bn, ref->be_name, b->rs_workload, b->rs_size, 0, false);
+		char name[96];
+		snprintf(name, sizeof name, "%s, %zu B: %s / %s (time)", b->rs_workload, b->rs_size,
+		         be->be_name, ref->be_name);
+		ratio_add(bn, name, b, a, false, true, be->be_name, ref->be_name);
+	}
 }
 
 /* ---- Formatting ---- */
@@ -265,7 +299,7 @@ static void report_json(const struct bench *bn, const char *mach)
 		const struct ratio *r = &bn->bn_ratios[i];
 		printf("%s\n    {\"name\": ", i ? "," : "");
 		json_str(r->rt_name);
-		printf(", \"value\": ");
+		printf(", \"ab\": %s, \"value\": ", r->rt_ab ? "true" : "false");
 		json_num(r->rt_value, "%.3f");
 		printf(", \"min\": ");
 		json_num(r->rt_lo, "%.3f");
@@ -301,8 +335,8 @@ static void report_json(const struct bench *bn, const char *mach)
 
 /* ---- Markdown ---- */
 
-/* The ratio table. */
-static void markdown_ratios(const struct bench *bn)
+/* The rows of the ratio table that are (@ab) or are not A/B ones. */
+static void markdown_ratios(const struct bench *bn, bool ab)
 {
 	char v[32], range[80];
 
@@ -310,6 +344,8 @@ static void markdown_ratios(const struct bench *bn)
 	       "|\n|---|---:|---:|---:|---|\n");
 	for (int i = 0; i < bn->bn_nratios; i++) {
 		const struct ratio *r = &bn->bn_ratios[i];
+		if (r->rt_ab != ab)
+			continue;
 		fmt_num(v, sizeof v, r->rt_value, "%.3f");
 		if (r->rt_n > 0)
 			snprintf(range, sizeof range, "%.3f-%.3f", r->rt_lo, r->rt_hi);
@@ -323,6 +359,7 @@ static void report_markdown(const struct bench *bn, const char *mach)
 {
 	const struct bench_opts *o = &bn->bn_opt;
 	char a[32], b[32], c[32], d[32], e[32];
+	int nab = 0, nissue = 0;
 
 	printf("# uslab-bench\n\n%s; backends loaded by %s; %d round(s) per cell, each running "
 	       "every backend once %s%s%s.\n\n",
@@ -351,12 +388,22 @@ static void report_markdown(const struct bench *bn, const char *mach)
 			       r->rs_size, r->rs_backend, a, b, c, d, e);
 		}
 	}
-	if (bn->bn_nratios > 0) {
+	for (int i = 0; i < bn->bn_nratios; i++) {
+		nab += bn->bn_ratios[i].rt_ab;
+		nissue += !bn->bn_ratios[i].rt_ab;
+	}
+	if (nissue > 0) {
 		printf("\n## Ratios (64-byte objects; the median of the per-round ratios)\n\n"
 		       "Each ratio is computed in every round from the two figures of that round, "
 		       "then the median over the rounds is shown, with the range. Thread ratios "
 		       "divide rounds of two cells run one after the other.\n");
-		markdown_ratios(bn);
+		markdown_ratios(bn, false);
+	}
+	if (nab > 0) {
+		printf("\n## A/B of uslab builds (the median of the per-round ratios)\n\n"
+		       "B / A is B's time over A's: below 1, B is faster. An A/A run (one file "
+		       "twice) shows the noise.\n");
+		markdown_ratios(bn, true);
 	}
 	if (bn->bn_nmem > 0) {
 		printf("\n## Memory (RSS from /proc/self/statm; delta over N live objects, each "
@@ -393,6 +440,7 @@ void bench_report(struct bench *bn)
 		result_finish(&bn->bn_results[i]);
 	qsort(bn->bn_results, bn->bn_nresults, sizeof *bn->bn_results, cmp_result);
 	issue_ratios(bn);
+	ab_ratios(bn);
 	machine(mach, sizeof mach);
 	if (bn->bn_opt.o_json)
 		report_json(bn, mach);

@@ -49,8 +49,8 @@
  * 2. The files, each calling only those below it:
  *      bench-main.c     options (getopt_long), main
  *      bench-report.c   the tables, the per-round ratios, --json
- *      bench-parent.c   the rounds: children, LD_PRELOAD, callgrind; the
- *                       records they send back
+ *      bench-parent.c   the rounds: children, LD_PRELOAD, --uslab-lib,
+ *                       callgrind; the records they send back
  *      bench-child.c    what a child runs: warm-up, timed runs, counters
  *      bench-kernels.c  the backends (floor, uslab, the mallocs) and the
  *                       measured loops
@@ -61,7 +61,8 @@
  *      R backend workload size threads ns/op ins/op cyc/op   one timed run
  *      M backend size objects rss-before rss-live rss-freed rss-reaped
  *      C backend workload size threads operations    one run under callgrind
- *      U backend mode            a uslab backend's mode
+ *      U backend mode library    a uslab backend's mode and the libuslab
+ *                                file it mapped (/proc/self/maps)
  *      S backend reason          the backend cannot run here
  *    A child can be run by hand the same way:
  *        uslab-bench --child uslab --workload pair --size 64 --runs 3
@@ -72,12 +73,13 @@
 
 #define MAX_RUNS 32 /* --runs: rounds per cell */
 #define MAX_LIST 16 /* entries of --workload, --size, --threads */
-#define MAX_BACKENDS 7
+#define MAX_LIBS 8  /* --uslab-lib */
+#define MAX_BACKENDS (7 + MAX_LIBS)
 #define MAX_RATIOS 128
 #define MAX_NOTES 64
-#define NAME_LEN 24    /* backend and workload names, with the NUL */
-#define RING_CAP 256   /* prodcons ring slots: a power of two */
-#define RECORD_LEN 512 /* a record line */
+#define NAME_LEN 24     /* backend and workload names, with the NUL */
+#define RING_CAP 256    /* prodcons ring slots: a power of two */
+#define RECORD_LEN 4400 /* a record line: a U record holds a path */
 
 /* ---- Backends (bench-kernels.c) ---- */
 
@@ -95,14 +97,21 @@ struct dl_lib {
 	void (*dl_mi_collect)(bool);                                       /* mimalloc */
 };
 
-/* A backend: what it is (set when options are read), and what this
- * process loaded of it. */
+/* A backend: what it is (set when options are read), then what this
+ * process learnt about it. */
 struct backend {
 	const char *be_name; /* shorter than NAME_LEN */
 	enum bkind be_kind;
-	const char *be_lib;  /* BK_DL: the malloc's shared object */
-	const char *be_env;  /* extra environment for its children, "NAME=value" */
+	/* BK_DL: the malloc's shared object. BK_USLAB: NULL for the library
+	 * this program is linked with, or (be_extra) another build's
+	 * libuslab.so, resolved with realpath() and malloc'd. */
+	const char *be_lib;
+	const char *be_env; /* extra environment for its children, "NAME=value" */
+	bool be_extra;      /* from --uslab-lib */
+	/* A process that runs it: */
 	struct dl_lib be_dl; /* BK_DL, once backend_load() found it */
+	/* The parent: */
+	char be_mapped[PATH_MAX]; /* BK_USLAB: the libuslab its children mapped, "" before */
 };
 
 /* The backend named @name among the run's, or NULL. */
@@ -161,7 +170,7 @@ void floor_thread_fini(void);
 /* ---- Options and the run's context (bench-main.c fills them) ---- */
 
 struct bench_opts {
-	struct backend *o_backends[MAX_LIST]; /* in the order each round runs them */
+	struct backend *o_backends[MAX_LIST + MAX_LIBS]; /* in the order each round runs them */
 	int o_nbackends;
 	const char *o_workloads[MAX_LIST];
 	int o_nworkloads;
@@ -199,7 +208,7 @@ struct memres {
 /* A ratio of two rows, computed per round (bench-report.c). */
 struct ratio {
 	char rt_name[96];
-
+	bool rt_ab;                    /* an A/B of two uslab builds (its own table) */
 	int rt_n;                      /* rounds with both figures */
 	double rt_round[MAX_RUNS];     /* the per-round ratios */
 	double rt_value, rt_lo, rt_hi; /* their median, minimum, maximum; < 0: n/a */
@@ -208,7 +217,7 @@ struct ratio {
 
 struct bench {
 	struct bench_opts bn_opt;
-	struct backend bn_backends[MAX_BACKENDS];
+	struct backend bn_backends[MAX_BACKENDS]; /* the built-in ones, then --uslab-lib */
 	int bn_nbackends;
 	/* Where this process's records go: stdout in a child, bench_record()
 	 * in the parent with --inproc. */
