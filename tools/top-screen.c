@@ -311,30 +311,13 @@ static void draw_help(void)
 
 /* ---- Process list ---- */
 
+/* Re-read the process list (empty when it cannot be read); the selection
+ * stays in range. */
 static void list_reload(struct screen *sc)
 {
-	size_t cap = 64;
-
 	free(sc->s_procs);
-	sc->s_procs = NULL;
 	sc->s_nprocs = 0;
-	for (;;) {
-		struct uslab_proc *v = calloc(cap, sizeof *v);
-		if (v == NULL)
-			return;
-		int n = uslab_stats_list(v, cap);
-		if (n < 0) {
-			free(v);
-			return;
-		}
-		if ((size_t)n <= cap) {
-			sc->s_procs = v;
-			sc->s_nprocs = n;
-			break;
-		}
-		free(v);
-		cap = (size_t)n + 16;
-	}
+	sc->s_procs = watch_list_procs(&sc->s_nprocs);
 	if (sc->s_list_sel > sc->s_nprocs)
 		sc->s_list_sel = sc->s_nprocs;
 }

@@ -124,13 +124,4 @@ int top_print_json(FILE *out, const struct top_proc *procs, size_t nprocs,
 /** CSV: a header line, then one line per row with every stats field. */
 int top_print_csv(FILE *out, const struct top_row *rows, size_t n);
 
-/* ---- Process helpers shared by the screen and the batch mode ---- */
-
-/** Free a process's snapshots and rate arrays (not @p itself). */
-void top_proc_fini(struct top_proc *p);
-
-/** Replace @p's reading by @snap (ownership moves to @p); the former one
- *  becomes tp_prev, and rates are recomputed. Returns 0, or -1 (ENOMEM). */
-int top_proc_push(struct top_proc *p, struct uslab_snapshot *snap);
-
 #endif /* USLABTOP_TOP_H */
