@@ -1,11 +1,12 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# uslabtop's files call one way: no object uses a symbol defined by one above it.
+# A tool's files call one way: no object uses a symbol defined by one above it.
 #
-# Usage: uslabtop-layers.sh OBJECT...   (highest first: uslabtop.c.o,
-#        top-screen.c.o, top-watch.c.o, top-format.c.o)
-#
-# The chain is described at the top of tools/uslabtop.c. For each object,
+# Usage: tool-layers.sh OBJECT...   (highest first; uslabtop: uslabtop.c.o,
+#        top-screen.c.o, top-watch.c.o, top-format.c.o, whose chain is
+#        described at the top of tools/uslabtop.c; uslab-bench: bench-main,
+#        bench-report, bench-parent, bench-child, bench-kernels, bench-util)
+# For each object,
 # every undefined symbol (nm -u) is looked up among the symbols defined by
 # the objects before it in the list; any hit is a call going back up.
 # Exit 77 (skip) without nm.
