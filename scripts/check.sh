@@ -54,7 +54,7 @@ USLAB_RSEQ=0 meson test -C build-asan "${slow[@]}" --print-errorlogs
 [ $quick -eq 1 ] && { echo "check: quick run passed"; exit 0; }
 
 step "valgrind memcheck (unit suites)"
-meson test -C build-release --setup valgrind --suite unit --print-errorlogs
+meson test -C build-release --setup valgrind --suite unit --no-suite script --print-errorlogs
 
 step "ThreadSanitizer (stress suite)"
 setup build-tsan -Db_sanitize=thread

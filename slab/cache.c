@@ -102,8 +102,9 @@ static void cache_atfork_prepare(void)
 		depot_lock(c);
 		slab_lock_all(c);
 	}
-	seg_atfork_prepare();  /* holds seg_lock: no record or page half made */
-	meta_atfork_prepare(); /* a leaf: last */
+	arena_atfork_prepare(); /* no arena half made */
+	seg_atfork_prepare();   /* holds seg_lock: no record or mapping half made */
+	meta_atfork_prepare();  /* a leaf: last */
 }
 
 static void cache_atfork_release(void)
@@ -120,13 +121,13 @@ static void cache_atfork_parent(void)
 {
 	meta_atfork_release();
 	seg_atfork_parent();
+	arena_atfork_release();
 	cache_atfork_release();
 }
 
 /* The child publishes none of the caches it inherited (their figures are
  * the parent's record): they lose their observer first, then the writer
- * makes the counters pages it shared private, before anything can touch
- * them. */
+ * makes the counters it shared private, before anything can touch them. */
 static void cache_atfork_child(void)
 {
 	meta_atfork_release();
@@ -135,13 +136,27 @@ static void cache_atfork_child(void)
 		c->c_obs_rec = NULL;
 	}
 	seg_atfork_child();
+	arena_atfork_child();
 	cache_atfork_release();
 }
 
-__attribute__((constructor)) static void cache_init(void)
+/* Wire the observers once, before the first cache (and so before the
+ * first arena): the writer learns the slot bound and the mode, provides
+ * the arenas' counters, and removes its locator before a misuse abort. */
+static void cache_once_init(void)
 {
 	pcpu_init();
+	seg_configure(pcpu_slots(), uslab_mode());
+	arena_set_counters_ops(&seg_counters);
+	debug_before_abort = seg_before_abort;
 	pthread_atfork(cache_atfork_prepare, cache_atfork_parent, cache_atfork_child);
+}
+
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+__attribute__((constructor)) static void cache_init(void)
+{
+	pthread_once(&cache_once, cache_once_init);
 }
 
 /* ---- Create and destroy ---- */
@@ -195,9 +210,11 @@ static void cache_publish(struct uslab_cache *c)
 		.si_objs_per_slab = c->c_slab_objs,
 		.si_mag_size = c->c_mag_size,
 		.si_mag_max = c->c_mag_max,
-		.si_ncpus = pcpu_slots(),
-		.si_mode = uslab_mode(),
+		.si_ctr_index = c->c_place.pl_index,
 	};
+	uint64_t off, stride;
+	if (arena_counters_in_file(&c->c_place, &off, &stride))
+		info.si_ctr_base = off - (uint64_t)info.si_ctr_index * sizeof(struct pcpu_counters);
 	c->c_obs_rec = seg_cache_publish(&info);
 	c->c_obs = c->c_obs_rec != NULL ? &seg_obs : NULL;
 }
@@ -220,6 +237,7 @@ struct uslab_cache *uslab_cache_create(const char *name, size_t size,
 static struct uslab_cache *cache_create(const char *name, size_t size,
                                         const struct uslab_cache_conf *conf, unsigned internal)
 {
+	pthread_once(&cache_once, cache_once_init);
 	if (name == NULL || size == 0 || size > USLAB_MAX_SIZE ||
 	    (conf->align & (conf->align - 1)) != 0 || conf->align > pgsrc_page_size()) {
 		errno = EINVAL;

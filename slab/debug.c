@@ -38,6 +38,8 @@ static void put_hex(char *buf, size_t cap, size_t *len, uintptr_t v)
 	put_str(buf, cap, len, tmp + n);
 }
 
+void (*debug_before_abort)(void);
+
 void uslab_report(const struct uslab_cache *cache, const void *obj, enum uslab_error err)
 {
 	char line[256];
@@ -54,6 +56,9 @@ void uslab_report(const struct uslab_cache *cache, const void *obj, enum uslab_e
 	if (write(STDERR_FILENO, line, len) < 0) {
 		/* Nothing more can be done; we abort anyway. */
 	}
+	void (*hook)(void) = __atomic_load_n(&debug_before_abort, __ATOMIC_ACQUIRE);
+	if (hook != NULL)
+		hook();
 	abort();
 }
 

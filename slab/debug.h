@@ -27,6 +27,11 @@ __attribute__((noreturn, cold)) void uslab_report(const struct uslab_cache *cach
 __attribute__((noreturn, cold)) void uslab_assert_fail(const char *expr, const char *file,
                                                        int line);
 
+/* Called by uslab_report() just before abort() (async-signal-safe), if
+ * set: the registry points it at the segment writer, which removes its
+ * locator, so a process killed by a misuse report leaves no stale file. */
+extern void (*debug_before_abort)(void);
+
 /* VERIFY is always on; ASSERT from debug level 1; ASSERT_EXPENSIVE (the
  * _is_valid() walkers) from level 3. Both branches always compile. */
 #define VERIFY(e) ((e) ? (void)0 : uslab_assert_fail(#e, __FILE__, __LINE__))

@@ -101,7 +101,7 @@ struct uslab_cache *depot_mag_cache(unsigned k)
 /* A magazine of at least @n rounds; NULL when its class has no cache or
  * the cache has no memory (the caller then sends the objects to the
  * slabs). */
-static struct mag *depot_mag_alloc(size_t n)
+struct mag *depot_mag_get(size_t n)
 {
 	unsigned k = depot_mag_class(n);
 	struct uslab_cache *mc = depot_mag_cache(k);
@@ -110,11 +110,12 @@ static struct mag *depot_mag_alloc(size_t n)
 	if (mc == NULL || slab_alloc_bulk(mc, &m, 1) != 1)
 		return NULL;
 	((struct mag *)m)->m_cap = depot_mag_rounds(k);
+	((struct mag *)m)->m_count = 0;
 	return m;
 }
 
 /* A magazine structure back to its cache (it exists, since @m came from it). */
-static void depot_mag_free(struct mag *m)
+void depot_mag_put(struct mag *m)
 {
 	if (m != NULL) {
 		void *p = m;
@@ -159,9 +160,10 @@ void depot_init(struct uslab_cache *c)
 
 void depot_mag_classes(const struct uslab_cache *c, unsigned *lo, unsigned *hi)
 {
-	/* From M (spares never go below it) up to the largest batch. */
+	/* From M (spares never go below it) up to a per-CPU array of the
+	 * largest cap, twice the largest batch. */
 	*lo = depot_mag_class(c->c_mag_size);
-	*hi = depot_mag_class(c->c_mag_max);
+	*hi = depot_mag_class(2 * (size_t)c->c_mag_max);
 }
 
 void depot_fini(struct uslab_cache *c)
@@ -170,7 +172,7 @@ void depot_fini(struct uslab_cache *c)
 
 	while ((m = c->c_mag_spare) != NULL) {
 		c->c_mag_spare = m->m_next;
-		depot_mag_free(m);
+		depot_mag_put(m);
 	}
 	c->c_nempty = 0;
 	lock_fini(&c->c_depot_lock);
@@ -273,7 +275,7 @@ static size_t depot_release(struct uslab_cache *c, struct mag *chain)
 			m = NULL;
 		}
 		depot_leave(c);
-		depot_mag_free(m);
+		depot_mag_put(m);
 	}
 	return bytes;
 }
@@ -302,7 +304,7 @@ size_t depot_get_full(struct uslab_cache *c, void **buf, bool *ended)
 	}
 	uint32_t want = c->c_mag_size;
 	depot_leave(c);
-	depot_mag_free(m); /* beyond the spares kept */
+	depot_mag_put(m); /* beyond the spares kept */
 	depot_release(c, idle);
 	PROBE2(depot_get, c, n);
 	if (n == 0)
@@ -324,11 +326,11 @@ void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n, bool *end
 	size_t want = n > c->c_mag_size ? n : c->c_mag_size;
 	depot_leave(c);
 	if (m != NULL && m->m_cap < want) { /* made before M grew */
-		depot_mag_free(m);
+		depot_mag_put(m);
 		m = NULL;
 	}
 	if (m == NULL)
-		m = depot_mag_alloc(want);
+		m = depot_mag_get(want);
 	if (m == NULL) { /* out of memory: straight to the slabs */
 		slab_free_bulk(c, buf, n);
 		return;
@@ -366,7 +368,7 @@ size_t depot_drain(struct uslab_cache *c)
 	while (spare != NULL) {
 		struct mag *m = spare;
 		spare = m->m_next;
-		depot_mag_free(m);
+		depot_mag_put(m);
 	}
 	return bytes;
 }

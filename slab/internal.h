@@ -150,7 +150,7 @@ struct mag {
 /* Magazine caches, one per magazine size: class k holds DEPOT_MAG_MIN << k
  * rounds. The registry (cache.c) creates them; the depot allocates from
  * them through their slab layer. */
-#define DEPOT_MAG_CLASSES 6
+#define DEPOT_MAG_CLASSES 7
 #define DEPOT_MAG_MIN 4
 /* A working-set interval of the depot (depot.c), and the spare magazine
  * structures a depot keeps at most. */
@@ -163,8 +163,14 @@ void depot_fini(struct uslab_cache *c);
 /** Across fork: c_depot_lock. */
 void depot_lock(struct uslab_cache *c);
 void depot_unlock(struct uslab_cache *c);
-/** The magazine classes @c may ask for: [*lo, *hi]. */
+/** The magazine classes @c may ask for: [*lo, *hi] (the per-CPU layer's
+ *  arrays of up to 2 * c_mag_max rounds included). */
 void depot_mag_classes(const struct uslab_cache *c, unsigned *lo, unsigned *hi);
+/** A magazine structure of at least @rounds rounds (m_count 0), for the
+ *  per-CPU layer's arrays; NULL when out of memory. */
+struct mag *depot_mag_get(size_t rounds);
+/** Give one back (NULL: nothing). */
+void depot_mag_put(struct mag *m);
 /** Rounds of a class-@k magazine, and the bytes of its structure. */
 uint32_t depot_mag_rounds(unsigned k);
 size_t depot_mag_bytes(unsigned k);
@@ -190,6 +196,36 @@ void depot_mag_reap(void);
 void depot_counts(struct uslab_cache *c, struct depot_counts *out);
 /** The invariants beside the depot's fields in struct uslab_cache. */
 bool depot_is_valid(struct uslab_cache *c);
+
+/* ======================================================================== */
+/* ---- pcpu-arena.c: slot memory that many caches share ---- */
+
+struct pcpu_arena;
+
+/* Where a cache's slots are: its index in an arena, and its slot 0. */
+struct pcpu_place {
+	struct pcpu_arena *pl_arena;
+	uint32_t pl_index;
+	char *pl_base; /* slot i at pl_base + (i << PCPU_SHIFT) */
+};
+
+/** The slot bound (pcpu.c), before the first arena. */
+void arena_init(uint32_t nslots);
+void arena_set_counters_ops(const struct arena_counters_ops *ops);
+/** A free index for a new cache; -1 (ENOMEM) when no arena can be mapped. */
+int arena_claim(struct pcpu_place *out);
+/** Give the index back, zeroing what its slots wrote (quiescent slots). */
+void arena_release(struct pcpu_place *pl);
+/** Where the counters of @pl's slot 0 are in the provider's file, and the
+ *  distance between CPUs; false when they are private. */
+bool arena_counters_in_file(const struct pcpu_place *pl, uint64_t *off, uint64_t *stride);
+/** Arenas mapped. */
+uint64_t arena_mapped(void);
+/** Across fork: arena_lock (cache.c); the child also closes every arena
+ *  it inherited to new caches. */
+void arena_atfork_prepare(void);
+void arena_atfork_release(void);
+void arena_atfork_child(void);
 
 /* ======================================================================== */
 /* ---- pcpu.c: per-CPU magazines, the mode, the slow paths ---- */
@@ -260,8 +296,9 @@ struct uslab_cache {
 	void *c_obs_rec;
 
 	/* ---- per-CPU layer: immutable after create ---- */
-	char *c_pcpu;           /* per-CPU slots, private: slot i at c_pcpu + (i << PCPU_SHIFT) */
-	uint32_t c_pcpu_rounds; /* rounds a slot can hold (the largest cap) */
+	char *c_pcpu; /* per-CPU slots, private: slot i at c_pcpu + (i << PCPU_SHIFT) */
+	struct pcpu_place c_place; /* where they are in an arena */
+	uint32_t c_pcpu_rounds;    /* the largest cap a slot may get */
 
 	/* ---- per-CPU layer: under c_drain_lock ---- */
 	struct uslab_lock c_drain_lock; /* remote slot operations (drain, resize, fold)

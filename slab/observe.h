@@ -3,6 +3,8 @@
 #ifndef USLAB_OBSERVE_H
 #define USLAB_OBSERVE_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /*
@@ -49,6 +51,18 @@ struct obs_ops {
 	 * of the same size. Called under c_drain_lock, before anything counts
 	 * on the page. */
 	void (*o_slot)(void *rec, uint32_t cpu, void *page);
+};
+
+/*
+ * Process-wide: who may provide the per-CPU arenas' counters as shared
+ * memory (the segment writer, installed by cache.c). ac_map maps @len
+ * bytes at @addr (a range the arena reserved, so MAP_FIXED) and says where
+ * they start in its file; false to decline, with @addr left reserved or
+ * unmapped (the arena then maps private memory there). Called under
+ * arena_lock (slab/pcpu-arena.c).
+ */
+struct arena_counters_ops {
+	bool (*ac_map)(void *addr, size_t len, uint64_t *file_off);
 };
 
 #endif /* USLAB_OBSERVE_H */

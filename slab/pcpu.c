@@ -73,13 +73,12 @@
 /* Largest stack buffer of rounds moved at once (>= every c_mag_max). */
 #define PCPU_BUF 128
 
-_Static_assert(PCPU_SLOT_HDR + 2 * PCPU_BUF * sizeof(void *) <= PCPU_COUNTERS_OFF,
-               "a slot holds two of the largest magazines");
+_Static_assert(2 * PCPU_BUF <= PCPU_MAX_ROUNDS, "a slot holds two of the largest magazines");
 
 /* What c_fast points at when the asm must always miss: a read-only zero
- * region of nslots slots (and its guards), so every p_cap reads 0
- * (stopped). Untouched pages of it cost nothing; touched ones are the
- * shared zero page. */
+ * region laid out like an arena (guards, then nslots regions), so every
+ * p_cap reads 0 (stopped). Untouched pages of it cost nothing; touched
+ * ones are the shared zero page. */
 static char *pcpu_zero;
 
 int pcpu_rseq; /* set once by pcpu_mode_init */
@@ -89,62 +88,83 @@ static pthread_once_t pcpu_once = PTHREAD_ONCE_INIT;
 
 /* ---- Mode selection ---- */
 
-/* The most CPU ids Linux supports on x86-64 (NR_CPUS with MAXSMP). */
-#define PCPU_MAX_IDS 8192
+/* The highest number in a CPU list ("0-3,8"), plus one; 0 if none. */
+static long pcpu_list_bound(const char *path)
+{
+	long n = 0;
+	FILE *f = fopen(path, "re");
+
+	if (f == NULL)
+		return 0;
+	char line[256];
+	if (fgets(line, sizeof line, f) != NULL) {
+		for (char *p = line; *p != '\0'; p++) {
+			if (*p < '0' || *p > '9')
+				continue;
+			long v = strtol(p, &p, 10);
+			if (v + 1 > n)
+				n = v + 1;
+			if (*p == '\0')
+				break;
+		}
+	}
+	fclose(f);
+	return n;
+}
 
 /*
- * Number of slots: the highest id in /sys/.../possible, plus one. rseq's
- * cpu_id is always below it, and the asm indexes slots without a bound
- * check, so when the list cannot be read we take the largest possible
- * count: slots are virtual memory, touched only when a CPU starts its own.
+ * The kernel's own bound on CPU numbers: sched_getaffinity refuses
+ * (EINVAL) a mask shorter than nr_cpu_ids bits, and the masks it accepts
+ * are whole longs, so the shortest accepted length, in bits, is nr_cpu_ids
+ * rounded up to 64. Unlike /sys, which a container may fake or a program
+ * may not be allowed to read, it cannot under-report. 0 when the call is
+ * refused outright (seccomp).
+ */
+static long pcpu_kernel_bound(void)
+{
+	unsigned long mask[PCPU_MAX_IDS / (8 * sizeof(unsigned long))];
+
+	for (size_t len = sizeof(unsigned long); len <= sizeof mask; len += sizeof(unsigned long)) {
+		long r = syscall(SYS_sched_getaffinity, 0, len, mask);
+		if (r > 0)
+			return (long)(len * 8);
+		if (errno != EINVAL)
+			return 0;
+	}
+	return 0;
+}
+
+/*
+ * Number of slots: at least the kernel's bound on CPU numbers, so that no
+ * rseq cpu_id (and no sched_getcpu()) can index past a cache's slots (the
+ * asm does no bound check): the most of that bound, /sys's possible list
+ * and the configured count. When the kernel cannot be asked, the largest
+ * count an arena can hold: slots are virtual memory, touched only when a
+ * CPU starts its own.
  */
 static uint32_t pcpu_possible(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_CONF);
-	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+	long k = pcpu_kernel_bound();
+	long sys = pcpu_list_bound("/sys/devices/system/cpu/possible");
 
-	if (f == NULL)
+	if (k == 0)
 		return PCPU_MAX_IDS;
-	{
-		char line[256];
-		if (fgets(line, sizeof line, f) != NULL) {
-			for (char *p = line; *p != '\0'; p++) {
-				if (*p < '0' || *p > '9')
-					continue;
-				long v = strtol(p, &p, 10);
-				if (v + 1 > n)
-					n = v + 1;
-				if (*p == '\0')
-					break;
-			}
-		}
-		fclose(f);
-	}
-	return n > 0 ? (uint32_t)n : PCPU_MAX_IDS;
+	if (sys > n)
+		n = sys;
+	if (k > n)
+		n = k;
+	return n > PCPU_MAX_IDS ? PCPU_MAX_IDS + 1 : (uint32_t)n;
 }
 
-/* A slot region: PCPU_GUARD read-only zero slots, then nslots slots with
- * @prot. Returns the base (slot 0), NULL when out of memory. */
-static char *pcpu_map(int prot)
+/* The zero region: PCPU_GUARD + nslots read-only regions; returns region 0. */
+static char *pcpu_zero_map(void)
 {
 	size_t guard = (size_t)PCPU_GUARD << PCPU_SHIFT;
-	char *p = mmap(NULL, guard + ((size_t)pcpu_nslots << PCPU_SHIFT), prot,
+	char *p = mmap(NULL, guard + ((size_t)pcpu_nslots << PCPU_SHIFT), PROT_READ,
 	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 
-	if (p == MAP_FAILED)
-		return NULL;
-	if ((prot & PROT_WRITE) != 0 && mprotect(p, guard, PROT_READ) != 0) {
-		munmap(p, guard + ((size_t)pcpu_nslots << PCPU_SHIFT));
-		return NULL;
-	}
-	return p + guard;
-}
-
-static void pcpu_unmap(char *base)
-{
-	size_t guard = (size_t)PCPU_GUARD << PCPU_SHIFT;
-
-	munmap(base - guard, guard + ((size_t)pcpu_nslots << PCPU_SHIFT));
+	return p == MAP_FAILED ? NULL : p + guard;
 }
 
 static int pcpu_membarrier(int cmd, unsigned flags, int cpu)
@@ -164,6 +184,8 @@ static const char *pcpu_choose(void)
 #endif
 	if (env != NULL && strcmp(env, "0") == 0)
 		return "locked: USLAB_RSEQ=0";
+	if (pcpu_nslots > PCPU_MAX_IDS)
+		return "locked: more CPU ids than an arena holds";
 #if !USLAB_HAVE_ASM
 	return "locked: built without the rseq fast path";
 #elif defined(__SANITIZE_THREAD__)
@@ -185,8 +207,11 @@ static const char *pcpu_choose(void)
 static void pcpu_once_init(void)
 {
 	pcpu_nslots = pcpu_possible();
-	pcpu_zero = pcpu_map(PROT_READ);
 	pcpu_mode_name = pcpu_choose();
+	if (pcpu_nslots > PCPU_MAX_IDS)
+		pcpu_nslots = PCPU_MAX_IDS; /* locked: the index is bounded in C */
+	arena_init(pcpu_nslots);
+	pcpu_zero = pcpu_zero_map();
 }
 
 void pcpu_init(void)
@@ -221,13 +246,11 @@ static bool pcpu_off(const struct uslab_cache *c)
 int pcpu_cache_init(struct uslab_cache *c)
 {
 	pcpu_init();
-	if (pcpu_zero == NULL)
+	if (pcpu_zero == NULL || arena_claim(&c->c_place) != 0)
 		return -1;
 	c->c_pcpu_rounds = pcpu_off(c) ? 0 : 2 * c->c_mag_max;
 	VERIFY(c->c_pcpu_rounds <= 2 * PCPU_BUF);
-	c->c_pcpu = pcpu_map(PROT_READ | PROT_WRITE);
-	if (c->c_pcpu == NULL)
-		return -1;
+	c->c_pcpu = c->c_place.pl_base;
 	c->c_pcpu_cap = pcpu_off(c) ? 0 : 2 * c->c_mag_size;
 	c->c_fast = pcpu_rseq && !pcpu_off(c) ? c->c_pcpu : pcpu_zero;
 	lock_init(&c->c_drain_lock);
@@ -238,8 +261,15 @@ void pcpu_cache_fini(struct uslab_cache *c)
 {
 	if (c->c_pcpu == NULL)
 		return;
+	/* Quiescent: the slots are drained; their arrays go back. */
+	for (uint32_t i = 0; i < pcpu_nslots; i++) {
+		struct pcpu_slot *s = pcpu_slot(c, i);
+		if (s->p_live != 0)
+			depot_mag_put(s->p_mag);
+	}
 	lock_fini(&c->c_drain_lock);
-	pcpu_unmap(c->c_pcpu);
+	arena_release(&c->c_place);
+	c->c_pcpu = NULL;
 }
 
 /*
@@ -379,13 +409,27 @@ static uint32_t pcpu_here(struct uslab_cache *c)
 			pcpu_fold_if_due(c, i);
 		return i;
 	}
+	/* Its array, before the lock: the depot's magazine cache may need a
+	 * new slab. Without one the slot starts with cap 0 (every operation
+	 * then goes to the depot) and gets one at the next resize. */
+	struct mag *m = NULL;
+	if (!pcpu_off(c))
+		m = depot_mag_get(__atomic_load_n(&c->c_pcpu_cap, __ATOMIC_RELAXED));
 	lock_take(&c->c_drain_lock);
 	if (s->p_live == 0) {
 		obs_slot_locked(c, i, pcpu_slot_counters(s));
-		__atomic_store_n(&s->p_cap, c->c_pcpu_cap, __ATOMIC_RELEASE);
+		uint32_t cap = 0;
+		if (m != NULL && m->m_cap >= c->c_pcpu_cap) {
+			s->p_mag = m;
+			s->p_rounds = m->m_rounds;
+			cap = c->c_pcpu_cap;
+			m = NULL;
+		}
+		__atomic_store_n(&s->p_cap, cap, __ATOMIC_RELEASE);
 		__atomic_store_n(&s->p_live, 1, __ATOMIC_RELEASE);
 	}
 	lock_drop(&c->c_drain_lock);
+	depot_mag_put(m); /* another thread started it first */
 	return i;
 }
 
@@ -510,7 +554,11 @@ size_t pcpu_drain(struct uslab_cache *c)
 	return bytes;
 }
 
-/* Bring every slot's capacity to 2 * c_mag_size after the depot grew it. */
+/* Bring every slot's capacity to 2 * c_mag_size after the depot grew it:
+ * each started slot gets an array of the new size, swapped in while it is
+ * stopped (p_rounds changes only then, arch/fastpath.h). A slot whose new
+ * array cannot be had keeps its old one, and its cap; it is tried again at
+ * the next miss. */
 static void pcpu_resize(struct uslab_cache *c)
 {
 	lock_take(&c->c_drain_lock);
@@ -521,13 +569,32 @@ static void pcpu_resize(struct uslab_cache *c)
 		/* Slots started from now on take the new cap; started ones are
 		 * stopped and restarted with it. */
 		__atomic_store_n(&c->c_pcpu_cap, cap, __ATOMIC_RELAXED);
-		for (uint32_t i = 0; i < pcpu_nslots; i++) {
-			if (__atomic_load_n(&pcpu_slot(c, i)->p_live, __ATOMIC_RELAXED) == 0)
-				continue;
-			pcpu_stop(c, i);
-			pcpu_set_owned(c, i, pcpu_word_count(pcpu_slot(c, i)->p_word));
-			pcpu_restart(c, i, cap);
+	}
+	for (uint32_t i = 0; i < pcpu_nslots; i++) {
+		struct pcpu_slot *s = pcpu_slot(c, i);
+		if (__atomic_load_n(&s->p_live, __ATOMIC_RELAXED) == 0 ||
+		    (s->p_mag != NULL && s->p_mag->m_cap >= c->c_pcpu_cap &&
+		     __atomic_load_n(&s->p_cap, __ATOMIC_RELAXED) == c->c_pcpu_cap))
+			continue;
+		/* A leaf allocation (the magazine cache's slab layer, on the
+		 * library's own page source) under c_drain_lock. */
+		struct mag *m = s->p_mag != NULL && s->p_mag->m_cap >= c->c_pcpu_cap
+		                        ? NULL
+		                        : depot_mag_get(c->c_pcpu_cap);
+		uint32_t had = pcpu_stop(c, i);
+		struct mag *gone = NULL;
+		uint32_t count = pcpu_word_count(s->p_word);
+		if (m != NULL) {
+			memcpy(m->m_rounds, s->p_rounds, count * sizeof(void *));
+			gone = s->p_mag;
+			s->p_mag = m;
+			s->p_rounds = m->m_rounds;
 		}
+		pcpu_set_owned(c, i, count);
+		pcpu_restart(c, i,
+		             s->p_mag != NULL && s->p_mag->m_cap >= c->c_pcpu_cap ? c->c_pcpu_cap
+		                                                                  : had);
+		depot_mag_put(gone);
 	}
 	lock_drop(&c->c_drain_lock);
 }
@@ -651,9 +718,11 @@ void *pcpu_alloc_slow(struct uslab_cache *c)
 		pcpu_count(c, i, false, 1);
 		return obj;
 	}
-	/* Racy peek, confirmed under c_drain_lock by pcpu_resize. */
-	if (2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED) !=
-	    __atomic_load_n(&c->c_pcpu_cap, __ATOMIC_RELAXED))
+	/* Racy peeks, confirmed under c_drain_lock by pcpu_resize: the depot
+	 * grew its magazines, or this slot lacks an array of the cap. */
+	uint32_t cap = __atomic_load_n(&c->c_pcpu_cap, __ATOMIC_RELAXED);
+	if (2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED) != cap ||
+	    __atomic_load_n(&pcpu_slot(c, i)->p_cap, __ATOMIC_RELAXED) != cap)
 		pcpu_resize(c);
 	size_t n = pcpu_from_depot(c, buf);
 	if (n == 0)
@@ -748,14 +817,20 @@ bool pcpu_slot_is_valid(struct uslab_cache *c, uint32_t i)
 	const struct pcpu_slot *s = pcpu_slot(c, i);
 	uint64_t w = __atomic_load_n(&s->p_word, __ATOMIC_RELAXED);
 	uint32_t cap = __atomic_load_n(&s->p_cap, __ATOMIC_RELAXED);
+	uint32_t count = pcpu_word_count(w);
 
-	/* count <= max rounds; p_cap <= max rounds; a slot that never started
-	 * holds nothing and has no cap; a running slot's cap is the cache's. */
-	if (pcpu_word_count(w) > c->c_pcpu_rounds || cap > c->c_pcpu_rounds)
-		return false;
+	/* A slot that never started holds nothing, has no cap and no array. */
 	if (s->p_live == 0)
-		return w == 0 && cap == 0;
-	return cap == 0 || cap == c->c_pcpu_cap || pcpu_off(c);
+		return w == 0 && cap == 0 && s->p_mag == NULL && s->p_rounds == NULL;
+	/* A counting-only slot (USLAB_NOMAGAZINE) stays empty. */
+	if (pcpu_off(c))
+		return count == 0 && cap == 0 && s->p_mag == NULL;
+	/* count <= cap <= the array's capacity <= the largest cap; the array
+	 * is its magazine's; without one, nothing is held and cap is 0. */
+	if (s->p_mag == NULL)
+		return count == 0 && cap == 0 && s->p_rounds == NULL;
+	return s->p_rounds == s->p_mag->m_rounds && cap <= s->p_mag->m_cap &&
+	       cap <= c->c_pcpu_rounds && count <= s->p_mag->m_cap && (cap == 0 || count <= cap);
 }
 
 bool pcpu_is_valid(struct uslab_cache *c)

@@ -95,7 +95,7 @@ static void rec_pages(void *rec)
 static void rec_slot(void *rec, uint32_t cpu, void *page)
 {
 	struct layer_rec *r = rec;
-	const struct pcpu_slot *s = (const struct pcpu_slot *)((char *)page - PCPU_COUNTERS_OFF);
+	const struct pcpu_slot *s = (const struct pcpu_slot *)((char *)page - PCPU_CTR_DELTA);
 	const struct pcpu_counters *k = page;
 
 	/* The contract: nothing has counted on the page and no hit can yet. */

@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #if USLAB_HAVE_SYS_RSEQ_H
@@ -16,11 +17,12 @@
 #include "internal.h"
 #include "testutil.h"
 
-#define ROUNDS 48 /* rounds a test slot can hold */
-/* Test slots have the caches' layout: the magazine page, then the counters
- * page at PCPU_COUNTERS_OFF (arch/fastpath.h). */
+#define ROUNDS 48                  /* rounds a test slot can hold */
+#define ROUNDS_ALLOC (ROUNDS + 16) /* its array, with room to see stray writes */
+/* Test slots have the caches' layout (arch/fastpath.h): regions of
+ * 1 << SLOT_SHIFT bytes with the counters mirrored PCPU_CTR_DELTA above,
+ * and an array of rounds per slot. */
 #define SLOT_SHIFT PCPU_SHIFT
-_Static_assert(PCPU_SLOT_HDR + ROUNDS * sizeof(void *) <= PCPU_COUNTERS_OFF, "slot fits");
 
 #define CTR(s) pcpu_slot_counters(s)
 
@@ -70,17 +72,42 @@ static void *obj(uintptr_t n)
 	return (void *)(0x10000 + n * 16);
 }
 
-/* A zeroed slot holding rounds obj(1) .. obj(count). */
+/* @nregions regions of slots with their counters mirror, in one mapping
+ * (the gap between them is never touched). */
+static char *tarena_new(size_t nregions)
+{
+	size_t len = PCPU_CTR_DELTA + (nregions << SLOT_SHIFT) + 4096;
+	char *r = mmap(NULL, len, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	ck_assert_ptr_ne(r, MAP_FAILED);
+	return r;
+}
+
+static void tarena_free(char *r, size_t nregions)
+{
+	munmap(r, PCPU_CTR_DELTA + (nregions << SLOT_SHIFT) + 4096);
+}
+
+/* A zeroed slot holding rounds obj(1) .. obj(count) in an array of its own. */
 static struct pcpu_slot *slot_new(uint32_t count, uint32_t cap)
 {
-	struct pcpu_slot *s = calloc(1, (size_t)1 << SLOT_SHIFT);
+	struct pcpu_slot *s = (struct pcpu_slot *)tarena_new(1);
+	void **rounds = calloc(ROUNDS_ALLOC, sizeof *rounds);
 
-	ck_assert_ptr_nonnull(s);
+	ck_assert_ptr_nonnull(rounds);
 	s->p_word = count;
 	s->p_cap = cap;
+	s->p_rounds = rounds;
 	for (uint32_t i = 0; i < count; i++)
 		s->p_rounds[i] = obj(i + 1);
 	return s;
+}
+
+static void slot_free(struct pcpu_slot *s)
+{
+	free(s->p_rounds);
+	tarena_free((char *)s, 1);
 }
 
 /* ---- The C reference on edge cases ---- */
@@ -99,7 +126,7 @@ START_TEST(fastpath_generic_pop_empty_or_stopped)
 	ck_assert_ptr_null(pcpu_generic_pop(s));
 	ck_assert_uint_eq(s->p_word, 3);
 	ck_assert_uint_eq(CTR(s)->pc_word, 0);
-	free(s);
+	slot_free(s);
 }
 END_TEST
 
@@ -118,7 +145,7 @@ START_TEST(fastpath_generic_push_full_or_stopped)
 	ck_assert_int_eq(pcpu_generic_push(s, obj(5)), 0);
 	ck_assert_uint_eq(s->p_word, 0);
 	ck_assert_ptr_eq(s->p_rounds[0], obj(1));
-	free(s);
+	slot_free(s);
 }
 END_TEST
 
@@ -147,7 +174,7 @@ START_TEST(fastpath_generic_push_pop_lifo_counted)
 	pcpu_split_hits(CTR(s)->pc_word, CTR(s), &allocs, &frees);
 	ck_assert_uint_eq(allocs, 3);
 	ck_assert_uint_eq(frees, 3);
-	free(s);
+	slot_free(s);
 }
 END_TEST
 
@@ -181,7 +208,7 @@ START_TEST(fastpath_generic_pop_batch_clamps)
 	/* Batches are not fast-path hits: counted apart, as rounds. */
 	ck_assert_uint_eq(hits_of(s), 0);
 	ck_assert_uint_eq(CTR(s)->pc_popped, 5);
-	free(s);
+	slot_free(s);
 }
 END_TEST
 
@@ -212,7 +239,7 @@ START_TEST(fastpath_generic_push_batch_clamps)
 	ck_assert_uint_eq(pcpu_generic_push_batch(s, in, 4), 0);
 	ck_assert_uint_eq(s->p_word, 0);
 	ck_assert_uint_eq(CTR(s)->pc_pushed, 4);
-	free(s);
+	slot_free(s);
 }
 END_TEST
 
@@ -227,32 +254,47 @@ START_TEST(fastpath_generic_batch_round_trip)
 	ck_assert_int_eq(pcpu_generic_push(s, obj(0)), 0);
 	ck_assert_uint_eq(pcpu_generic_pop_batch(s, out, ROUNDS), ROUNDS);
 	ck_assert_int_eq(memcmp(in, out, sizeof in), 0);
-	free(s);
+	slot_free(s);
 }
 END_TEST
 
 /* ---- The rseq assembly against the C reference ---- */
 
 /* The asm works on the slot of the CPU it runs on: base + (cpu << shift).
- * The region holds slots 0 .. cpu + 1; all but ours stay SENTINEL bytes. */
+ * The arena holds regions 0 .. cpu + 1; every byte of them and of their
+ * counters but our slot's stays SENTINEL. Each slot has its own array. */
 struct pair {
 	char *region;
-	size_t region_size;
+	size_t nregions;
 	unsigned cpu;
 	struct pcpu_slot *asm_slot;
+	void **asm_rounds;
 	struct pcpu_slot *ref; /* the generic routines' copy */
+	void **ref_rounds;
 };
 
 static void pair_init(struct pair *p, unsigned cpu)
 {
 	p->cpu = cpu;
-	p->region_size = ((size_t)cpu + 2) << SLOT_SHIFT;
-	p->region = malloc(p->region_size);
-	ck_assert_ptr_nonnull(p->region);
-	memset(p->region, SENTINEL, p->region_size);
+	p->nregions = (size_t)cpu + 2;
+	p->region = tarena_new(p->nregions);
+	memset(p->region, SENTINEL, p->nregions << SLOT_SHIFT);
+	memset(p->region + PCPU_CTR_DELTA, SENTINEL, p->nregions << SLOT_SHIFT);
 	p->asm_slot = (struct pcpu_slot *)(p->region + ((size_t)cpu << SLOT_SHIFT));
-	p->ref = malloc((size_t)1 << SLOT_SHIFT);
-	ck_assert_ptr_nonnull(p->ref);
+	p->ref = (struct pcpu_slot *)tarena_new(1);
+	p->asm_rounds = malloc(ROUNDS_ALLOC * sizeof(void *));
+	p->ref_rounds = malloc(ROUNDS_ALLOC * sizeof(void *));
+	ck_assert_ptr_nonnull(p->asm_rounds);
+	ck_assert_ptr_nonnull(p->ref_rounds);
+}
+
+/* Copy the reference's state (slot, counters, rounds) to the asm's. */
+static void pair_copy(struct pair *p)
+{
+	*p->asm_slot = *p->ref;
+	p->asm_slot->p_rounds = p->asm_rounds;
+	*CTR(p->asm_slot) = *CTR(p->ref);
+	memcpy(p->asm_rounds, p->ref_rounds, ROUNDS_ALLOC * sizeof(void *));
 }
 
 /* Give both slots the same random state: cap 0 (stopped), empty, full, or
@@ -262,7 +304,9 @@ static void pair_randomise(struct pair *p, uint64_t *rng)
 	struct pcpu_slot *s = p->ref;
 	uint64_t r = rng_next(rng);
 
-	memset(s, SENTINEL, (size_t)1 << SLOT_SHIFT);
+	memset(s, SENTINEL, sizeof *s);
+	memset(CTR(s), SENTINEL, sizeof *CTR(s));
+	s->p_rounds = p->ref_rounds;
 	/* Any hits, up to the largest (the add wraps the same in both). */
 	s->p_word = rng_next(rng) & ~PCPU_COUNT_MASK;
 	switch (r % 6) {
@@ -291,16 +335,20 @@ static void pair_randomise(struct pair *p, uint64_t *rng)
 	CTR(s)->pc_popped = rng_next(rng);
 	CTR(s)->pc_drained = rng_next(rng);
 	s->p_live = rng_next(rng);
-	for (uint32_t i = 0; i < ROUNDS; i++)
+	for (uint32_t i = 0; i < ROUNDS_ALLOC; i++)
 		s->p_rounds[i] = obj(rng_next(rng) % 100000);
-	memcpy(p->asm_slot, s, (size_t)1 << SLOT_SHIFT);
+	pair_copy(p);
 }
 
-/* Both slots byte for byte equal, and no byte outside ours written. */
+/* Both slots, counters and arrays equal, and no other byte written. */
 static void pair_check(const struct pair *p, unsigned step)
 {
 	const struct pcpu_counters *a = CTR(p->asm_slot), *r = CTR(p->ref);
-	CHECK(memcmp(p->asm_slot, p->ref, (size_t)1 << SLOT_SHIFT) == 0,
+	struct pcpu_slot sa = *p->asm_slot, sr = *p->ref;
+
+	CHECK(sa.p_rounds == p->asm_rounds, "step %u: the asm changed p_rounds", step);
+	sa.p_rounds = sr.p_rounds = NULL;
+	CHECK(memcmp(&sa, &sr, sizeof sa) == 0 && memcmp(a, r, sizeof *a) == 0,
 	      "step %u: slots differ (asm word %#llx cap %u copy %#llx pushed %llu popped %llu; "
 	      "ref word %#llx cap %u copy %#llx pushed %llu popped %llu)",
 	      step, (unsigned long long)p->asm_slot->p_word, p->asm_slot->p_cap,
@@ -308,18 +356,25 @@ static void pair_check(const struct pair *p, unsigned step)
 	      (unsigned long long)a->pc_popped, (unsigned long long)p->ref->p_word, p->ref->p_cap,
 	      (unsigned long long)r->pc_word, (unsigned long long)r->pc_pushed,
 	      (unsigned long long)r->pc_popped);
-	for (size_t i = 0; i < p->region_size; i++) {
-		if (i >> SLOT_SHIFT == p->cpu)
+	CHECK(memcmp(p->asm_rounds, p->ref_rounds, ROUNDS_ALLOC * sizeof(void *)) == 0,
+	      "step %u: rounds differ", step);
+	size_t mine = (size_t)p->cpu << SLOT_SHIFT, len = p->nregions << SLOT_SHIFT;
+	for (size_t i = 0; i < len; i++) {
+		if (i >= mine && i < mine + PCPU_SLOT_SIZE)
 			continue;
 		CHECK((unsigned char)p->region[i] == SENTINEL,
-		      "step %u: byte %zu of another CPU's slot written", step, i);
+		      "step %u: byte %zu of another slot written", step, i);
+		CHECK((unsigned char)p->region[PCPU_CTR_DELTA + i] == SENTINEL,
+		      "step %u: byte %zu of another slot's counters written", step, i);
 	}
 }
 
 static void pair_fini(struct pair *p)
 {
-	free(p->region);
-	free(p->ref);
+	tarena_free(p->region, p->nregions);
+	tarena_free((char *)p->ref, 1);
+	free(p->asm_rounds);
+	free(p->ref_rounds);
 }
 
 /* One operation through both; compares the return values and buffers. */
@@ -425,7 +480,9 @@ START_TEST(fastpath_rseq_matches_generic_edges)
 				void *in[ROUNDS + 8], *aout[ROUNDS + 8], *rout[ROUNDS + 8];
 				size_t n = ns[j];
 
-				memset(p.ref, SENTINEL, (size_t)1 << SLOT_SHIFT);
+				memset(p.ref, SENTINEL, sizeof *p.ref);
+				memset(CTR(p.ref), SENTINEL, sizeof *CTR(p.ref));
+				p.ref->p_rounds = p.ref_rounds;
 				p.ref->p_word =
 					((uint64_t)(k + 1) << PCPU_COUNT_BITS) | states[k][0];
 				p.ref->p_cap = states[k][1];
@@ -434,9 +491,9 @@ START_TEST(fastpath_rseq_matches_generic_edges)
 				CTR(p.ref)->pc_pushed = 30;
 				CTR(p.ref)->pc_popped = 40;
 				CTR(p.ref)->pc_drained = 50;
-				for (uintptr_t i = 0; i < ROUNDS; i++)
+				for (uintptr_t i = 0; i < ROUNDS_ALLOC; i++)
 					p.ref->p_rounds[i] = obj(i + 1);
-				memcpy(p.asm_slot, p.ref, (size_t)1 << SLOT_SHIFT);
+				pair_copy(&p);
 				for (uintptr_t i = 0; i < ROUNDS + 8; i++) {
 					in[i] = obj(500 + i);
 					aout[i] = rout[i] = NULL;

@@ -23,7 +23,7 @@ extern "C" {
  */
 
 /** Version of the segment layout this reader understands. */
-#define USLAB_SEGMENT_VERSION 4
+#define USLAB_SEGMENT_VERSION 5
 
 /** A process that publishes a segment. */
 struct uslab_proc {

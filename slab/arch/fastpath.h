@@ -8,12 +8,17 @@
  * defined, so only these #defines), and the C part below asserts each one
  * against the structures, so the asm and C can never disagree.
  */
-#define PCPU_SHIFT 13            /* bytes per slot: two 4 KiB pages */
-#define PCPU_COUNTERS_OFF 4096   /* page 1 of a slot: struct pcpu_counters */
-#define PCPU_GUARD 2             /* read-only zero slots below a region */
-#define PCPU_SLOT_WORD 64        /* offsetof(struct pcpu_slot, p_word) */
-#define PCPU_SLOT_CAP 72         /* offsetof(struct pcpu_slot, p_cap) */
-#define PCPU_SLOT_HDR 96         /* offsetof(struct pcpu_slot, p_rounds) */
+#define PCPU_SHIFT 16     /* per-CPU stride of an arena: 1024 slots of 64 B */
+#define PCPU_SLOT_SIZE 64 /* sizeof(struct pcpu_slot) */
+#define PCPU_GUARD 2      /* read-only zero regions below an arena */
+#define PCPU_MAX_IDS 8192 /* CPU ids an arena can hold (Linux's x86-64 NR_CPUS) */
+/* The counters of a slot are at slot + PCPU_CTR_DELTA: a mirror of the
+ * arena, beyond the largest one, and 2 KiB off a page multiple so that the
+ * copy and the commit never share their low 12 address bits (4K aliasing). */
+#define PCPU_CTR_DELTA (((PCPU_MAX_IDS + PCPU_GUARD) << PCPU_SHIFT) + 2048)
+#define PCPU_SLOT_WORD 0         /* offsetof(struct pcpu_slot, p_word) */
+#define PCPU_SLOT_CAP 8          /* offsetof(struct pcpu_slot, p_cap) */
+#define PCPU_SLOT_ROUNDS 16      /* offsetof(struct pcpu_slot, p_rounds) */
 #define PCPU_HIT 0x10000         /* one hit, in p_word */
 #define PCPU_CTR_WORD 0          /* offsetof(struct pcpu_counters, pc_word) */
 #define PCPU_CTR_PUSHED 8        /* offsetof(struct pcpu_counters, pc_pushed) */
@@ -30,29 +35,31 @@
 #include <stdint.h>
 
 /*
- * A cache's per-CPU region is one private anonymous mapping; slot i (a CPU
- * number from rseq cpu_id, or sched_getcpu() in locked mode) is two pages
- * at base + (i << PCPU_SHIFT). base and shift never change. PCPU_GUARD
- * read-only zero slots sit below base, so the asm may index with rseq's
- * negative cpu_id values (-1 unregistered, -2 registration failed) without
- * testing them: those land on a slot whose p_cap reads 0 and miss (with
- * the caches' shift, PCPU_SHIFT; tests that pass another shift to the
- * routines below must keep cpu_id >= 0).
+ * A cache's per-CPU slots live in an arena (slab/pcpu-arena.c) that many
+ * caches share: slot i of a cache (i a CPU number from rseq cpu_id, or
+ * sched_getcpu() in locked mode) is the 64-byte struct pcpu_slot at
+ * base + (i << PCPU_SHIFT), where base (the cache's c_fast) and the shift
+ * never change. PCPU_GUARD read-only zero regions sit below an arena, so
+ * the asm may index with rseq's negative cpu_id values (-1 unregistered,
+ * -2 registration failed) without testing them: those land on a slot
+ * whose p_cap reads 0 and miss. An arena has a region for every id below
+ * the kernel's bound on CPU numbers, so no cpu_id lands past it.
  *
- *   page 0  struct pcpu_slot: the magazine. Private to this process, never
- *           in a file: nothing another process writes can reach it.
- *     p_word   the commit word: bits 0-15 the count of rounds held
- *              (p_rounds[0 .. count) are objects), bits 16-63 the number
- *              of single pops and pushes (fast-path hits) since the last
- *              fold. One store changes both.
- *     p_cap    capacity; 0 means STOPPED: a remote operation owns the slot
- *     p_lock   locked mode only: the slot's lock (pcpu.c)
- *     p_live   1 once started (under c_drain_lock, or the slot lock)
- *   page 1  struct pcpu_counters at slot + PCPU_COUNTERS_OFF: the only
- *           per-CPU data that may be shared. Private until the slot
- *           starts; when the process publishes statistics, the stats
- *           segment maps this page MAP_SHARED from its file (segment/writer.c)
- *           before the slot's p_cap first becomes non-zero.
+ *   struct pcpu_slot: private to this process, never in a file: nothing
+ *   another process writes can reach it.
+ *     p_word    the commit word: bits 0-15 the count of rounds held
+ *               (p_rounds[0 .. count) are objects), bits 16-63 the number
+ *               of single pops and pushes (fast-path hits) since the last
+ *               fold. One store changes both.
+ *     p_cap     capacity; 0 means STOPPED: a remote operation owns the slot
+ *     p_rounds  the rounds: the array of a magazine (p_mag) of at least
+ *               p_cap entries; it changes only while the slot is stopped
+ *     p_lock    locked mode only: the slot's lock (pcpu.c)
+ *     p_live    1 once started (under c_drain_lock)
+ *   struct pcpu_counters at slot + PCPU_CTR_DELTA: the only per-CPU data
+ *   that may be shared. The arena's counters are one mapping, of the stats
+ *   segment's file when the process publishes statistics, else private.
+ *     pc_word     a copy of p_word, stored right before every commit
  *     pc_word     a copy of p_word, stored right before every commit
  *     pc_ops      hits folded out of p_word (pcpu.c, with the slot owned)
  *     pc_popped / pc_pushed   rounds moved by the batch routines
@@ -64,8 +71,8 @@
  * Allocs and frees are not counted separately on the fast path: a hit
  * already loads and stores the count, so it adds to the hit count in the
  * same word (one add of a constant: pop 0xffff = +1 hit -1 round, push
- * 0x10001 = +1 hit +1 round) and copies the word to page 1 with a plain
- * store. An increment of a separate counter would be a read-modify-write
+ * 0x10001 = +1 hit +1 round) and copies the word to its counters with a
+ * plain store. An increment of a separate counter would be a read-modify-write
  * of memory on every hit, several times the cost of the copy (the README
  * gives the measurement). From one CPU's figures (count = word & 0xffff, hits = pc_ops +
  * (word >> 16)):
@@ -85,17 +92,20 @@
  * drain and resize, on a miss once the CPU's hits reach PCPU_FOLD_AT, and
  * for every slot past PCPU_FOLD_AT when a depot working-set interval ends.
  * Only a cache whose CPUs never miss and whose depot is never used for the
- * 2^48 - 2^46 hits after that (days of nothing but hits) could wrap; its allocs and frees would then lose 2^47 each, the objects
- * (computed from structure) nothing.
+ * 2^48 - 2^46 hits after that (days of nothing but hits) could wrap; its
+ * allocs and frees would then lose 2^47 each, the objects (computed from
+ * structure) nothing.
  *
- * Invariants: count <= max rounds of the slot; p_cap <= max rounds;
- * while p_cap != 0, only code running on CPU i changes p_word.
+ * Invariants: count <= p_cap <= the capacity of p_mag, or p_cap == 0
+ * (stopped) with count <= that capacity; while p_cap != 0, only code
+ * running on CPU i changes p_word, and nothing changes p_rounds.
  *
  * The rseq routines (x86_64.S) run the whole body as one restartable
  * sequence on the current CPU's slot: the CPU number is read inside the
- * section, p_cap is loaded BEFORE p_word (a drainer stops a slot by storing
- * p_cap = 0 then fencing with membarrier; reading the count first could
- * pair a stale count with a restarted cap), and the only store the
+ * section, p_cap is loaded BEFORE p_word and p_rounds (a drainer stops a
+ * slot by storing p_cap = 0 then fencing with membarrier; reading the
+ * count or the array first could pair stale ones with a restarted cap),
+ * and the only store the
  * allocator itself may read is the final store of p_word, the commit (the
  * copy before it is for statistics readers only). They return
  * 0/NULL when the slot is stopped, the thread has no rseq registration
@@ -116,17 +126,16 @@
  * and by tests that compare the two.
  */
 
+struct mag;
+
 struct pcpu_slot {
-	/* p_word sits 64 bytes into the page, not at its start: the copy to
-	 * page 1 (offset 0) next to the commit would otherwise share its low
-	 * 12 address bits and stall on 4K aliasing. */
-	uint8_t p_skew[64];
-	uint64_t p_word;
-	uint32_t p_cap;
-	uint32_t p_lock; /* locked mode: the slot's spinlock (pcpu.c); unused by the asm */
-	uint64_t p_live; /* 1 once started; written under c_drain_lock */
-	uint64_t p_pad[1];
-	void *p_rounds[]; /* asm: offset PCPU_SLOT_HDR */
+	uint64_t p_word;   /* asm: PCPU_SLOT_WORD */
+	uint32_t p_cap;    /* asm: PCPU_SLOT_CAP */
+	uint32_t p_lock;   /* locked mode: the slot's spinlock (pcpu.c); unused by the asm */
+	void **p_rounds;   /* asm: PCPU_SLOT_ROUNDS; p_mag->m_rounds */
+	struct mag *p_mag; /* the magazine whose array p_rounds is (pcpu.c) */
+	uint64_t p_live;   /* 1 once started; written under c_drain_lock */
+	uint64_t p_pad[3];
 };
 
 /* p_word: the count in the low PCPU_COUNT_BITS bits, hits above them. */
@@ -145,7 +154,8 @@ static inline uint64_t pcpu_word_hits(uint64_t w)
 	return w >> PCPU_COUNT_BITS;
 }
 
-/* Page 1 of a slot: what another process may read (see above). */
+/* A slot's counters, at slot + PCPU_CTR_DELTA: what another process may
+ * read (see above). */
 struct pcpu_counters {
 	uint64_t pc_word;        /* copy of p_word, stored after every commit */
 	uint64_t pc_pushed;      /* rounds pushed by push_batch, added after the commit */
@@ -176,35 +186,33 @@ static inline void pcpu_split_hits(uint64_t word, const struct pcpu_counters *k,
 	*frees = hits - *allocs;
 }
 
-/* A slot (1 << PCPU_SHIFT bytes) is two 4 KiB pages: the magazine, with
- * room for (4096 - 96) / 8 = 500 rounds (more than twice the largest
- * magazine), and the counters. The cache entry points use the constant
- * shift (one load and a register fewer); the routines below take the
- * shift as an argument for tests, which must keep the two-page layout. */
-#define PCPU_MAX_ROUNDS ((PCPU_COUNTERS_OFF - PCPU_SLOT_HDR) / sizeof(void *))
+/* The most rounds a slot can hold: the count field's range. */
+#define PCPU_MAX_ROUNDS 4096
 
 /* The asm's constants, checked against the structures. */
 _Static_assert(offsetof(struct pcpu_slot, p_word) == PCPU_SLOT_WORD, "PCPU_SLOT_WORD");
 _Static_assert(offsetof(struct pcpu_slot, p_cap) == PCPU_SLOT_CAP, "PCPU_SLOT_CAP");
-_Static_assert(offsetof(struct pcpu_slot, p_rounds) == PCPU_SLOT_HDR, "PCPU_SLOT_HDR");
+_Static_assert(offsetof(struct pcpu_slot, p_rounds) == PCPU_SLOT_ROUNDS, "PCPU_SLOT_ROUNDS");
+_Static_assert(sizeof(struct pcpu_slot) == PCPU_SLOT_SIZE, "PCPU_SLOT_SIZE");
 _Static_assert(PCPU_HIT == UINT64_C(1) << PCPU_COUNT_BITS && PCPU_MAX_ROUNDS < PCPU_COUNT_MASK,
                "PCPU_HIT: the hits sit above a count field that holds every count");
 _Static_assert(offsetof(struct pcpu_counters, pc_word) == PCPU_CTR_WORD, "PCPU_CTR_WORD");
 _Static_assert(offsetof(struct pcpu_counters, pc_pushed) == PCPU_CTR_PUSHED, "PCPU_CTR_PUSHED");
 _Static_assert(offsetof(struct pcpu_counters, pc_popped) == PCPU_CTR_POPPED, "PCPU_CTR_POPPED");
-_Static_assert(sizeof(struct pcpu_counters) == 64, "one cache line of counters per slot");
-_Static_assert(PCPU_COUNTERS_OFF == 4096 && (2u << 12) == (1u << PCPU_SHIFT),
-               "two 4 KiB pages per slot");
+_Static_assert(sizeof(struct pcpu_counters) == PCPU_SLOT_SIZE,
+               "the counters mirror the slots, one for one");
+_Static_assert(PCPU_CTR_DELTA % 4096 == 2048 && PCPU_CTR_DELTA < (INT64_C(1) << 31),
+               "a 32-bit displacement, off the 4 KiB grid");
 
 static inline struct pcpu_counters *pcpu_slot_counters(struct pcpu_slot *s)
 {
-	return (struct pcpu_counters *)((char *)s + PCPU_COUNTERS_OFF);
+	return (struct pcpu_counters *)((char *)s + PCPU_CTR_DELTA);
 }
 
 /* void *pop(slot):
  *	w = slot->p_word + PCPU_HIT - 1;                      (cap loaded first)
  *	if (count(w) >= slot->p_cap) return NULL;             (was 0: 0xffff; or stopped)
- *	obj = slot->p_rounds[count(w)];
+ *	obj = slot->p_rounds[count(w)];                       (the array loaded after the cap)
  *	slot->p_word = w;                                     (commit)
  *	counters->pc_word = w;
  *	return obj;

@@ -5,10 +5,10 @@
  * A hit returns from here: this is the whole fast path (no call, no lock,
  * no atomic read-modify-write; tests/fastpath-asm.sh checks the built
  * code). A miss tail-calls the per-CPU layer's slow path with the
- * arguments untouched. Registers and macros: x86_64-rseq.h.
+ * arguments untouched. Registers and macros: x86_64-rseq.inc.
  */
 
-#include "x86_64-rseq.h"
+#include "x86_64-rseq.inc"
 
 	.text
 

@@ -7,10 +7,10 @@
  * sections of their own that tail-call the per-CPU layer on a miss, are in
  * x86_64-entry.S: the per-CPU layer calls down into this file, and the
  * entry points call down into the per-CPU layer, never the other way.
- * Registers, descriptors and the abort protocol: x86_64-rseq.h.
+ * Registers, descriptors and the abort protocol: x86_64-rseq.inc.
  */
 
-#include "x86_64-rseq.h"
+#include "x86_64-rseq.inc"
 
 	.text
 
@@ -74,7 +74,8 @@ uslab_rseq_pop_batch:
 	jz .Lpopb_fail
 	subq %rcx, %r9				/* count - k: hits unchanged */
 	movzwl %r9w, %r11d
-	leaq SLOT_ROUNDS(%rax,%r11,8), %r11	/* &rounds[count - k] */
+	movq SLOT_ROUNDS(%rax), %r8		/* the rounds array (after the cap) */
+	leaq (%r8,%r11,8), %r11			/* &rounds[count - k] */
 	xorl %r8d, %r8d
 .Lpopb_copy:
 	movq (%r11,%r8,8), %rbx
@@ -141,7 +142,8 @@ uslab_rseq_push_batch:
 	cmova %r10, %rcx			/* k = min(room, n) */
 	testq %rcx, %rcx
 	jz .Lpushb_fail
-	leaq SLOT_ROUNDS(%rax,%r8,8), %r11	/* &rounds[count] */
+	movq SLOT_ROUNDS(%rax), %r11		/* the rounds array (after the cap) */
+	leaq (%r11,%r8,8), %r11			/* &rounds[count] */
 	xorl %r8d, %r8d
 .Lpushb_copy:
 	movq (%rdx,%r8,8), %rbx

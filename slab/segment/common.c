@@ -42,3 +42,24 @@ uint64_t seg_proc_start_time(pid_t pid)
 	unsigned long long v = strtoull(p + 1, &end, 10);
 	return end == p + 1 ? UINT64_MAX : (uint64_t)v;
 }
+
+void seg_proc_comm(pid_t pid, char *comm, size_t n)
+{
+	char path[64], buf[64];
+
+	comm[0] = '\0';
+	snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t k = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (k <= 0)
+		return;
+	buf[k] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	size_t i = 0;
+	for (; buf[i] != '\0' && i + 1 < n; i++)
+		comm[i] = (unsigned char)buf[i] < 0x20 || buf[i] == 0x7f ? '?' : buf[i];
+	comm[i] = '\0';
+}

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* The live statistics segment: publishing this process's caches in a file. */
+/* The live statistics segment: publishing this process's caches. */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,80 +26,77 @@
 /*
  * Design
  *
- * 1. What is published. Every process using uslab writes its caches to
- *    $USLAB_STATS_DIR/uslab.<pid> (default /dev/shm), mode 0600, created at
- *    the first cache creation, unless USLAB_STATS=0. The layout is in
- *    segment.h; reader.c reads it from other processes and trusts none of
- *    it. The writer is an observer (slab/observe.h): the registry
- *    (cache.c) publishes a cache with the figures that never change, and
- *    the layers report the others through the hooks below; the writer
- *    never reads a cache, a slot or a depot.
+ * 1. What is published. Every process using uslab publishes its caches
+ *    (unless USLAB_STATS=0) in a sealed memfd, created at the first cache
+ *    or arena, and tells other processes where it is with a small locator
+ *    file, $USLAB_STATS_DIR/uslab.<pid>.<pidns> (default /dev/shm), mode
+ *    0600, created exclusively (segment.h). A reader opens
+ *    /proc/<pid>/fd/<fd> and checks it is the memfd the locator names. The
+ *    layout is in segment.h; reader.c trusts none of it. The writer is an
+ *    observer (slab/observe.h): the registry (cache.c) publishes a cache
+ *    with the figures that never change, the layers report the others
+ *    through the hooks below, and the per-CPU arenas ask it for their
+ *    counters (seg_counters); it never reads a cache, a slot or a depot.
  *
- * 2. One plain store on the fast path, and nothing to trust. The fast
- *    path copies its commit word (count and hits) to the second page of
- *    each per-CPU slot (struct pcpu_counters, arch/fastpath.h). Those
- *    pages, and only those, come from the file: when a slot starts
- *    (pcpu.c, before its p_cap first becomes non-zero and before anything
- *    counts on it), the slot hook maps the CPU's counters page
- *    MAP_SHARED|MAP_FIXED over the slot's private one, so the fast path
- *    and the slow paths store where they always do and a reader sums the
- *    pages. The
- *    magazines (counts, caps, object pointers) are private anonymous memory
- *    that no other process can reach: whatever another process writes in
- *    the file changes numbers in a report, never what the allocator does
- *    (DESIGN.md §3, invariant 6). A reader takes each magazine's fill from
- *    the copy of its word and splits its hits into allocs and frees
- *    (segment.h). When stats are off, the file cannot
- *    grow, or a map fails, the counters page stays private (that CPU's
- *    figures then stay local).
+ * 2. Nothing another process does can hurt the publisher. The memfd is
+ *    sealed against shrinking, so no truncation can turn a store into
+ *    SIGBUS; the locator is never mapped, and replacing or deleting it only
+ *    hides the segment. Whatever another process writes into the memfd
+ *    changes numbers in a report, never what the allocator does: the
+ *    magazines are private memory, and the writer never reads back what it
+ *    published to make a decision (offsets, record ownership, sequence
+ *    numbers are kept privately).
  *
- * 3. Slow-changing figures (slab and object counts, depot contents,
- *    magazine size) go in a per-cache record. The slab layer reports its
- *    figures before dropping c_slab_lock, the depot before dropping
- *    c_depot_lock: a dozen stores, under a sequence lock (r_seq) so a
- *    reader gets the record's figures from one moment. Both may report at
- *    once, so the sequence is serialised by wr_lock, a leaf lock nobody
- *    waits on for long. The slow-path counters live on the counters pages
- *    beside the fast path's, so they need no publishing step. Hence at
- *    quiescence the file says exactly what uslab_cache_stats() says.
+ * 3. No descriptor it cannot vouch for. The writer holds one descriptor,
+ *    the memfd's, and uses it rarely (to grow the file and map a new
+ *    record chunk or an arena's counters). Before every use it checks with
+ *    fstat that the number still names its memfd (st_dev, st_ino): a
+ *    program that closed it (closefrom, a daemon's start-up) and got the
+ *    number back for a file of its own is never touched. The segment is
+ *    then lost: it stops growing, new caches stay unpublished, and
+ *    uslab_global_stats() says why. The writer never closes a descriptor
+ *    it has not just checked.
  *
- * 4. Space. The file grows by fallocate() at its end, in page multiples;
- *    existing mappings never move. fallocate (not ftruncate) reserves the
- *    tmpfs pages up front, so a full /dev/shm is an error at create time
- *    (the cache falls back to a private region) and never a SIGBUS on the
- *    fast path. Each published cache gets h_ncpus counters pages at
- *    create (mapped later, slot by slot). A destroyed cache's region is
- *    hole-punched and reused for a later region of the same length. Records are claimed from chained
- *    table chunks; which records are in use is tracked privately, never
- *    read back from the file.
+ * 4. One plain store on the fast path. The fast path copies its commit
+ *    word to the slot's counters, PCPU_CTR_DELTA above the slot, and the
+ *    slow paths count beside it (arch/fastpath.h). An arena's counters are
+ *    one region of the memfd mapped MAP_SHARED over their place
+ *    (seg_counters), so a reader finds every cache's counters from its
+ *    record (the arena's region, the cache's index). When stats are off
+ *    or the file cannot grow, the arena's counters are private memory and
+ *    its caches' fast-path figures stay local.
  *
- * 5. Fork. The magazines are private memory, so the child simply has its
- *    copy. Only the counters pages are shared: the child handler (single
- *    threaded) replaces each page this process mapped from the file by a
- *    private anonymous page holding the same counters (copy, MAP_FIXED,
- *    copy back), so the child's hits never show in the parent's segment.
- *    The child stops publishing the caches it inherited (their numbers are
- *    the parent's record, and a child that execs would otherwise leave a
- *    segment that looks alive under the new program); caches the child
- *    creates later go to a segment of its own. The prepare handler only
- *    holds seg_lock, so no record or page is half made at the fork.
- * 6. Cleanup. The file is created under a temporary name and renamed into
- *    place once its header is written, so readers never see a half-made
- *    header; it is unlinked at normal exit (atexit) by the process that
- *    created it. Segments of processes that died without exiting are
- *    recognised by uslab_stats_list() (pid gone, or a different start time
- *    in /proc/<pid>/stat) and removed.
+ * 5. Slow-changing figures (slab and object counts, depot contents,
+ *    magazine size) go in a per-cache record. The slab layer reports them
+ *    before dropping c_slab_lock, the depot before dropping c_depot_lock:
+ *    a dozen stores, under a sequence lock (r_seq) so a reader gets the
+ *    record's figures from one moment. Both may report at once, so the
+ *    sequence is serialised by wr_lock, a leaf nobody waits on for long.
+ *    Hence at quiescence the file says exactly what uslab_cache_stats()
+ *    says.
  *
- * 7. Trust. The writer never reads back what it published to make a
- *    decision: offsets, record ownership, sequence numbers and which pages
- *    are shared are kept in private memory, and the counters pages only
- *    ever feed statistics. A process that can write the file (only this
- *    user: it is 0600 in a sticky directory) can falsify the figures, not
- *    the allocator.
+ * 6. Fork. The child publishes none of the caches it inherited (their
+ *    numbers are the parent's record): it makes every counters region it
+ *    shares with the parent private again (a copy mapped in place), drops
+ *    the parent's records and mappings and lets the parent's descriptor
+ *    go; caches it creates later go to a segment of its own. Any failure
+ *    there (no memory for a copy) leaves that region shared and is said in
+ *    the child's status; the child never aborts for it.
  *
- * Lock order: seg_lock comes after every cache lock (cache.c §4): fork
- * takes it last, and the slot hook takes it under c_drain_lock. wr_lock is
- * a leaf, taken with c_slab_lock, c_depot_lock or seg_lock held.
+ * 7. Cleanup. The memfd dies with the process, however it ends (even
+ *    SIGKILL). The locator is unlinked at normal exit and before a misuse
+ *    abort; one left behind (_exit, a signal) names a descriptor that no
+ *    longer is the memfd, which readers recognise, also after execve
+ *    (the memfd is close-on-exec), and remove when they may.
+ *
+ * 8. Cancellation: the writer's system calls that are cancellation points
+ *    run with cancellation disabled, so a cancelled thread never leaves
+ *    seg_lock held.
+ *
+ * Lock order: seg_lock comes after every cache lock and arena_lock
+ * (cache.c §4): fork takes it after them, the arenas call seg_counters
+ * under arena_lock. wr_lock is a leaf, taken with c_slab_lock, c_depot_lock
+ * or seg_lock held; meta_lock may be taken under seg_lock.
  */
 
 /* ---- State ---- */
@@ -112,43 +110,96 @@ struct seg_chunk {
 	uint32_t k_nrec;
 };
 
-/* A punched region of the file, free for a region of the same length. */
-struct seg_hole {
-	struct seg_hole *o_next;
-	uint64_t o_off, o_len;
+/* A region of the file mapped over an arena's counters (for fork). */
+struct seg_ctrmap {
+	struct seg_ctrmap *m_next;
+	void *m_addr;
+	size_t m_len;
 };
 
-/* A published cache (writer side, private): what was published, and
- * which counters pages the file shares. */
+/* A published cache (writer side, private). */
 struct seg_wrec {
 	struct seg_wrec *wr_next, *wr_prev; /* under seg_lock */
 	struct seg_rec *wr_rec;
 	struct seg_chunk *wr_chunk;
 	uint32_t wr_index;         /* record index in wr_chunk */
-	uint32_t wr_ncpus;         /* counters pages of the region */
-	uint64_t wr_off, wr_len;   /* the counters region in the file */
-	void **wr_pages;           /* [i]: slot i's counters page, mapped from the
-	                          * file (under seg_lock); NULL while private */
 	struct uslab_lock wr_lock; /* serialises the writers of wr_rec (leaf) */
 	uint32_t wr_seq;           /* r_seq as written, under wr_lock */
 };
 
 static struct uslab_lock seg_lock = USLAB_LOCK_INITIALIZER; /* all state below */
-static int seg_enabled = -1; /* -1 undecided, 0 off (or failed), 1 on */
-static int seg_fd = -1;      /* the file, while this process publishes */
-static pid_t seg_pid;        /* the process that created seg_path */
-static char seg_path[PATH_MAX];
-static struct seg_header *seg_hdr; /* read without the lock by seg_totals_publish */
-static uint64_t seg_end;           /* file size */
+static int seg_enabled = -1; /* -1 undecided, 0 off (or lost), 1 on */
+static int seg_fd = -1;      /* the memfd, while this process publishes */
+static dev_t seg_dev;        /* and what it must be */
+static ino_t seg_ino;
+static pid_t seg_pid;                             /* the process that created seg_loc */
+static char seg_loc[PATH_MAX];                    /* the locator */
+static const char *seg_why = "not yet published"; /* uslab_global_stats() */
+static struct seg_header *seg_hdr;                /* read without the lock by the hooks */
+static uint64_t seg_end;                          /* file size */
 static struct seg_chunk *seg_chunks;
-static struct seg_hole *seg_holes;
+static struct seg_ctrmap *seg_ctrmaps;
 static struct seg_wrec *seg_recs;
 static uint64_t seg_next_id;
+static uint32_t seg_ncpus = 1;
+static char seg_mode[64];
 static bool seg_atexit_set;
 
 #define SEG_PUT(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
 
-/* ---- Helpers ---- */
+/* ---- The descriptor ---- */
+
+/* Give up publishing: keep what is mapped, never touch the descriptor
+ * again (it may not be ours any more), say why. */
+static void seg_lose_locked(const char *why)
+{
+	ASSERT_HELD(&seg_lock);
+	seg_enabled = 0;
+	seg_fd = -1;
+	seg_why = why;
+}
+
+/* Whether seg_fd is still the memfd; loses the segment otherwise. */
+static bool seg_fd_ok_locked(void)
+{
+	struct stat st;
+
+	ASSERT_HELD(&seg_lock);
+	if (seg_fd < 0)
+		return false;
+	if (fstat(seg_fd, &st) != 0 || st.st_dev != seg_dev || st.st_ino != seg_ino) {
+		seg_lose_locked("lost: the program closed or reused the segment's descriptor");
+		return false;
+	}
+	return true;
+}
+
+/* Grow the file by @len bytes (sparse: a memfd takes memory as it is
+ * touched); the offset of the new space, or UINT64_MAX. */
+static uint64_t seg_grow_locked(uint64_t len)
+{
+	ASSERT_HELD(&seg_lock);
+	uint64_t off = seg_end;
+	if (len > (uint64_t)INT64_MAX - off || !seg_fd_ok_locked() ||
+	    ftruncate(seg_fd, (off_t)(off + len)) != 0)
+		return UINT64_MAX;
+	seg_end = off + len;
+	return off;
+}
+
+/* Map [@off, +@len) of the file at @addr (NULL: anywhere; else MAP_FIXED
+ * over a range the caller reserved); NULL on failure. */
+static void *seg_map_locked(void *addr, uint64_t off, uint64_t len)
+{
+	ASSERT_HELD(&seg_lock);
+	if (!seg_fd_ok_locked())
+		return NULL;
+	void *p = mmap(addr, len, PROT_READ | PROT_WRITE,
+	               MAP_SHARED | (addr != NULL ? MAP_FIXED : 0), seg_fd, (off_t)off);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* ---- Record table ---- */
 
 static uint64_t seg_round_page(uint64_t v)
 {
@@ -156,41 +207,16 @@ static uint64_t seg_round_page(uint64_t v)
 	return (v + p - 1) & ~(p - 1);
 }
 
-/* Reserve @len bytes at the end of the file; returns the offset, or
- * UINT64_MAX when the file cannot grow (ENOSPC, quota). */
-static uint64_t seg_grow_locked(uint64_t len)
-{
-	uint64_t off = seg_end;
-
-	ASSERT_HELD(&seg_lock);
-	if (len > (uint64_t)INT64_MAX - off)
-		return UINT64_MAX;
-	if (fallocate(seg_fd, 0, (off_t)off, (off_t)len) != 0) {
-		if (errno != EOPNOTSUPP || ftruncate(seg_fd, (off_t)(off + len)) != 0)
-			return UINT64_MAX;
-	}
-	seg_end = off + len;
-	return off;
-}
-
-static void *seg_map_locked(uint64_t off, uint64_t len)
-{
-	ASSERT_HELD(&seg_lock);
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, seg_fd, (off_t)off);
-	return p == MAP_FAILED ? NULL : p;
-}
-
 /* Append a record table chunk and link it after the last one. */
 static struct seg_chunk *seg_chunk_add_locked(void)
 {
+	ASSERT_HELD(&seg_lock);
 	uint64_t len = seg_round_page(SEG_CHUNK_SIZE);
 	struct seg_chunk *k = meta_alloc(sizeof *k);
-
-	ASSERT_HELD(&seg_lock);
 	if (k == NULL)
 		return NULL;
 	uint64_t off = seg_grow_locked(len);
-	if (off == UINT64_MAX || (k->k_tab = seg_map_locked(off, len)) == NULL) {
+	if (off == UINT64_MAX || (k->k_tab = seg_map_locked(NULL, off, len)) == NULL) {
 		meta_free(k, sizeof *k);
 		return NULL;
 	}
@@ -213,75 +239,11 @@ static struct seg_chunk *seg_chunk_add_locked(void)
 	return k;
 }
 
-static void seg_exit(void)
-{
-	if (seg_pid != 0 && seg_pid == getpid())
-		unlink(seg_path);
-}
-
-/* Create this process's file: header and first chunk under a temporary
- * name, then renamed into place (replacing a dead namesake's file). */
-static int seg_open_locked(uint32_t ncpus, const char *mode)
-{
-	char tmp[PATH_MAX];
-	pid_t pid = getpid();
-	size_t page = pgsrc_page_size();
-
-	ASSERT_HELD(&seg_lock);
-	if (snprintf(seg_path, sizeof seg_path, "%s/uslab.%d", seg_dir(), (int)pid) >=
-	            (int)sizeof seg_path ||
-	    snprintf(tmp, sizeof tmp, "%s.new", seg_path) >= (int)sizeof tmp)
-		return -1;
-	unlink(tmp); /* left by a dead process that had our pid */
-	seg_fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (seg_fd < 0)
-		return -1;
-	struct seg_header *h = NULL, h0;
-	seg_end = 0;
-	/* The header is written before the rename and mapped only after it:
-	 * valgrind 3.19 aborts (aspacem get_refcount) on a mapping made after
-	 * the file it maps was renamed. */
-	memset(&h0, 0, sizeof h0);
-	memcpy(h0.h_magic, SEG_MAGIC, sizeof h0.h_magic);
-	h0.h_version = USLAB_SEGMENT_VERSION;
-	h0.h_hdr_size = sizeof h0;
-	h0.h_rec_size = sizeof(struct seg_rec);
-	h0.h_ctr_size = sizeof(struct pcpu_counters);
-	h0.h_ncpus = ncpus;
-	h0.h_page_size = (uint32_t)page;
-	h0.h_pid = pid;
-	h0.h_start_time = seg_proc_start_time(pid);
-	snprintf(h0.h_mode, sizeof h0.h_mode, "%s", mode);
-	bool named = false;
-	if (fchmod(seg_fd, 0600) != 0 || seg_grow_locked(page) != 0 ||
-	    pwrite(seg_fd, &h0, sizeof h0, 0) != (ssize_t)sizeof h0 || rename(tmp, seg_path) != 0)
-		goto fail;
-	named = true;
-	if ((h = seg_map_locked(0, page)) == NULL)
-		goto fail;
-	seg_hdr = h;
-	if (seg_chunk_add_locked() == NULL) /* adds nothing when it fails */
-		goto fail;
-	seg_pid = pid;
-	if (!seg_atexit_set)
-		seg_atexit_set = atexit(seg_exit) == 0;
-	return 0;
-fail:
-	seg_hdr = NULL;
-	if (h != NULL)
-		munmap(h, page);
-	unlink(named ? seg_path : tmp);
-	close(seg_fd);
-	seg_fd = -1;
-	return -1;
-}
-
 /* Claim a free record; NULL when no chunk can be added. */
 static struct seg_chunk *seg_rec_claim_locked(uint32_t *index)
 {
-	struct seg_chunk *k;
-
 	ASSERT_HELD(&seg_lock);
+	struct seg_chunk *k;
 	for (k = seg_chunks; k != NULL; k = k->k_next)
 		if (k->k_nrec == 64 ? ~k->k_used != 0 : k->k_used + 1 < (1ull << k->k_nrec))
 			break;
@@ -298,44 +260,6 @@ static struct seg_rec *seg_rec_at(const struct seg_chunk *k, uint32_t i)
 	return (struct seg_rec *)((char *)k->k_tab + sizeof(struct seg_table)) + i;
 }
 
-/* A zeroed region of @len bytes in the file: a hole of that length, or
- * new space. UINT64_MAX when neither. */
-static uint64_t seg_region_get_locked(uint64_t len)
-{
-	ASSERT_HELD(&seg_lock);
-	for (struct seg_hole **pp = &seg_holes; *pp != NULL; pp = &(*pp)->o_next) {
-		struct seg_hole *o = *pp;
-		if (o->o_len != len)
-			continue;
-		if (fallocate(seg_fd, 0, (off_t)o->o_off, (off_t)len) != 0 && errno != EOPNOTSUPP)
-			return UINT64_MAX;
-		uint64_t off = o->o_off;
-		*pp = o->o_next;
-		meta_free(o, sizeof *o);
-		return off;
-	}
-	return seg_grow_locked(len);
-}
-
-/* Give a region back: its pages are freed (reads give zeros) and it is
- * kept for reuse. */
-static void seg_region_put_locked(uint64_t off, uint64_t len)
-{
-	struct seg_hole *o = meta_alloc(sizeof *o);
-
-	ASSERT_HELD(&seg_lock);
-	if (fallocate(seg_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) !=
-	            0 ||
-	    o == NULL) {
-		meta_free(o, sizeof *o); /* not zeroed, or no memory to remember it: never reused */
-		return;
-	}
-	o->o_off = off;
-	o->o_len = len;
-	o->o_next = seg_holes;
-	seg_holes = o;
-}
-
 static void seg_rec_begin(struct seg_wrec *w)
 {
 	lock_take(&w->wr_lock);
@@ -349,6 +273,160 @@ static void seg_rec_end(struct seg_wrec *w)
 	lock_drop(&w->wr_lock);
 }
 
+/* ---- Opening ---- */
+
+static void seg_exit(void)
+{
+	if (seg_pid != 0 && seg_pid == getpid())
+		unlink(seg_loc);
+}
+
+/* Our pid namespace's inode (0 when /proc does not say). */
+static uint64_t seg_pidns(void)
+{
+	struct stat st;
+	return stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+/* Create the locator exclusively: under its name, or, when somebody else
+ * holds that name, under the name with a suffix. A locator of our own name
+ * that we did not write now is stale (a dead process with our pid, our
+ * own image before execve) and is replaced when it is ours to remove. */
+static bool seg_locator_create_locked(const struct seg_locator *l)
+{
+	ASSERT_HELD(&seg_lock);
+	const char *dir = seg_dir();
+	for (int k = 0; k < 16; k++) {
+		int n = k == 0 ? snprintf(seg_loc, sizeof seg_loc, "%s/uslab.%lld.%llu", dir,
+		                          (long long)l->l_pid, (unsigned long long)l->l_pidns)
+		               : snprintf(seg_loc, sizeof seg_loc, "%s/uslab.%lld.%llu.%d", dir,
+		                          (long long)l->l_pid, (unsigned long long)l->l_pidns, k);
+		if (n < 0 || (size_t)n >= sizeof seg_loc)
+			return false;
+		for (int tries = 0; tries < 2; tries++) {
+			int fd = open(seg_loc, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+			              0600);
+			if (fd >= 0) {
+				bool ok = fchmod(fd, 0600) == 0 &&
+				          write(fd, l, sizeof *l) == (ssize_t)sizeof *l;
+				close(fd);
+				if (ok)
+					return true;
+				unlink(seg_loc);
+				return false;
+			}
+			if (errno != EEXIST)
+				return false;
+			struct stat st;
+			if (lstat(seg_loc, &st) != 0 || !S_ISREG(st.st_mode) ||
+			    st.st_uid != geteuid())
+				break; /* not ours: another name */
+			unlink(seg_loc);
+		}
+	}
+	return false;
+}
+
+/* Create this process's segment: a sealed memfd with its header and first
+ * chunk, then the locator that names it. */
+static int seg_open_locked(void)
+{
+	ASSERT_HELD(&seg_lock);
+	size_t page = pgsrc_page_size();
+	pid_t pid = getpid();
+	struct stat st;
+
+	int fd = memfd_create("uslab-stats", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0) {
+		seg_why = "off: memfd_create refused";
+		return -1;
+	}
+	if (fstat(fd, &st) != 0 || ftruncate(fd, (off_t)page) != 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) != 0) {
+		close(fd);
+		seg_why = "off: the memfd could not be sized and sealed";
+		return -1;
+	}
+	seg_fd = fd;
+	seg_dev = st.st_dev;
+	seg_ino = st.st_ino;
+	seg_end = page;
+	struct seg_header *h = seg_map_locked(NULL, 0, page);
+	if (h == NULL)
+		goto fail;
+	memcpy(h->h_magic, SEG_MAGIC, sizeof h->h_magic);
+	h->h_version = USLAB_SEGMENT_VERSION;
+	h->h_hdr_size = sizeof *h;
+	h->h_rec_size = sizeof(struct seg_rec);
+	h->h_ctr_size = sizeof(struct pcpu_counters);
+	h->h_ncpus = seg_ncpus;
+	h->h_page_size = (uint32_t)page;
+	h->h_ctr_stride = (uint64_t)1 << PCPU_SHIFT;
+	h->h_pid = pid;
+	h->h_pidns = seg_pidns();
+	h->h_start_time = seg_proc_start_time(pid);
+	snprintf(h->h_mode, sizeof h->h_mode, "%s", seg_mode);
+	seg_hdr = h;
+	if (seg_chunk_add_locked() == NULL)
+		goto fail_unmap;
+	struct seg_locator l = {
+		.l_version = USLAB_SEGMENT_VERSION,
+		.l_size = sizeof l,
+		.l_pid = pid,
+		.l_pidns = h->h_pidns,
+		.l_start_time = h->h_start_time,
+		.l_uid = (int64_t)geteuid(),
+		.l_fd = fd,
+		.l_dev = (uint64_t)seg_dev,
+		.l_ino = (uint64_t)seg_ino,
+	};
+	memcpy(l.l_magic, SEG_LOC_MAGIC, sizeof l.l_magic);
+	if (!seg_locator_create_locked(&l)) {
+		seg_why = "off: no locator could be created in the stats directory";
+		goto fail_chunks;
+	}
+	seg_pid = pid;
+	seg_why = seg_loc;
+	if (!seg_atexit_set)
+		seg_atexit_set = atexit(seg_exit) == 0;
+	return 0;
+
+fail_chunks:
+	for (struct seg_chunk *k; (k = seg_chunks) != NULL;) {
+		seg_chunks = k->k_next;
+		munmap(k->k_tab, k->k_len);
+		meta_free(k, sizeof *k);
+	}
+fail_unmap:
+	seg_hdr = NULL;
+	munmap(h, page);
+fail:
+	close(fd);
+	seg_fd = -1;
+	if (seg_why == NULL || strncmp(seg_why, "off", 3) != 0)
+		seg_why = "off: the memfd could not be mapped";
+	return -1;
+}
+
+/* Publishing is on and the segment open (opened now if need be). */
+static bool seg_ready_locked(void)
+{
+	ASSERT_HELD(&seg_lock);
+	if (seg_enabled < 0) {
+		const char *env = getenv("USLAB_STATS");
+		seg_enabled = env == NULL || strcmp(env, "0") != 0;
+		if (seg_enabled == 0)
+			seg_why = "off: USLAB_STATS=0";
+	}
+	if (seg_enabled == 0)
+		return false;
+	if (seg_fd < 0 && seg_open_locked() != 0) {
+		seg_enabled = 0; /* do not retry at every create */
+		return false;
+	}
+	return seg_fd_ok_locked();
+}
+
 /* Store @v in @field unless it holds more already (monotonic totals). */
 static void seg_store_max(uint64_t *field, uint64_t v)
 {
@@ -358,37 +436,20 @@ static void seg_store_max(uint64_t *field, uint64_t v)
 		;
 }
 
-/* Publish @info in a new record with a counters region of si_ncpus pages;
- * NULL when the cache stays unpublished. */
+/* Publish @info in a new record; NULL when the cache stays unpublished. */
 static struct seg_wrec *seg_publish_locked(const struct seg_info *info)
 {
 	ASSERT_HELD(&seg_lock);
-	if (seg_enabled < 0) {
-		const char *env = getenv("USLAB_STATS");
-		seg_enabled = env == NULL || strcmp(env, "0") != 0;
-	}
-	if (seg_enabled == 0)
+	if (!seg_ready_locked())
 		return NULL;
-	if (seg_fd < 0 && seg_open_locked(info->si_ncpus, info->si_mode) != 0) {
-		seg_enabled = 0; /* do not retry at every create */
-		return NULL;
-	}
 	struct seg_wrec *w = meta_alloc(sizeof *w);
 	if (w == NULL)
 		return NULL;
-	w->wr_ncpus = info->si_ncpus;
-	w->wr_pages = meta_alloc(w->wr_ncpus * sizeof *w->wr_pages);
-	if (w->wr_pages == NULL)
-		goto fail;
 	w->wr_chunk = seg_rec_claim_locked(&w->wr_index);
-	if (w->wr_chunk == NULL)
-		goto fail;
-	/* Zeroed: new space, or a hole that was punched (only those are kept). */
-	uint64_t len = (uint64_t)w->wr_ncpus * pgsrc_page_size();
-	w->wr_off = seg_region_get_locked(len);
-	if (w->wr_off == UINT64_MAX)
-		goto fail_rec;
-	w->wr_len = len;
+	if (w->wr_chunk == NULL) {
+		meta_free(w, sizeof *w);
+		return NULL;
+	}
 	w->wr_rec = seg_rec_at(w->wr_chunk, w->wr_index);
 	lock_init(&w->wr_lock);
 	w->wr_seq = __atomic_load_n(&w->wr_rec->r_seq, __ATOMIC_RELAXED) & ~1u;
@@ -406,9 +467,8 @@ static struct seg_wrec *seg_publish_locked(const struct seg_info *info)
 	SEG_PUT(r->r_slab_size, info->si_slab_size);
 	SEG_PUT(r->r_mag_max, info->si_mag_max);
 	SEG_PUT(r->r_mag_size, info->si_mag_size);
-	SEG_PUT(r->r_pad0, 0);
-	SEG_PUT(r->r_ctr_off, w->wr_off);
-	SEG_PUT(r->r_ctr_len, len);
+	SEG_PUT(r->r_ctr_index, info->si_ctr_index);
+	SEG_PUT(r->r_ctr_base, info->si_ctr_base);
 	SEG_PUT(r->r_inuse, 0);
 	SEG_PUT(r->r_slabs, 0);
 	SEG_PUT(r->r_empty_slabs, 0);
@@ -427,38 +487,42 @@ static struct seg_wrec *seg_publish_locked(const struct seg_info *info)
 		seg_recs->wr_prev = w;
 	seg_recs = w;
 	return w;
-
-fail_rec:
-	w->wr_chunk->k_used &= ~(1ull << w->wr_index);
-fail:
-	meta_free(w->wr_pages, w->wr_ncpus * sizeof *w->wr_pages);
-	meta_free(w, sizeof *w);
-	return NULL;
-}
-
-/* Make @page (PCPU_COUNTERS_OFF bytes) private anonymous memory again,
- * holding what it holds. Only where nothing else touches it: the fork
- * child (single-threaded), or a page nothing has stored on yet. False when
- * the kernel refused the mapping (the page may be gone). */
-static bool seg_page_privatise(void *page, bool keep)
-{
-	static uint64_t save[PCPU_COUNTERS_OFF / sizeof(uint64_t)];
-
-	if (keep)
-		memcpy(save, page, sizeof save);
-	void *p = mmap(page, PCPU_COUNTERS_OFF, PROT_READ | PROT_WRITE,
-	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-	if (p != page)
-		return false;
-	if (keep)
-		memcpy(page, save, sizeof save);
-	return true;
 }
 
 /* ---- Fork ---- */
 
+/* Replace the shared mapping [@addr, +@len) by private memory holding the
+ * same bytes: a copy made elsewhere, then moved in place (mremap replaces
+ * the old mapping in one step, so there is never a hole). Only pages that
+ * are resident are copied (the rest read as zeros either way). Returns
+ * false, leaving the mapping shared, when there is no memory for a copy. */
+static bool seg_privatise(void *addr, size_t len)
+{
+	size_t page = pgsrc_page_size();
+	char *copy = mmap(NULL, len, PROT_READ | PROT_WRITE,
+	                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (copy == MAP_FAILED)
+		return false;
+	unsigned char vec[256];
+	for (size_t off = 0; off < len;) {
+		size_t n = (len - off) / page < sizeof vec ? (len - off) / page : sizeof vec;
+		if (mincore((char *)addr + off, n * page, vec) != 0)
+			memset(vec, 1, n); /* cannot tell: copy them all */
+		for (size_t i = 0; i < n; i++)
+			if (vec[i] & 1)
+				memcpy(copy + off + i * page, (char *)addr + off + i * page, page);
+		off += n * page;
+	}
+	if (mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, addr) != addr) {
+		munmap(copy, len);
+		return false;
+	}
+	return true;
+}
+
 /* Nothing to stop or save: the magazines are private memory. Holding
- * seg_lock keeps records and counters pages whole across the fork. */
+ * seg_lock keeps records and mappings whole across the fork. */
 void seg_atfork_prepare(void)
 {
 	lock_take(&seg_lock);
@@ -469,22 +533,22 @@ void seg_atfork_parent(void)
 	lock_drop(&seg_lock);
 }
 
-/* The child: every counters page shared with the file becomes private, the
- * records are dropped (cache.c took them from the caches first), and the
- * parent's file is let go. */
+/* The child: the counters regions become private, the records are dropped
+ * (cache.c took them from the caches first), the parent's file let go. */
 void seg_atfork_child(void)
 {
+	bool shared = false;
+
+	while (seg_ctrmaps != NULL) {
+		struct seg_ctrmap *m = seg_ctrmaps;
+		seg_ctrmaps = m->m_next;
+		shared |= !seg_privatise(m->m_addr, m->m_len);
+		meta_free(m, sizeof *m);
+	}
 	while (seg_recs != NULL) {
 		struct seg_wrec *w = seg_recs;
 		seg_recs = w->wr_next;
-		/* Every listed record's pages are mapped (cache.c retires a
-		 * record before unmapping the slots), even those of a cache that
-		 * a thread the child lacks was creating or destroying. */
-		for (uint32_t i = 0; i < w->wr_ncpus; i++)
-			if (w->wr_pages[i] != NULL)
-				VERIFY(seg_page_privatise(w->wr_pages[i], true));
 		lock_fini(&w->wr_lock);
-		meta_free(w->wr_pages, w->wr_ncpus * sizeof *w->wr_pages);
 		meta_free(w, sizeof *w);
 	}
 	while (seg_chunks != NULL) {
@@ -493,34 +557,43 @@ void seg_atfork_child(void)
 		munmap(k->k_tab, k->k_len);
 		meta_free(k, sizeof *k);
 	}
-	while (seg_holes != NULL) {
-		struct seg_hole *o = seg_holes;
-		seg_holes = o->o_next;
-		meta_free(o, sizeof *o);
-	}
 	struct seg_header *h = seg_hdr;
 	__atomic_store_n(&seg_hdr, NULL, __ATOMIC_RELEASE);
 	if (h != NULL)
 		munmap(h, pgsrc_page_size());
-	if (seg_fd >= 0)
+	/* The parent's descriptor, inherited: closed only if it still is it. */
+	struct stat st;
+	if (seg_fd >= 0 && fstat(seg_fd, &st) == 0 && st.st_dev == seg_dev && st.st_ino == seg_ino)
 		close(seg_fd);
 	seg_fd = -1;
-	seg_pid = 0; /* the parent's file is the parent's to remove */
-	if (seg_enabled == 0)
-		seg_enabled = -1; /* a failure in the parent need not hold here */
+	seg_pid = 0;      /* the parent's locator is the parent's to remove */
+	seg_enabled = -1; /* the child decides for itself */
+	seg_why = shared ? "not yet published (fork: some counters still shared with the parent)"
+	                 : "not yet published";
 	/* Taken by this thread in the prepare handler: released, not
-	 * re-initialised (ThreadSanitizer would still count it as held, and
-	 * the child now takes it whenever a slot starts). */
+	 * re-initialised (ThreadSanitizer would still count it as held). */
 	lock_drop(&seg_lock);
 }
 
 /* ---- The registry's entry points ---- */
 
+void seg_configure(uint32_t ncpus, const char *mode)
+{
+	lock_take(&seg_lock);
+	seg_ncpus = ncpus;
+	snprintf(seg_mode, sizeof seg_mode, "%s", mode);
+	lock_drop(&seg_lock);
+}
+
 void *seg_cache_publish(const struct seg_info *info)
 {
+	int old;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
 	lock_take(&seg_lock);
 	struct seg_wrec *w = seg_publish_locked(info);
 	lock_drop(&seg_lock);
+	pthread_setcancelstate(old, NULL);
 	return w;
 }
 
@@ -541,14 +614,73 @@ void seg_cache_retire(void *rec)
 	if (w->wr_next != NULL)
 		w->wr_next->wr_prev = w->wr_prev;
 	w->wr_chunk->k_used &= ~(1ull << w->wr_index);
-	/* The caller unmaps the slots with their shared pages right after; no
-	 * thread uses the cache any more, so nothing writes them meanwhile. */
-	seg_region_put_locked(w->wr_off, w->wr_len);
 	lock_drop(&seg_lock);
 	lock_fini(&w->wr_lock);
-	meta_free(w->wr_pages, w->wr_ncpus * sizeof *w->wr_pages);
 	meta_free(w, sizeof *w);
 }
+
+void seg_mode_changed(const char *mode)
+{
+	lock_take(&seg_lock);
+	snprintf(seg_mode, sizeof seg_mode, "%s", mode);
+	struct seg_header *h = seg_hdr;
+	if (h != NULL) {
+		SEG_PUT(h->h_mode_seq, h->h_mode_seq + 1);
+		__atomic_thread_fence(__ATOMIC_RELEASE);
+		for (size_t i = 0; i < sizeof h->h_mode; i++)
+			SEG_PUT(h->h_mode[i], i + 1 < sizeof h->h_mode ? seg_mode[i] : '\0');
+		__atomic_store_n(&h->h_mode_seq, h->h_mode_seq + 1, __ATOMIC_RELEASE);
+	}
+	lock_drop(&seg_lock);
+}
+
+const char *seg_status(void)
+{
+	lock_take(&seg_lock);
+	const char *why = seg_why;
+	lock_drop(&seg_lock);
+	return why;
+}
+
+void seg_before_abort(void)
+{
+	/* Async-signal-safe: a misuse report is about to abort. No lock: the
+	 * path was written once, before seg_pid was set. */
+	if (seg_pid != 0 && seg_pid == getpid())
+		unlink(seg_loc);
+}
+
+/* ---- The arenas' counters ---- */
+
+static bool seg_counters_map(void *addr, size_t len, uint64_t *file_off)
+{
+	int old;
+	bool ok = false;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	lock_take(&seg_lock);
+	struct seg_ctrmap *m = NULL;
+	if (seg_ready_locked() && (m = meta_alloc(sizeof *m)) != NULL) {
+		uint64_t off = seg_grow_locked(len);
+		if (off != UINT64_MAX && seg_map_locked(addr, off, len) == addr) {
+			m->m_addr = addr;
+			m->m_len = len;
+			m->m_next = seg_ctrmaps;
+			seg_ctrmaps = m;
+			m = NULL;
+			*file_off = off;
+			ok = true;
+		}
+	}
+	meta_free(m, sizeof *m);
+	lock_drop(&seg_lock);
+	pthread_setcancelstate(old, NULL);
+	return ok;
+}
+
+const struct arena_counters_ops seg_counters = {
+	.ac_map = seg_counters_map,
+};
 
 /* ---- Hooks (slab/observe.h) ---- */
 
@@ -564,28 +696,15 @@ static void seg_totals_publish(void)
 	seg_store_max(&h->h_bytes_put, t.pt_put);
 }
 
-/* Slot @cpu starts: map its counters page from the file over @page. On
- * failure the page stays private (that CPU's figures stay local). */
+/* A slot of @cpu starts: readers learn which CPUs have figures. */
 static void seg_hook_slot(void *rec, uint32_t cpu, void *page)
 {
-	struct seg_wrec *w = rec;
+	struct seg_header *h = __atomic_load_n(&seg_hdr, __ATOMIC_ACQUIRE);
 
-	/* Only where the slot's second 4 KiB is a page of its own. */
-	if (cpu >= w->wr_ncpus || pgsrc_page_size() != PCPU_COUNTERS_OFF)
-		return;
-	lock_take(&seg_lock);
-	if (seg_fd >= 0 && w->wr_pages[cpu] == NULL) {
-		void *p = mmap(page, PCPU_COUNTERS_OFF, PROT_READ | PROT_WRITE,
-		               MAP_SHARED | MAP_FIXED, seg_fd,
-		               (off_t)(w->wr_off + (uint64_t)cpu * PCPU_COUNTERS_OFF));
-		if (p == page)
-			w->wr_pages[cpu] = page;
-		else
-			/* A failed MAP_FIXED may have unmapped the old page: put a
-			 * private one back (the counters were zero, nothing ran). */
-			VERIFY(seg_page_privatise(page, false));
-	}
-	lock_drop(&seg_lock);
+	(void)rec;
+	(void)page;
+	if (h != NULL && cpu < SEG_MAX_CPUS)
+		__atomic_fetch_or(&h->h_cpus_seen[cpu / 64], 1ull << (cpu % 64), __ATOMIC_RELAXED);
 }
 
 static void seg_hook_slab(void *rec, const struct slab_counts *sc)
