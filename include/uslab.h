@@ -32,11 +32,26 @@ extern "C" {
  *
  * Thread safety: every function may be called from any thread, on any cache,
  * concurrently, except that a cache must not be used after (or while) it is
- * destroyed. None of them is async-signal-safe unless stated.
+ * destroyed.
+ *
+ * Signals: uslab_cache_alloc() and uslab_cache_free() may be called from a
+ * signal handler. On a thread that the signal interrupted inside uslab
+ * (holding one of its locks), they never wait for a lock: an allocation
+ * that its CPU's magazine cannot serve then fails with EDEADLK, and a free
+ * that would need a lock is deferred and done when the interrupted call
+ * returns (at most 16 such frees per interruption for a cache with a
+ * ctor; any number without one). Creating, destroying and walking caches
+ * there fail with EDEADLK. In the rseq mode, a hit takes no lock at all.
+ *
+ * Cancellation: no uslab function acts on a cancellation request while it
+ * holds a lock; a ctor or dtor cancelled in the middle of a slab leaks
+ * nothing (the objects constructed so far are destructed, the pages go
+ * back).
  *
  * Misuse that would corrupt memory (freeing a pointer that is not an object
- * of the cache, freeing an object twice) is reported on stderr in one line
- * naming the cache and the pointer, and the process is aborted.
+ * of the cache, freeing an object twice, using a cache from its own ctor or
+ * dtor) is reported on stderr in one line naming the cache and the
+ * pointer, and the process is aborted.
  */
 
 /** Largest object size a cache accepts, in bytes (1 MiB). */
@@ -109,7 +124,9 @@ struct uslab_cache_conf {
  * Create a cache of objects of @size bytes.
  *
  * @name: copied (at most USLAB_NAME_MAX bytes kept); duplicates are allowed,
- *        and caches are never merged.
+ *        and caches are never merged. Not empty, and no whitespace or
+ *        control character: names are printed as they are (slabinfo's
+ *        columns, the misuse reports).
  * @size: 1 .. USLAB_MAX_SIZE.
  * @conf: may be NULL. Default alignment is natural: the largest power of two
  *        dividing @size, capped at 16 (24-byte objects sit 24 bytes apart at
@@ -117,9 +134,12 @@ struct uslab_cache_conf {
  *        alignment.
  *
  * Returns the cache, or NULL with errno:
- *   EINVAL  NULL name, size 0 or above USLAB_MAX_SIZE, alignment not a power
- *           of two or above the page size, unknown flags;
- *   ENOMEM  no memory for the cache's own structures.
+ *   EINVAL  NULL, empty or unprintable name (see above), size 0 or above
+ *           USLAB_MAX_SIZE, alignment not a power of two or above the page
+ *           size, unknown flags;
+ *   ENOMEM  no memory for the cache's own structures;
+ *   EDEADLK called from a uslab_foreach_cache() callback, or from a signal
+ *           handler that interrupted uslab on this thread.
  * No memory for objects is taken until the first allocation.
  */
 USLAB_API struct uslab_cache *uslab_cache_create(const char *name, size_t size,
@@ -128,14 +148,18 @@ USLAB_API struct uslab_cache *uslab_cache_create(const char *name, size_t size,
 /**
  * Allocate one object, in its constructed state (or with undefined contents
  * when the cache has no ctor). The caller owns it until uslab_cache_free().
+ * @cache must be a live cache: like the kernel's kmem_cache_alloc(), the
+ * fast path does not test for NULL, so a NULL cache is undefined behaviour.
  *
- * Returns NULL with errno ENOMEM when the page source has no memory, or with
- * the ctor's errno value when a constructor failed (nothing is leaked).
+ * Returns NULL with errno ENOMEM when the page source has no memory, with
+ * the ctor's errno value when a constructor failed (nothing is leaked), or
+ * EDEADLK in a signal handler as described at the top.
  */
 USLAB_API void *uslab_cache_alloc(struct uslab_cache *cache);
 
 /**
  * Give @obj back to @cache, in its constructed state. NULL does nothing.
+ * @cache must be a live cache (NULL is undefined, as for the allocation).
  * @obj must have come from uslab_cache_alloc() (or _bulk) on this @cache;
  * a foreign pointer or a second free is reported and aborts the process
  * (immediately with USLAB_NOMAGAZINE, otherwise when the object reaches its
@@ -145,12 +169,13 @@ USLAB_API void uslab_cache_free(struct uslab_cache *cache, void *obj);
 
 /**
  * Allocate up to @n objects into @objs. Returns how many were allocated
- * (0 .. n); when fewer than @n, errno says why (as uslab_cache_alloc()).
+ * (0 .. n); when fewer than @n, errno says why (as uslab_cache_alloc(),
+ * or EINVAL for a NULL @cache or @objs).
  */
 USLAB_API size_t uslab_cache_alloc_bulk(struct uslab_cache *cache, void **objs, size_t n);
 
 /** Free @n objects from @objs, as uslab_cache_free() does one by one.
- *  NULL entries are skipped. */
+ *  NULL entries are skipped. A NULL @cache or @objs: nothing, EINVAL. */
 USLAB_API void uslab_cache_free_bulk(struct uslab_cache *cache, void **objs, size_t n);
 
 /**
@@ -165,7 +190,9 @@ USLAB_API void uslab_cache_free_bulk(struct uslab_cache *cache, void **objs, siz
  * stayed empty through a whole second of slab-layer activity are released
  * (their objects destructed then), so memory follows the working set
  * without a timer thread. A cache nobody touches keeps its empty slabs
- * until reap or destroy.
+ * until reap or destroy. NULL: 0, with errno EINVAL. When the kernel lets
+ * no CPU be fenced (uslab_mode() says so), the objects in the magazines of
+ * running CPUs stay there.
  */
 USLAB_API size_t uslab_cache_reap(struct uslab_cache *cache);
 
@@ -175,18 +202,26 @@ USLAB_API size_t uslab_cache_reap(struct uslab_cache *cache);
  *   EBUSY   objects are still allocated; the cache is unchanged and usable;
  *   EINVAL  @cache is NULL;
  *   EPERM   @cache is one of the library's own magazine caches
- *           ("uslab_magazine_<rounds>", which uslab_foreach_cache() lists).
+ *           ("uslab_magazine_<rounds>", which uslab_foreach_cache() lists);
+ *   EDEADLK called from a uslab_foreach_cache() callback, or from a signal
+ *           handler that interrupted uslab on this thread.
+ * A dtor that uses the cache being destroyed is reported (misuse).
  */
 USLAB_API int uslab_cache_destroy(struct uslab_cache *cache);
 
-/** The cache's name, as stored (possibly truncated). */
+/** The cache's name, as stored (possibly truncated); NULL with EINVAL for a
+ *  NULL cache. */
 USLAB_API const char *uslab_cache_name(const struct uslab_cache *cache);
 
-/** The object size the cache was created with. */
+/** The object size the cache was created with; 0 with EINVAL for NULL. */
 USLAB_API size_t uslab_cache_size(const struct uslab_cache *cache);
 
-/** The per-CPU mode chosen at start, as a static string:
- *  "rseq cpu_id" or "locked: <why>" (slots are indexed by cpu_id only). */
+/** The per-CPU mode, as a static string: "rseq cpu_id" or "locked: <why>"
+ *  (slots are indexed by cpu_id only), chosen at start. When the kernel
+ *  refuses membarrier at run time (a seccomp policy installed after
+ *  start-up), it changes once or twice, to say how remote operations go on
+ *  ("...; membarrier refused: fences by migration", then "...: no remote
+ *  drain"); nothing aborts. */
 USLAB_API const char *uslab_mode(void);
 
 /* ---- Statistics ---- */
@@ -242,6 +277,12 @@ USLAB_API size_t uslab_cache_cpu_objects(struct uslab_cache *cache, uint64_t *co
 
 /**
  * Call @fn for every cache in creation order until it returns non-zero.
+ * The registry lock is held around @fn: @fn may allocate, free, reap, take
+ * statistics (uslab_cache_stats(), uslab_global_stats(), uslab_slabinfo(),
+ * a nested uslab_foreach_cache()) and fork(); creating or destroying a
+ * cache there fails with EDEADLK. A cancellation request made meanwhile
+ * acts after the walk. From a signal handler that interrupted uslab on
+ * this thread (outside a walk): -1 with EDEADLK.
  * The walk includes the library's own magazine caches
  * ("uslab_magazine_<rounds>", flag USLAB_NOMAGAZINE). Their figures are
  * structural: the depots take magazine structures from their slab layer
@@ -255,14 +296,19 @@ USLAB_API int uslab_foreach_cache(int (*fn)(struct uslab_cache *cache, void *arg
 /** Process-wide figures. */
 struct uslab_global_stats {
 	const char *mode;        /* as uslab_mode() */
+	const char *segment;     /* where the stats segment's locator is, or why
+	                          * there is none ("off: ...", "lost: ...") */
 	uint64_t caches;         /* caches alive */
-	uint64_t cpus;           /* per-CPU slots per cache (possible CPUs) */
+	uint64_t cpus;           /* per-CPU slots per cache (the kernel's CPU bound) */
+	uint64_t arenas;         /* shared slot arenas mapped (1024 caches each) */
+	uint64_t meta_bytes;     /* the library's own guarded metadata, mapped */
 	uint64_t bytes_mapped;   /* got from page sources and not yet given back */
 	uint64_t bytes_got;      /* ever got from page sources */
 	uint64_t bytes_returned; /* ever given back */
 };
 
-/** Fill @st. Returns 0, or -1 with errno EINVAL. */
+/** Fill @st. Returns 0, or -1 with errno EINVAL (NULL), or EDEADLK (in a
+ *  signal handler that interrupted uslab on this thread). */
 USLAB_API int uslab_global_stats(struct uslab_global_stats *st);
 
 /**

@@ -90,13 +90,60 @@
 struct uslab_lock cache_list_lock = USLAB_LOCK_INITIALIZER; /* the registry list */
 struct uslab_cache *cache_list;                             /* under cache_list_lock */
 
+/* This thread walks the registry (uslab_foreach_cache() holds
+ * cache_list_lock around its callbacks): nested walks, counts and fork()
+ * go on without taking the lock again; create and destroy refuse. And a
+ * fork() that found it so skipped the lock. Initial-exec TLS. */
+static __thread unsigned cache_walking __attribute__((tls_model("initial-exec")));
+static __thread bool cache_fork_skipped __attribute__((tls_model("initial-exec")));
+
+/* ---- The registry lock, for the walks (stats.c) ---- */
+
+bool cache_list_enter(void)
+{
+	if (cache_walking != 0)
+		return false; /* held by this very thread, around a callback */
+	lock_take(&cache_list_lock);
+	return true;
+}
+
+void cache_list_leave(bool took)
+{
+	if (took)
+		lock_drop(&cache_list_lock);
+}
+
+void cache_walk_begin(bool took)
+{
+	cache_walking++;
+	/* The callbacks may allocate and free: nothing those need is this
+	 * lock, so a signal handler in a callback need not hold back. */
+	if (took)
+		pgsrc_busy_leave();
+}
+
+void cache_walk_end(bool took)
+{
+	if (took)
+		pgsrc_busy_enter();
+	cache_walking--;
+}
+
+bool cache_walk_possible(void)
+{
+	return cache_walking != 0 || pgsrc_busy == 0;
+}
+
 /* ---- Fork ---- */
 
 /* Every lock is taken before fork and released on both sides, so the child
  * inherits consistent caches whatever other threads were doing. */
 static void cache_atfork_prepare(void)
 {
-	lock_take(&cache_list_lock);
+	/* fork() in a walk's callback: this thread holds the registry. */
+	cache_fork_skipped = cache_walking != 0;
+	if (!cache_fork_skipped)
+		lock_take(&cache_list_lock);
 	for (struct uslab_cache *c = cache_list; c != NULL; c = c->c_next) {
 		pcpu_lock_all(c);
 		depot_lock(c);
@@ -114,7 +161,8 @@ static void cache_atfork_release(void)
 		depot_unlock(c);
 		pcpu_unlock_all(c);
 	}
-	lock_drop(&cache_list_lock);
+	if (!cache_fork_skipped)
+		lock_drop(&cache_list_lock);
 }
 
 static void cache_atfork_parent(void)
@@ -123,6 +171,7 @@ static void cache_atfork_parent(void)
 	seg_atfork_parent();
 	arena_atfork_release();
 	cache_atfork_release();
+	pcpu_deferred_flush();
 }
 
 /* The child publishes none of the caches it inherited (their figures are
@@ -138,6 +187,7 @@ static void cache_atfork_child(void)
 	seg_atfork_child();
 	arena_atfork_child();
 	cache_atfork_release();
+	pcpu_deferred_flush();
 }
 
 /* Wire the observers once, before the first cache (and so before the
@@ -148,6 +198,7 @@ static void cache_once_init(void)
 	pcpu_init();
 	seg_configure(pcpu_slots(), uslab_mode());
 	arena_set_counters_ops(&seg_counters);
+	pcpu_set_mode_hook(seg_mode_changed);
 	debug_before_abort = seg_before_abort;
 	pthread_atfork(cache_atfork_prepare, cache_atfork_parent, cache_atfork_child);
 }
@@ -219,19 +270,52 @@ static void cache_publish(struct uslab_cache *c)
 	c->c_obs = c->c_obs_rec != NULL ? &seg_obs : NULL;
 }
 
+/* A name that slabinfo and the misuse reports can print as it is: not
+ * empty, no control character and no whitespace (slabinfo's columns are
+ * separated by spaces and have no quoting). */
+static bool cache_name_ok(const char *name)
+{
+	if (name == NULL || name[0] == '\0')
+		return false;
+	for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++)
+		if (*p <= 0x20 || *p == 0x7f)
+			return false;
+	return true;
+}
+
+/* What cannot run here: in a walk's callback (this thread holds the
+ * registry), or in a signal handler that interrupted uslab on this thread
+ * while it held a lock. */
+static bool cache_registry_busy(void)
+{
+	return cache_walking != 0 || pgsrc_busy != 0;
+}
+
 /* See include/uslab.h */
 struct uslab_cache *uslab_cache_create(const char *name, size_t size,
                                        const struct uslab_cache_conf *conf)
 {
 	static const struct uslab_cache_conf defaults;
+	int old;
 
 	if (conf == NULL)
 		conf = &defaults;
-	if ((conf->flags & ~USLAB_FLAGS_MASK) != 0) {
+	if ((conf->flags & ~USLAB_FLAGS_MASK) != 0 || !cache_name_ok(name)) {
 		errno = EINVAL;
 		return NULL;
 	}
-	return cache_create(name, size, conf, 0);
+	if (cache_registry_busy()) {
+		errno = EDEADLK;
+		return NULL;
+	}
+	/* No cancellation point may act while a uslab lock is held. */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	struct uslab_cache *c = cache_create(name, size, conf, 0);
+	int err = errno;
+	pthread_setcancelstate(old, NULL);
+	pcpu_deferred_flush();
+	errno = err;
+	return c;
 }
 
 static struct uslab_cache *cache_create(const char *name, size_t size,
@@ -275,6 +359,8 @@ static struct uslab_cache *cache_create(const char *name, size_t size,
 /* See include/uslab.h */
 int uslab_cache_destroy(struct uslab_cache *c)
 {
+	int old;
+
 	if (c == NULL) {
 		errno = EINVAL;
 		return -1;
@@ -283,17 +369,34 @@ int uslab_cache_destroy(struct uslab_cache *c)
 		errno = EPERM; /* a magazine cache: the depots point at it */
 		return -1;
 	}
-	return cache_destroy(c);
+	if (cache_registry_busy()) {
+		errno = EDEADLK;
+		return -1;
+	}
+	if (slab_in_callback(c))
+		uslab_report(c, NULL, USLAB_E_REENTRY);
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	int ret = cache_destroy(c);
+	int err = errno;
+	pthread_setcancelstate(old, NULL);
+	pcpu_deferred_flush();
+	errno = err;
+	return ret;
 }
 
 static int cache_destroy(struct uslab_cache *c)
 {
-	pcpu_drain(c);
+	/* Nobody uses the cache while it is destroyed (uslab.h): the slots are
+	 * emptied without fencing anyone. */
+	pcpu_drain(c, true);
 	depot_drain(c);
 	if (slab_inuse(c) != 0) {
 		errno = EBUSY;
 		return -1;
 	}
+	/* From here on the cache is dying: a dtor that uses it is reported (the
+	 * fast path misses, and the slow paths check). */
+	pcpu_cache_stop(c);
 	lock_take(&cache_list_lock);
 	if (c->c_prev != NULL)
 		c->c_prev->c_next = c->c_next;
@@ -304,19 +407,20 @@ static int cache_destroy(struct uslab_cache *c)
 	lock_drop(&cache_list_lock);
 
 	PROBE2(cache_destroy, c, c->c_name);
-	/* The record goes before the slots: while the segment lists the
-	 * cache, the pages it shared are mapped (the fork child relies on it). */
+	/* The record goes first: the writer retires it while the cache's
+	 * counters are still where the record says. */
 	void *rec = c->c_obs_rec;
 	c->c_obs = NULL;
 	c->c_obs_rec = NULL;
 	seg_cache_retire(rec);
+	slab_release_all(c);
 	pcpu_cache_fini(c);
 	depot_fini(c);
-	slab_release_all(c);
 	slab_cache_fini(c);
 	meta_free(c, sizeof *c);
 	return 0;
 }
+
 /* ---- Objects ---- */
 
 #if !USLAB_HAVE_ASM
@@ -341,37 +445,64 @@ void uslab_cache_free(struct uslab_cache *c, void *obj)
 /* See include/uslab.h */
 size_t uslab_cache_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 {
+	if (c == NULL || (objs == NULL && n != 0)) {
+		errno = EINVAL;
+		return 0;
+	}
 	return pcpu_alloc_bulk(c, objs, n);
 }
 
 /* See include/uslab.h */
 void uslab_cache_free_bulk(struct uslab_cache *c, void **objs, size_t n)
 {
+	if (c == NULL || (objs == NULL && n != 0)) {
+		errno = EINVAL;
+		return;
+	}
 	pcpu_free_bulk(c, objs, n);
 }
 
 /* See include/uslab.h */
 size_t uslab_cache_reap(struct uslab_cache *c)
 {
-	size_t bytes = pcpu_drain(c);
+	int old;
+
+	if (c == NULL) {
+		errno = EINVAL;
+		return 0;
+	}
+	if (slab_in_callback(c))
+		uslab_report(c, NULL, USLAB_E_REENTRY);
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	size_t bytes = pcpu_drain(c, false);
 	bytes += depot_drain(c);
 	bytes += slab_reap(c);
 	PROBE2(reap, c, bytes);
 	/* The magazine structures the drain gave up: their own cache's pages,
 	 * not counted as this cache's. */
 	depot_mag_reap();
+	pthread_setcancelstate(old, NULL);
+	pcpu_deferred_flush();
 	return bytes;
 }
 
 /* See include/uslab.h */
 const char *uslab_cache_name(const struct uslab_cache *c)
 {
+	if (c == NULL) {
+		errno = EINVAL;
+		return NULL;
+	}
 	return c->c_name;
 }
 
 /* See include/uslab.h */
 size_t uslab_cache_size(const struct uslab_cache *c)
 {
+	if (c == NULL) {
+		errno = EINVAL;
+		return 0;
+	}
 	return c->c_size;
 }
 

@@ -13,6 +13,8 @@ static const char *const report_what[] = {
 	[USLAB_E_FOREIGN] = "pointer does not belong to the cache",
 	[USLAB_E_BOUNDARY] = "pointer is not the start of an object",
 	[USLAB_E_DUPFREE] = "double free",
+	[USLAB_E_REENTRY] = "cache used from its own ctor or dtor, or while being destroyed",
+	[USLAB_E_DEFER] = "freed in a signal handler while uslab was busy, beyond what can wait",
 	[USLAB_E_ASSERT] = "internal invariant failed",
 };
 

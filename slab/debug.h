@@ -14,6 +14,8 @@ enum uslab_error {
 	USLAB_E_FOREIGN,  /* pointer is not inside any slab of the cache */
 	USLAB_E_BOUNDARY, /* pointer is inside a slab but not at an object's start */
 	USLAB_E_DUPFREE,  /* object is already free */
+	USLAB_E_REENTRY,  /* the cache used from its own ctor or dtor, or while destroyed */
+	USLAB_E_DEFER,    /* too many frees in a signal handler while uslab was busy */
 	USLAB_E_ASSERT,   /* an internal invariant failed */
 };
 

@@ -111,6 +111,9 @@ void slab_release_all(struct uslab_cache *c);
 bool slab_cache_is_valid(struct uslab_cache *c);
 /** The slab holding @obj, if @obj is an object of @c; reports otherwise. */
 struct slab *slab_of_checked(struct uslab_cache *c, const void *obj, uint32_t *idx);
+/** Whether @c's ctor or dtor is running on this thread (the slow paths
+ *  then report: a cache re-entered from its own callbacks). */
+bool slab_in_callback(const struct uslab_cache *c);
 /** Lock and unlock every cache's c_slab_lock across fork (cache.c). */
 void slab_lock_all(struct uslab_cache *c);
 void slab_unlock_all(struct uslab_cache *c);
@@ -230,17 +233,45 @@ void arena_atfork_child(void);
 /* ======================================================================== */
 /* ---- pcpu.c: per-CPU magazines, the mode, the slow paths ---- */
 
+/* ======================================================================== */
+/* ---- pcpu-mode.c: the mode, the slot bound, fences ---- */
+
 /* 1 when the rseq fast path is in use; set once before the first cache. */
 extern int pcpu_rseq;
+/* Slots per cache: the kernel's bound on CPU ids; set once likewise. */
+extern uint32_t pcpu_nslots;
+/* A read-only zero region laid out like an arena (every cap reads 0). */
+extern char *pcpu_zero;
 
 void pcpu_init(void);
+/** Number of per-CPU slots (possible CPUs). */
+uint32_t pcpu_slots(void);
+/** Make sure no rseq section on CPU @cpu can still commit (the caller
+ *  stopped its slot first); false when the kernel refuses every way. */
+bool pcpu_fence_cpu(uint32_t cpu);
+/** Whether fences are possible at all now (pcpu-mode.c §3). */
+bool pcpu_fence_possible(void);
+/** Told the new mode when it changes at run time (cache.c: the segment). */
+void pcpu_set_mode_hook(void (*hook)(const char *mode));
+
+/* ======================================================================== */
+/* ---- pcpu.c: per-CPU magazines, the slow paths ---- */
+
 int pcpu_cache_init(struct uslab_cache *c);
 void pcpu_cache_fini(struct uslab_cache *c);
 void pcpu_lock_all(struct uslab_cache *c);
 void pcpu_unlock_all(struct uslab_cache *c);
 /** Move every object held in any per-CPU slot to the slab layer; returns
- *  the bytes of slabs that this released. */
-size_t pcpu_drain(struct uslab_cache *c);
+ *  the bytes of slabs that this released. @quiescent: nobody uses the
+ *  cache (destroy), so no slot is stopped or fenced. Otherwise a slot
+ *  whose CPU cannot be fenced keeps its objects. */
+size_t pcpu_drain(struct uslab_cache *c, bool quiescent);
+/** The cache is being destroyed: every fast-path operation misses from
+ *  now on, and the slow paths report a use (a dtor using its cache). */
+void pcpu_cache_stop(struct uslab_cache *c);
+/** Free what signal handlers deferred on this thread, when it holds no
+ *  uslab lock; a no-op otherwise (a test of two words). */
+void pcpu_deferred_flush(void);
 /** Objects held in per-CPU slots (racy unless quiescent). */
 uint64_t pcpu_objects(struct uslab_cache *c);
 /** Slot @i's word (its count and unfolded hits, private and exact) and a
@@ -249,8 +280,6 @@ uint64_t pcpu_objects(struct uslab_cache *c);
 void pcpu_slot_read(struct uslab_cache *c, uint32_t i, uint64_t *word, struct pcpu_counters *k);
 /** Per-slot object counts; returns the number of slots. */
 size_t pcpu_slot_objects(struct uslab_cache *c, uint64_t *counts, size_t n);
-/** Number of per-CPU slots (possible CPUs). */
-uint32_t pcpu_slots(void);
 __attribute__((noinline, cold)) void *pcpu_alloc_slow(struct uslab_cache *c);
 __attribute__((noinline, cold)) void pcpu_free_slow(struct uslab_cache *c, void *obj);
 size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n);
@@ -299,6 +328,8 @@ struct uslab_cache {
 	char *c_pcpu; /* per-CPU slots, private: slot i at c_pcpu + (i << PCPU_SHIFT) */
 	struct pcpu_place c_place; /* where they are in an arena */
 	uint32_t c_pcpu_rounds;    /* the largest cap a slot may get */
+
+	unsigned c_dying; /* being destroyed: a use is reported (pcpu.c) */
 
 	/* ---- per-CPU layer: under c_drain_lock ---- */
 	struct uslab_lock c_drain_lock; /* remote slot operations (drain, resize, fold)
@@ -350,6 +381,18 @@ _Static_assert(offsetof(struct uslab_cache, c_fast) == PCPU_CACHE_FAST, "PCPU_CA
 extern struct uslab_lock cache_list_lock;
 /** The newest cache (list head, under cache_list_lock). */
 extern struct uslab_cache *cache_list;
+
+/** The registry lock for a walk (stats.c): taken, unless this thread holds
+ *  it already around a walk's callback (then false, and nothing to drop). */
+bool cache_list_enter(void);
+void cache_list_leave(bool took);
+/** Around a walk's callbacks: nested walks and fork() go on without the
+ *  lock; the callbacks are not "busy" for the signal guard. */
+void cache_walk_begin(bool took);
+void cache_walk_end(bool took);
+/** Whether a walk or a count may take the registry here: not in a signal
+ *  handler that interrupted uslab on this thread outside a walk. */
+bool cache_walk_possible(void);
 
 /** Test hook: full invariant check of a cache (slab, depot and pcpu). */
 bool cache_is_valid(struct uslab_cache *c);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,6 @@
 #if USLAB_HAVE_SYS_RSEQ_H
 #include <sys/rseq.h>
 #endif
-#include <linux/membarrier.h>
 
 #include "internal.h"
 
@@ -74,157 +74,6 @@
 #define PCPU_BUF 128
 
 _Static_assert(2 * PCPU_BUF <= PCPU_MAX_ROUNDS, "a slot holds two of the largest magazines");
-
-/* What c_fast points at when the asm must always miss: a read-only zero
- * region laid out like an arena (guards, then nslots regions), so every
- * p_cap reads 0 (stopped). Untouched pages of it cost nothing; touched
- * ones are the shared zero page. */
-static char *pcpu_zero;
-
-int pcpu_rseq; /* set once by pcpu_mode_init */
-static const char *pcpu_mode_name = "locked: not initialised";
-static uint32_t pcpu_nslots = 1;
-static pthread_once_t pcpu_once = PTHREAD_ONCE_INIT;
-
-/* ---- Mode selection ---- */
-
-/* The highest number in a CPU list ("0-3,8"), plus one; 0 if none. */
-static long pcpu_list_bound(const char *path)
-{
-	long n = 0;
-	FILE *f = fopen(path, "re");
-
-	if (f == NULL)
-		return 0;
-	char line[256];
-	if (fgets(line, sizeof line, f) != NULL) {
-		for (char *p = line; *p != '\0'; p++) {
-			if (*p < '0' || *p > '9')
-				continue;
-			long v = strtol(p, &p, 10);
-			if (v + 1 > n)
-				n = v + 1;
-			if (*p == '\0')
-				break;
-		}
-	}
-	fclose(f);
-	return n;
-}
-
-/*
- * The kernel's own bound on CPU numbers: sched_getaffinity refuses
- * (EINVAL) a mask shorter than nr_cpu_ids bits, and the masks it accepts
- * are whole longs, so the shortest accepted length, in bits, is nr_cpu_ids
- * rounded up to 64. Unlike /sys, which a container may fake or a program
- * may not be allowed to read, it cannot under-report. 0 when the call is
- * refused outright (seccomp).
- */
-static long pcpu_kernel_bound(void)
-{
-	unsigned long mask[PCPU_MAX_IDS / (8 * sizeof(unsigned long))];
-
-	for (size_t len = sizeof(unsigned long); len <= sizeof mask; len += sizeof(unsigned long)) {
-		long r = syscall(SYS_sched_getaffinity, 0, len, mask);
-		if (r > 0)
-			return (long)(len * 8);
-		if (errno != EINVAL)
-			return 0;
-	}
-	return 0;
-}
-
-/*
- * Number of slots: at least the kernel's bound on CPU numbers, so that no
- * rseq cpu_id (and no sched_getcpu()) can index past a cache's slots (the
- * asm does no bound check): the most of that bound, /sys's possible list
- * and the configured count. When the kernel cannot be asked, the largest
- * count an arena can hold: slots are virtual memory, touched only when a
- * CPU starts its own.
- */
-static uint32_t pcpu_possible(void)
-{
-	long n = sysconf(_SC_NPROCESSORS_CONF);
-	long k = pcpu_kernel_bound();
-	long sys = pcpu_list_bound("/sys/devices/system/cpu/possible");
-
-	if (k == 0)
-		return PCPU_MAX_IDS;
-	if (sys > n)
-		n = sys;
-	if (k > n)
-		n = k;
-	return n > PCPU_MAX_IDS ? PCPU_MAX_IDS + 1 : (uint32_t)n;
-}
-
-/* The zero region: PCPU_GUARD + nslots read-only regions; returns region 0. */
-static char *pcpu_zero_map(void)
-{
-	size_t guard = (size_t)PCPU_GUARD << PCPU_SHIFT;
-	char *p = mmap(NULL, guard + ((size_t)pcpu_nslots << PCPU_SHIFT), PROT_READ,
-	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-
-	return p == MAP_FAILED ? NULL : p + guard;
-}
-
-static int pcpu_membarrier(int cmd, unsigned flags, int cpu)
-{
-	return (int)syscall(__NR_membarrier, cmd, flags, cpu);
-}
-
-static const char *pcpu_choose(void)
-{
-	const char *env = getenv("USLAB_RSEQ");
-
-#if USLAB_HAVE_SYS_RSEQ_H
-	/* The asm entry points run in every mode (in locked mode they always
-	 * miss on the zero region), so they need a valid offset even then:
-	 * glibc's area exists whether or not it is registered. */
-	uslab_rseq_off = (long)__rseq_offset;
-#endif
-	if (env != NULL && strcmp(env, "0") == 0)
-		return "locked: USLAB_RSEQ=0";
-	if (pcpu_nslots > PCPU_MAX_IDS)
-		return "locked: more CPU ids than an arena holds";
-#if !USLAB_HAVE_ASM
-	return "locked: built without the rseq fast path";
-#elif defined(__SANITIZE_THREAD__)
-	return "locked: ThreadSanitizer build";
-#else
-#if USLAB_HAVE_SYS_RSEQ_H
-	if (__rseq_size == 0)
-		return "locked: glibc did not register rseq";
-	if (pcpu_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0)
-		return "locked: membarrier cannot fence rseq";
-	pcpu_rseq = 1;
-	return "rseq cpu_id";
-#else
-	return "locked: glibc without rseq support";
-#endif
-#endif
-}
-
-static void pcpu_once_init(void)
-{
-	pcpu_nslots = pcpu_possible();
-	pcpu_mode_name = pcpu_choose();
-	if (pcpu_nslots > PCPU_MAX_IDS)
-		pcpu_nslots = PCPU_MAX_IDS; /* locked: the index is bounded in C */
-	arena_init(pcpu_nslots);
-	pcpu_zero = pcpu_zero_map();
-}
-
-void pcpu_init(void)
-{
-	pthread_once(&pcpu_once, pcpu_once_init);
-}
-
-/* See include/uslab.h */
-const char *uslab_mode(void)
-{
-	pcpu_init();
-	return pcpu_mode_name;
-}
 
 /* ---- Slots ---- */
 
@@ -361,7 +210,7 @@ static void pcpu_set_owned(struct uslab_cache *c, uint32_t i, uint32_t count)
 	__atomic_store_n(&ctr->pc_word, (uint64_t)count, __ATOMIC_RELAXED);
 }
 
-static uint32_t pcpu_stop(struct uslab_cache *c, uint32_t i);
+static bool pcpu_stop(struct uslab_cache *c, uint32_t i, uint32_t *cap);
 static void pcpu_restart(struct uslab_cache *c, uint32_t i, uint32_t cap);
 
 /* Fold slot @i's hits into pc_ops once they reach PCPU_FOLD_AT (a racy
@@ -373,10 +222,12 @@ static void pcpu_fold_if_due(struct uslab_cache *c, uint32_t i)
 	if (pcpu_word_hits(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED)) < PCPU_FOLD_AT)
 		return;
 	lock_take(&c->c_drain_lock);
-	uint32_t cap = pcpu_stop(c, i);
-	if (pcpu_word_hits(s->p_word) >= PCPU_FOLD_AT)
-		pcpu_set_owned(c, i, pcpu_word_count(s->p_word));
-	pcpu_restart(c, i, cap);
+	uint32_t cap;
+	if (pcpu_stop(c, i, &cap)) { /* else no fence: it folds another time */
+		if (pcpu_word_hits(s->p_word) >= PCPU_FOLD_AT)
+			pcpu_set_owned(c, i, pcpu_word_count(s->p_word));
+		pcpu_restart(c, i, cap);
+	}
 	lock_drop(&c->c_drain_lock);
 }
 
@@ -484,27 +335,27 @@ static size_t pcpu_give(struct uslab_cache *c, void *const *in, size_t n)
 
 /* ---- Remote operations ---- */
 
-/* Own slot @i: stop it and wait until no section on its CPU can commit.
- * Returns the cap it had. c_drain_lock held. */
-static uint32_t pcpu_stop(struct uslab_cache *c, uint32_t i)
+/* Own slot @i: stop it and make sure no section on its CPU can commit;
+ * *@cap is the cap it had. False, the slot left as it was, when the CPU
+ * cannot be fenced (pcpu-mode.c §3). c_drain_lock held. */
+static bool pcpu_stop(struct uslab_cache *c, uint32_t i, uint32_t *cap)
 {
 	struct pcpu_slot *s = pcpu_slot(c, i);
 
 	ASSERT_HELD(&c->c_drain_lock);
 	if (!pcpu_rseq) {
 		pcpu_slot_lock(s);
-		return s->p_cap;
+		*cap = s->p_cap;
+		return true;
 	}
-	uint32_t cap = s->p_cap;
+	*cap = s->p_cap;
 	__atomic_store_n(&s->p_cap, 0, __ATOMIC_RELAXED);
-	/* Every section running on CPU i now commits or aborts before this
-	 * returns (the syscall is a full barrier); later ones see cap 0. A CPU
-	 * that is not online runs no section; fall back to fencing all CPUs
-	 * if the kernel refuses a targeted fence. */
-	if (pcpu_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU,
-	                    (int)i) != 0)
-		VERIFY(pcpu_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0);
-	return cap;
+	/* Every section running on CPU i now commits or aborts before the
+	 * fence returns; later ones see cap 0. */
+	if (pcpu_fence_cpu(i))
+		return true;
+	__atomic_store_n(&s->p_cap, *cap, __ATOMIC_RELEASE);
+	return false;
 }
 
 /* Give slot @i back with capacity @cap, after its count was set. */
@@ -520,7 +371,7 @@ static void pcpu_restart(struct uslab_cache *c, uint32_t i, uint32_t cap)
 	__atomic_store_n(&s->p_cap, cap, __ATOMIC_RELEASE);
 }
 
-size_t pcpu_drain(struct uslab_cache *c)
+size_t pcpu_drain(struct uslab_cache *c, bool quiescent)
 {
 	size_t bytes = 0;
 
@@ -529,13 +380,19 @@ size_t pcpu_drain(struct uslab_cache *c)
 	for (uint32_t i = 0; i < pcpu_nslots; i++) {
 		struct pcpu_slot *s = pcpu_slot(c, i);
 		void *buf[2 * PCPU_BUF];
+		uint32_t cap = 0;
 		/* Skip empty slots without a fence or a lock; the peek is racy
 		 * (the owner may be filling it), which a drain of running CPUs
 		 * accepts. Slot counts are relaxed atomics on both sides. */
 		if (pcpu_word_count(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED)) == 0)
 			continue;
-		lock_take(&c->c_drain_lock);
-		uint32_t cap = pcpu_stop(c, i);
+		if (!quiescent) {
+			lock_take(&c->c_drain_lock);
+			if (!pcpu_stop(c, i, &cap)) {
+				lock_drop(&c->c_drain_lock);
+				continue; /* no fence: this CPU keeps its objects */
+			}
+		}
 		uint32_t n = pcpu_word_count(s->p_word);
 		ASSERT(n <= c->c_pcpu_rounds); /* before the copy into buf */
 		memcpy(buf, s->p_rounds, n * sizeof(void *));
@@ -545,8 +402,10 @@ size_t pcpu_drain(struct uslab_cache *c)
 		__atomic_store_n(&ctr->pc_drained,
 		                 __atomic_load_n(&ctr->pc_drained, __ATOMIC_RELAXED) + n,
 		                 __ATOMIC_RELAXED);
-		pcpu_restart(c, i, cap);
-		lock_drop(&c->c_drain_lock);
+		if (!quiescent) {
+			pcpu_restart(c, i, cap);
+			lock_drop(&c->c_drain_lock);
+		}
 		/* With no lock held: releasing slabs runs dtors, which may free
 		 * into any cache, and calls the page source. */
 		bytes += slab_free_bulk(c, buf, n);
@@ -554,13 +413,22 @@ size_t pcpu_drain(struct uslab_cache *c)
 	return bytes;
 }
 
+void pcpu_cache_stop(struct uslab_cache *c)
+{
+	/* Quiescent (destroy): nothing is in a section of this cache. */
+	__atomic_store_n(&c->c_dying, 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&c->c_fast, pcpu_zero, __ATOMIC_RELEASE);
+}
+
 /* Bring every slot's capacity to 2 * c_mag_size after the depot grew it:
  * each started slot gets an array of the new size, swapped in while it is
  * stopped (p_rounds changes only then, arch/fastpath.h). A slot whose new
  * array cannot be had keeps its old one, and its cap; it is tried again at
- * the next miss. */
+ * the next miss. With no fence at all, nothing grows. */
 static void pcpu_resize(struct uslab_cache *c)
 {
+	if (pcpu_rseq && !pcpu_fence_possible())
+		return;
 	lock_take(&c->c_drain_lock);
 	uint32_t cap = 2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED);
 	uint32_t old = c->c_pcpu_cap;
@@ -581,7 +449,11 @@ static void pcpu_resize(struct uslab_cache *c)
 		struct mag *m = s->p_mag != NULL && s->p_mag->m_cap >= c->c_pcpu_cap
 		                        ? NULL
 		                        : depot_mag_get(c->c_pcpu_cap);
-		uint32_t had = pcpu_stop(c, i);
+		uint32_t had;
+		if (!pcpu_stop(c, i, &had)) {
+			depot_mag_put(m);
+			break; /* no fence now: no more */
+		}
 		struct mag *gone = NULL;
 		uint32_t count = pcpu_word_count(s->p_word);
 		if (m != NULL) {
@@ -643,12 +515,6 @@ void pcpu_slot_read(struct uslab_cache *c, uint32_t i, uint64_t *word, struct pc
 	k->pc_pad = 0;
 }
 
-uint32_t pcpu_slots(void)
-{
-	pcpu_init();
-	return pcpu_nslots;
-}
-
 /* ---- Slow paths ---- */
 
 /* Store @n objects in the depot as full magazines; fold the slots that
@@ -704,18 +570,142 @@ static bool pcpu_locked_push(struct uslab_cache *c, void *obj)
 	return ok;
 }
 
+/*
+ * Re-entry (DESIGN.md §8). A signal handler that runs on a thread while
+ * that thread is inside uslab holding a lock (pgsrc_busy != 0) must not
+ * wait for any uslab lock: the lock may be the one the interrupted code
+ * holds. In the locked mode it may still take this CPU's slot if the slot
+ * lock is free (a try, never a wait); otherwise an allocation fails with
+ * EDEADLK, as the kernel's kmalloc_nolock does where it cannot spin, and a
+ * free is deferred: kept in a small per-thread list (or, when that is
+ * full, linked through the free object itself, for caches without a ctor),
+ * and freed for real by the interrupted call before it returns
+ * (pcpu_deferred_flush). The rseq fast path needs none of this: a hit
+ * takes no lock.
+ */
+#define PCPU_DEFER 16
+
+struct pcpu_deferred {
+	struct uslab_cache *d_cache;
+	void *d_obj;
+};
+
+static __thread struct pcpu_deferred pcpu_defer[PCPU_DEFER]
+	__attribute__((tls_model("initial-exec")));
+static __thread unsigned pcpu_ndefer __attribute__((tls_model("initial-exec")));
+static __thread void *pcpu_defer_chain __attribute__((tls_model("initial-exec")));
+
+/* Locked mode, in a handler: slot @i of this CPU if its lock is free. */
+static bool pcpu_slot_try(struct pcpu_slot *s)
+{
+	pgsrc_busy_enter();
+	if (__atomic_exchange_n(&s->p_lock, 1, __ATOMIC_ACQUIRE) == 0)
+		return true;
+	pgsrc_busy_leave();
+	return false;
+}
+
+static void *pcpu_alloc_nolock(struct uslab_cache *c)
+{
+	if (!pcpu_rseq && !pcpu_off(c)) {
+		int cpu = sched_getcpu();
+		struct pcpu_slot *s =
+			pcpu_slot(c, cpu >= 0 && (uint32_t)cpu < pcpu_nslots ? (uint32_t)cpu : 0);
+		if (__atomic_load_n(&s->p_live, __ATOMIC_ACQUIRE) != 0 && pcpu_slot_try(s)) {
+			void *obj = pcpu_generic_pop(s);
+			pcpu_slot_unlock(s);
+			if (obj != NULL)
+				return obj;
+		}
+	}
+	PROBE2(alloc_fail, c, EDEADLK);
+	errno = EDEADLK;
+	return NULL;
+}
+
+static void pcpu_free_nolock(struct uslab_cache *c, void *obj)
+{
+	if (!pcpu_rseq && !pcpu_off(c)) {
+		int cpu = sched_getcpu();
+		struct pcpu_slot *s =
+			pcpu_slot(c, cpu >= 0 && (uint32_t)cpu < pcpu_nslots ? (uint32_t)cpu : 0);
+		if (__atomic_load_n(&s->p_live, __ATOMIC_ACQUIRE) != 0 && pcpu_slot_try(s)) {
+			int ok = pcpu_generic_push(s, obj);
+			pcpu_slot_unlock(s);
+			if (ok)
+				return;
+		}
+	}
+	unsigned n = pcpu_ndefer;
+	if (n < PCPU_DEFER) {
+		pcpu_defer[n].d_cache = c;
+		pcpu_defer[n].d_obj = obj;
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		pcpu_ndefer = n + 1;
+		return;
+	}
+	/* The list is full. A free object's bytes are the allocator's when
+	 * the cache has no ctor (DESIGN.md §2): link it through them. */
+	if (c->c_ctor == NULL && c->c_slot >= 2 * sizeof(void *)) {
+		void **o = obj;
+		o[0] = pcpu_defer_chain;
+		o[1] = c;
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		pcpu_defer_chain = obj;
+		return;
+	}
+	uslab_report(c, obj, USLAB_E_DEFER);
+}
+
+void pcpu_deferred_flush(void)
+{
+	if (__builtin_expect(pcpu_ndefer == 0 && pcpu_defer_chain == NULL, 1) || pgsrc_busy != 0)
+		return;
+	/* Take the list with signals blocked: a handler appends to it. */
+	struct pcpu_deferred local[PCPU_DEFER];
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	unsigned n = pcpu_ndefer;
+	memcpy(local, pcpu_defer, n * sizeof local[0]);
+	pcpu_ndefer = 0;
+	void *chain = pcpu_defer_chain;
+	pcpu_defer_chain = NULL;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	for (unsigned i = 0; i < n; i++)
+		pcpu_free_slow(local[i].d_cache, local[i].d_obj);
+	while (chain != NULL) {
+		void **o = chain;
+		chain = o[0];
+		pcpu_free_slow(o[1], o);
+	}
+}
+
+/* A cache used from its own ctor or dtor, or while it is destroyed: a
+ * report, not a recursion without end or a use of freed memory. */
+static void pcpu_check_use(struct uslab_cache *c, const void *obj)
+{
+	if (__builtin_expect(
+		    __atomic_load_n(&c->c_dying, __ATOMIC_RELAXED) != 0 || slab_in_callback(c), 0))
+		uslab_report(c, obj, USLAB_E_REENTRY);
+}
+
 void *pcpu_alloc_slow(struct uslab_cache *c)
 {
 	void *buf[PCPU_BUF];
 	void *obj;
 
+	pcpu_check_use(c, NULL);
+	if (__builtin_expect(pgsrc_busy != 0, 0))
+		return pcpu_alloc_nolock(c);
 	if (!pcpu_rseq && !pcpu_off(c) && (obj = pcpu_locked_pop(c)) != NULL)
 		return obj;
 	uint32_t i = pcpu_here(c);
 	if (pcpu_off(c)) {
-		if (slab_alloc_bulk(c, &obj, 1) != 1)
-			return NULL;
-		pcpu_count(c, i, false, 1);
+		obj = slab_alloc_bulk(c, &obj, 1) == 1 ? obj : NULL;
+		if (obj != NULL)
+			pcpu_count(c, i, false, 1);
+		pcpu_deferred_flush();
 		return obj;
 	}
 	/* Racy peeks, confirmed under c_drain_lock by pcpu_resize: the depot
@@ -725,11 +715,16 @@ void *pcpu_alloc_slow(struct uslab_cache *c)
 	    __atomic_load_n(&pcpu_slot(c, i)->p_cap, __ATOMIC_RELAXED) != cap)
 		pcpu_resize(c);
 	size_t n = pcpu_from_depot(c, buf);
-	if (n == 0)
+	if (n == 0) {
+		int err = errno;
+		pcpu_deferred_flush();
+		errno = err;
 		return NULL;
+	}
 	obj = buf[--n];
 	pcpu_stash(c, buf, n);
 	pcpu_count(c, i, false, 1);
+	pcpu_deferred_flush();
 	return obj;
 }
 
@@ -737,30 +732,41 @@ void pcpu_free_slow(struct uslab_cache *c, void *obj)
 {
 	void *buf[PCPU_BUF];
 
+	pcpu_check_use(c, obj);
+	if (__builtin_expect(pgsrc_busy != 0, 0)) {
+		pcpu_free_nolock(c, obj);
+		return;
+	}
 	if (!pcpu_rseq && !pcpu_off(c) && pcpu_locked_push(c, obj))
 		return;
 	uint32_t i = pcpu_here(c);
 	pcpu_count(c, i, true, 1);
 	if (pcpu_off(c)) {
 		slab_free_bulk(c, &obj, 1);
-		return;
+	} else {
+		size_t n = pcpu_take(c, buf, __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED));
+		pcpu_to_depot(c, buf, n);
+		/* The slot is stopped by a remote operation, or this thread has
+		 * no rseq registration: straight to the slab layer, not a depot
+		 * magazine of one. */
+		if (pcpu_give(c, &obj, 1) != 1)
+			slab_free_bulk(c, &obj, 1);
 	}
-	size_t n = pcpu_take(c, buf, __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED));
-	pcpu_to_depot(c, buf, n);
-	if (pcpu_give(c, &obj, 1) == 1)
-		return;
-	/* The slot is stopped by a remote operation, or this thread has no
-	 * rseq registration: straight to the slab layer, not a depot
-	 * magazine of one. */
-	slab_free_bulk(c, &obj, 1);
+	pcpu_deferred_flush();
 }
 
 size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 {
 	void *buf[PCPU_BUF];
 	size_t got = 0;
-	uint32_t i = pcpu_here(c);
 
+	pcpu_check_use(c, NULL);
+	if (__builtin_expect(pgsrc_busy != 0, 0)) {
+		while (got < n && (objs[got] = pcpu_alloc_nolock(c)) != NULL)
+			got++;
+		return got;
+	}
+	uint32_t i = pcpu_here(c);
 	if (pcpu_off(c)) {
 		got = slab_alloc_bulk(c, objs, n);
 		pcpu_count(c, i, false, got);
@@ -787,6 +793,9 @@ size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 		pcpu_stash(c, buf, k - use);
 	}
 	pcpu_count(c, i, false, got);
+	int err = errno;
+	pcpu_deferred_flush();
+	errno = err;
 	return got;
 }
 
@@ -794,8 +803,15 @@ void pcpu_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
 {
 	void *buf[PCPU_BUF];
 	size_t k = 0;
-	uint32_t here = pcpu_here(c);
 
+	pcpu_check_use(c, NULL);
+	if (__builtin_expect(pgsrc_busy != 0, 0)) {
+		for (size_t i = 0; i < n; i++)
+			if (objs[i] != NULL)
+				pcpu_free_nolock(c, objs[i]);
+		return;
+	}
+	uint32_t here = pcpu_here(c);
 	for (size_t i = 0; i <= n; i++) {
 		if (i < n && objs[i] != NULL)
 			buf[k++] = objs[i];
@@ -808,6 +824,7 @@ void pcpu_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
 			pcpu_stash(c, buf, k);
 		k = 0;
 	}
+	pcpu_deferred_flush();
 }
 
 /* ---- Validation ---- */

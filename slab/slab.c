@@ -243,7 +243,77 @@ static struct slab *slab_decay_locked(struct uslab_cache *c)
 	return chain;
 }
 
+/* ---- Callbacks: the ctor and dtor ---- */
+
+/* The caches whose ctor or dtor runs on this thread, innermost last (a ctor
+ * may allocate from another cache, whose ctor then runs): the slow paths
+ * refuse a cache found here (slab_in_callback), since a ctor allocating
+ * from its own cache would recurse without end and a dtor using its own
+ * cache runs while that cache is being torn down. Deeper nests than
+ * SLAB_CB_DEPTH are not tracked. Initial-exec TLS. */
+#define SLAB_CB_DEPTH 4
+static __thread const struct uslab_cache *slab_cb[SLAB_CB_DEPTH]
+	__attribute__((tls_model("initial-exec")));
+static __thread unsigned slab_ncb __attribute__((tls_model("initial-exec")));
+
+static void slab_cb_enter(const struct uslab_cache *c)
+{
+	if (slab_ncb < SLAB_CB_DEPTH)
+		slab_cb[slab_ncb] = c;
+	slab_ncb++;
+}
+
+static void slab_cb_leave(void)
+{
+	slab_ncb--;
+}
+
+bool slab_in_callback(const struct uslab_cache *c)
+{
+	for (unsigned i = 0; i < slab_ncb && i < SLAB_CB_DEPTH; i++)
+		if (slab_cb[i] == c)
+			return true;
+	return false;
+}
+
 /* ---- Building and tearing down slabs (no lock held) ---- */
+
+/* A slab being built or torn down, for the cancellation cleanups: a ctor
+ * or dtor may be a cancellation point, and a cancelled thread must leak
+ * nothing (objects constructed so far are destructed, the block goes back). */
+struct slab_undo {
+	struct uslab_cache *u_cache;
+	struct slab *u_slab;
+	uint32_t u_done; /* objects constructed (building) or destructed (tearing down) */
+	bool u_building;
+};
+
+/* Give the block and header of @s back (its objects are already destructed). */
+static void slab_free_block(struct uslab_cache *c, struct slab *s)
+{
+	char *block = s->s_block;
+
+	s->s_magic = 0;
+	SLAB_LSAN_UNROOT(block, c->c_slab_size);
+	slabmap_clear(block, c->c_slab_size);
+	meta_free(s, slab_hdr_size(c));
+	pgsrc_put(c->c_src, block, c->c_slab_size);
+}
+
+/* Cancellation cleanup: undo a half-built slab, or finish releasing a
+ * half-destructed one (without its remaining dtors: the thread is being
+ * cancelled in one, and the rest of the slab may not outlive it). */
+static void slab_undo_cancelled(void *arg)
+{
+	struct slab_undo *u = arg;
+	struct uslab_cache *c = u->u_cache;
+
+	slab_cb_leave();
+	if (u->u_building && c->c_dtor != NULL)
+		for (uint32_t i = u->u_done; i-- > 0;)
+			c->c_dtor(slab_obj(c, u->u_slab, i), c->c_arg);
+	slab_free_block(c, u->u_slab);
+}
 
 /* A new slab with every object free and constructed, on no list; NULL with
  * errno (ENOMEM, or the ctor's value) on failure, nothing leaked. */
@@ -279,17 +349,23 @@ static struct slab *slab_create(struct uslab_cache *c)
 	PROBE3(slab_grow, c, s, c->c_slab_size);
 	SLAB_LSAN_ROOT(block, c->c_slab_size);
 	if (c->c_ctor != NULL) {
-		for (uint32_t i = 0; i < c->c_slab_objs; i++) {
-			int err = c->c_ctor(slab_obj(c, s, i), c->c_arg);
-			if (err == 0)
-				continue;
-			if (c->c_dtor != NULL)
-				while (i-- > 0)
-					c->c_dtor(slab_obj(c, s, i), c->c_arg);
-			SLAB_LSAN_UNROOT(block, c->c_slab_size);
-			slabmap_clear(block, c->c_slab_size);
-			meta_free(s, slab_hdr_size(c));
-			pgsrc_put(c->c_src, block, c->c_slab_size);
+		struct slab_undo u = {.u_cache = c, .u_slab = s, .u_building = true};
+		int err = 0;
+		slab_cb_enter(c);
+		pthread_cleanup_push(slab_undo_cancelled, &u);
+		for (; u.u_done < c->c_slab_objs; u.u_done++)
+			if ((err = c->c_ctor(slab_obj(c, s, u.u_done), c->c_arg)) != 0)
+				break;
+		pthread_cleanup_pop(0);
+		slab_cb_leave();
+		if (err != 0) {
+			if (c->c_dtor != NULL) {
+				slab_cb_enter(c);
+				while (u.u_done-- > 0)
+					c->c_dtor(slab_obj(c, s, u.u_done), c->c_arg);
+				slab_cb_leave();
+			}
+			slab_free_block(c, s);
 			errno = err;
 			return NULL;
 		}
@@ -300,18 +376,18 @@ static struct slab *slab_create(struct uslab_cache *c)
 /* Destruct every object of an empty slab and give its block back. */
 static void slab_destroy(struct uslab_cache *c, struct slab *s)
 {
-	char *block = s->s_block;
-
 	VERIFY(s->s_inuse == 0);
 	PROBE3(slab_release, c, s, c->c_slab_size);
-	if (c->c_dtor != NULL)
-		for (uint32_t i = 0; i < c->c_slab_objs; i++)
-			c->c_dtor(slab_obj(c, s, i), c->c_arg);
-	s->s_magic = 0;
-	SLAB_LSAN_UNROOT(block, c->c_slab_size);
-	slabmap_clear(block, c->c_slab_size);
-	meta_free(s, slab_hdr_size(c));
-	pgsrc_put(c->c_src, block, c->c_slab_size);
+	if (c->c_dtor != NULL) {
+		struct slab_undo u = {.u_cache = c, .u_slab = s, .u_building = false};
+		slab_cb_enter(c);
+		pthread_cleanup_push(slab_undo_cancelled, &u);
+		for (; u.u_done < c->c_slab_objs; u.u_done++)
+			c->c_dtor(slab_obj(c, s, u.u_done), c->c_arg);
+		pthread_cleanup_pop(0);
+		slab_cb_leave();
+	}
+	slab_free_block(c, s);
 }
 
 /* Destroy a chain from slab_detach_empty_locked(); returns bytes released. */

@@ -7,6 +7,7 @@
 
 #include "derive.h"
 #include "internal.h"
+#include "segment/writer.h"
 
 /*
  * Design
@@ -53,6 +54,7 @@ int uslab_cache_stats(struct uslab_cache *c, struct uslab_stats *st)
 	depot_counts(c, &r.sr_depot);
 	slab_counts(c, &r.sr_slab);
 	stats_derive(&r, st);
+	pcpu_deferred_flush();
 	return 0;
 }
 
@@ -69,19 +71,33 @@ size_t uslab_cache_cpu_objects(struct uslab_cache *c, uint64_t *counts, size_t n
 /* See include/uslab.h */
 int uslab_foreach_cache(int (*fn)(struct uslab_cache *, void *), void *arg)
 {
-	int ret = 0;
+	int ret = 0, old;
 
 	if (fn == NULL) {
 		errno = EINVAL;
 		return -1;
 	}
-	lock_take(&cache_list_lock);
+	/* In a signal handler that interrupted uslab on this thread (outside a
+	 * walk): the registry may be half changed under us. */
+	if (!cache_walk_possible()) {
+		errno = EDEADLK;
+		return -1;
+	}
+	/* The callbacks run with the registry held: no cancellation point may
+	 * act meanwhile (it would leave the lock held for good); a request
+	 * waits until the walk is over. */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	bool took = cache_list_enter();
+	cache_walk_begin(took);
 	struct uslab_cache *oldest = cache_list;
 	while (oldest != NULL && oldest->c_next != NULL)
 		oldest = oldest->c_next;
 	for (struct uslab_cache *c = oldest; c != NULL && ret == 0; c = c->c_prev)
 		ret = fn(c, arg);
-	lock_drop(&cache_list_lock);
+	cache_walk_end(took);
+	cache_list_leave(took);
+	pthread_setcancelstate(old, NULL);
+	pcpu_deferred_flush();
 	return ret;
 }
 
@@ -94,17 +110,24 @@ int uslab_global_stats(struct uslab_global_stats *st)
 		errno = EINVAL;
 		return -1;
 	}
+	if (!cache_walk_possible()) {
+		errno = EDEADLK;
+		return -1;
+	}
 	memset(st, 0, sizeof *st);
 	st->mode = uslab_mode();
+	st->segment = seg_status();
 	st->cpus = pcpu_slots();
 	pgsrc_totals(&t);
 	st->bytes_got = t.pt_got;
 	st->bytes_returned = t.pt_put;
 	st->bytes_mapped = t.pt_got - t.pt_put;
-	lock_take(&cache_list_lock);
+	bool took = cache_list_enter();
 	for (const struct uslab_cache *c = cache_list; c != NULL; c = c->c_next)
 		st->caches++;
-	lock_drop(&cache_list_lock);
+	cache_list_leave(took);
+	st->arenas = arena_mapped();
+	st->meta_bytes = meta_mapped();
 	return 0;
 }
 

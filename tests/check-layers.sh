@@ -26,6 +26,7 @@ arch_x86_64.S.o
 slab.c.o
 depot.c.o
 pcpu-arena.c.o
+pcpu-mode.c.o
 pcpu.c.o
 arch_x86_64-entry.S.o
 segment_common.c.o

@@ -584,6 +584,15 @@ START_TEST(cache_create_rejects_bad_arguments)
 		{"alignodd", 8, {.align = SIZE_MAX}},
 		{"flags", 8, {.flags = USLAB_FLAGS_MASK + 1}},
 		{"flagshigh", 8, {.flags = 0x80000000u}},
+		/* Names are printed as they are (slabinfo columns, reports). */
+		{"", 8, {0}},
+		{" ", 8, {0}},
+		{"two words", 8, {0}},
+		{"tab\tname", 8, {0}},
+		{"forged\nuslab 1 1 1 1 1", 8, {0}},
+		{"cr\r", 8, {0}},
+		{"del\x7f", 8, {0}},
+		{"ctl\x01", 8, {0}},
 	};
 
 	for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
@@ -606,8 +615,8 @@ START_TEST(cache_create_accepts_limits)
 	struct count_src src;
 
 	count_src_init(&src);
-	struct uslab_cache *c = make_cache("", 1, page, USLAB_FLAGS_MASK, &src);
-	ck_assert_str_eq(uslab_cache_name(c), "");
+	struct uslab_cache *c = make_cache("x", 1, page, USLAB_FLAGS_MASK, &src);
+	ck_assert_str_eq(uslab_cache_name(c), "x");
 	void *p = uslab_cache_alloc(c);
 	ck_assert_ptr_nonnull(p);
 	ck_assert_uint_eq((uintptr_t)p % page, 0);
@@ -630,6 +639,38 @@ START_TEST(cache_name_truncated_and_copied)
 	ck_assert_int_eq(uslab_cache_name(c)[0], 'n');
 	ck_assert_uint_eq(uslab_cache_size(c), 24);
 	destroy_balanced(c, &src);
+}
+END_TEST
+
+/* Finding 11: what a NULL cache gets, off the hit path (the two hit paths,
+ * uslab_cache_alloc and uslab_cache_free, say NULL is undefined). */
+START_TEST(cache_null_cache_einval)
+{
+	void *objs[2] = {NULL, NULL};
+
+	errno = 0;
+	ck_assert_uint_eq(uslab_cache_alloc_bulk(NULL, objs, 2), 0);
+	ck_assert_int_eq(errno, EINVAL);
+	errno = 0;
+	uslab_cache_free_bulk(NULL, objs, 2);
+	ck_assert_int_eq(errno, EINVAL);
+	errno = 0;
+	ck_assert_uint_eq(uslab_cache_reap(NULL), 0);
+	ck_assert_int_eq(errno, EINVAL);
+	errno = 0;
+	ck_assert_ptr_null(uslab_cache_name(NULL));
+	ck_assert_int_eq(errno, EINVAL);
+	errno = 0;
+	ck_assert_uint_eq(uslab_cache_size(NULL), 0);
+	ck_assert_int_eq(errno, EINVAL);
+	struct uslab_stats st;
+	errno = 0;
+	ck_assert_int_eq(uslab_cache_stats(NULL, &st), -1);
+	ck_assert_int_eq(errno, EINVAL);
+	uint64_t counts[2];
+	errno = 0;
+	ck_assert_uint_eq(uslab_cache_cpu_objects(NULL, counts, 2), 0);
+	ck_assert_int_eq(errno, EINVAL);
 }
 END_TEST
 
@@ -1285,6 +1326,7 @@ static Suite *cache_suite(void)
 	tcase_add_test(tc, cache_create_accepts_limits);
 	tcase_add_test(tc, cache_name_truncated_and_copied);
 	tcase_add_test(tc, cache_destroy_null_fails);
+	tcase_add_test(tc, cache_null_cache_einval);
 	tcase_add_loop_test(tc, cache_destroy_busy_keeps_cache, 0, 2);
 	tcase_add_test(tc, cache_free_null_is_noop);
 	tcase_add_test(tc, cache_free_null_is_noop_nomagazine);

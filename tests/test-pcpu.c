@@ -23,7 +23,7 @@ static struct uslab_cache *pcpu_cache(const char *name, size_t size,
 
 static void pcpu_cache_free(struct uslab_cache *c)
 {
-	pcpu_drain(c);
+	pcpu_drain(c, false);
 	ck_assert(pcpu_is_valid(c));
 	pcpu_cache_fini(c);
 	layer_cache_free(c);
@@ -189,7 +189,7 @@ START_TEST(pcpu_drain_empties_every_slot)
 	for (int i = 0; i < N; i++)
 		pcpu_free_slow(pc, objs[i]);
 	ck_assert_uint_gt(pcpu_objects(pc) + slab_inuse(pc), 0);
-	pcpu_drain(pc);
+	pcpu_drain(pc, false);
 	ck_assert_uint_eq(pcpu_objects(pc), 0);
 	depot_drain(pc);
 	ck_assert_uint_eq(slab_inuse(pc), 0);

@@ -41,19 +41,22 @@
  *    or indexes: the fill derived from them is clamped (slab/derive.c), so
  *    garbage gives wrong figures, not a fault. Any violation is EPROTO.
  *
- * 3. Bounded. A parse reads at most SEG_READ_MAX bytes, and allocates, per
- *    thing it read, a small multiple of its size: a snapshot entry per
- *    record (256 bytes), a fill per record and seen CPU, and the regions
- *    read. The counts are bounded before anything is allocated: at most
- *    SEG_MAX_RECORDS records and SEG_MAX_CELLS (records x CPUs) fills, so
- *    a hostile segment costs at most about 64 MiB of memory whatever it
- *    says (documented in uslab/stats.h).
+ * 3. Bounded. A parse reads at most SEG_READ_MAX bytes (every read counts
+ *    against it), and allocates two chunk buffers, the counters regions it
+ *    read, and, per live record, a snapshot entry and a fill per seen CPU.
+ *    Those are bounded before anything is allocated (at most
+ *    SEG_MAX_RECORDS records, SEG_MAX_CELLS fills and SEG_MAX_ALLOC bytes
+ *    of snapshot), so a hostile segment costs a parse at most about
+ *    128 MiB plus what it read, whatever it says (uslab/stats.h).
  *
- * 4. Consistency. With a descriptor, each live record is re-read with its
- *    sequence lock (r_seq before, the record, r_seq after; even and equal),
- *    retried SEG_RETRIES times; if the writer keeps it busy beyond that,
- *    the last copy is used, each figure being one the writer stored. The
- *    counters are the fast path's, read racily, as in uslab_cache_stats().
+ * 4. Consistency. Records are guarded by a sequence lock (r_seq, the first
+ *    field). A chunk is read twice in bulk; a record whose r_seq is even
+ *    and equal in both copies was not written in between, since r_seq is
+ *    read before the record's fields; any other is re-read alone (r_seq,
+ *    the record, r_seq again), SEG_RETRIES times; if the writer keeps it
+ *    busy beyond that, the last copy is used, each figure being one the
+ *    writer stored. The counters are the fast path's, read racily, as in
+ *    uslab_cache_stats().
  *
  * 5. Finding a segment (uslab_stats_open()): the locator
  *    uslab.<pid>.<pidns>[.<k>] in the stats directory must be a regular
@@ -67,7 +70,8 @@
 
 #define SEG_READ_MAX ((uint64_t)256 << 20) /* bytes one parse may read */
 #define SEG_MAX_RECORDS ((uint64_t)1 << 20)
-#define SEG_MAX_CELLS ((uint64_t)1 << 23) /* records x CPUs */
+#define SEG_MAX_CELLS ((uint64_t)1 << 22)   /* records x CPUs */
+#define SEG_MAX_ALLOC ((uint64_t)128 << 20) /* bytes of snapshot, at most */
 #define SEG_MAX_STRIDE ((uint64_t)1 << 24)
 #define SEG_RETRIES 64
 #define SEG_LOCATOR_SUFFIXES 16
@@ -273,6 +277,7 @@ static int seg_parse(struct seg_src *s, struct uslab_snapshot *out)
 	uint64_t *cpu = NULL, *cpu_sorted = NULL;
 	struct seg_found *found = NULL;
 	struct seg_arena *arenas = NULL;
+	struct seg_rec *ca = NULL, *cb = NULL;
 	size_t narenas = 0;
 	int err = EPROTO;
 
@@ -283,29 +288,34 @@ static int seg_parse(struct seg_src *s, struct uslab_snapshot *out)
 		goto fail;
 	uint32_t ncpus = seg_cpus_seen(&h);
 
-	/* Pass 1: walk the chain and count live records. */
+	/* Two buffers of one chunk's records (Design §4). */
+	err = ENOMEM;
+	size_t chunk_bytes = SEG_CHUNK_MAX_REC * sizeof(struct seg_rec);
+	ca = malloc(chunk_bytes);
+	cb = malloc(chunk_bytes);
+	if (ca == NULL || cb == NULL)
+		goto fail;
+
+	/* Pass 1: walk the chain; count live records and note the arenas
+	 * their counters are in, with the highest index of each. */
+	err = EPROTO;
 	uint64_t nlive = 0, nrec = 0;
 	for (uint64_t off = h.h_tab_off, prev_end = h.h_hdr_size; off != 0;) {
 		struct seg_table t;
 		if (off < prev_end || !seg_read(s, off, &t, sizeof t))
 			goto fail;
 		uint64_t recs = off + sizeof t;
-		if ((s->s_len - recs) / sizeof(struct seg_rec) < t.t_nrec ||
-		    (nrec += t.t_nrec) > SEG_MAX_RECORDS)
+		if (t.t_nrec > SEG_CHUNK_MAX_REC || (nrec += t.t_nrec) > SEG_MAX_RECORDS ||
+		    !seg_read(s, recs, ca, (uint64_t)t.t_nrec * sizeof(struct seg_rec)))
 			goto fail;
-		for (uint32_t i = 0; i < t.t_nrec; i++) {
-			uint32_t state;
-			if (!seg_read(s,
-			              recs + (uint64_t)i * sizeof(struct seg_rec) +
-			                      offsetof(struct seg_rec, r_state),
-			              &state, sizeof state))
-				goto fail;
-			nlive += state == SEG_REC_LIVE;
-		}
+		for (uint32_t i = 0; i < t.t_nrec; i++)
+			nlive += ca[i].r_state == SEG_REC_LIVE;
 		prev_end = recs + (uint64_t)t.t_nrec * sizeof(struct seg_rec);
 		off = t.t_next;
 	}
-	if (nlive * (ncpus != 0 ? ncpus : 1) > SEG_MAX_CELLS)
+	uint64_t per = 2 * sizeof(struct uslab_stats) + sizeof(struct seg_found) +
+	               sizeof(struct seg_arena) + 2 * sizeof(uint64_t) * (ncpus != 0 ? ncpus : 1);
+	if (nlive * (ncpus != 0 ? ncpus : 1) > SEG_MAX_CELLS || nlive > SEG_MAX_ALLOC / per)
 		goto fail;
 	err = ENOMEM;
 	if (nlive != 0) {
@@ -319,36 +329,24 @@ static int seg_parse(struct seg_src *s, struct uslab_snapshot *out)
 		    cpu == NULL || cpu_sorted == NULL)
 			goto fail;
 	}
-
-	/* The arenas the live records use, and the highest index of each:
-	 * their counters are read once, for the seen CPUs only. */
 	for (uint64_t off = h.h_tab_off; off != 0 && ncpus != 0;) {
 		struct seg_table t;
 		err = EPROTO;
-		if (!seg_read(s, off, &t, sizeof t))
+		if (!seg_read(s, off, &t, sizeof t) || t.t_nrec > SEG_CHUNK_MAX_REC ||
+		    !seg_read(s, off + sizeof t, ca, (uint64_t)t.t_nrec * sizeof(struct seg_rec)))
 			goto fail;
-		uint64_t recs = off + sizeof t;
 		for (uint32_t i = 0; i < t.t_nrec; i++) {
-			struct seg_rec r;
-			uint64_t roff = recs + (uint64_t)i * sizeof(struct seg_rec);
-			if (!seg_read(s, roff + offsetof(struct seg_rec, r_state), &r.r_state,
-			              sizeof r.r_state))
-				goto fail;
-			if (r.r_state != SEG_REC_LIVE)
+			const struct seg_rec *r = &ca[i];
+			if (r->r_state != SEG_REC_LIVE || r->r_ctr_base == 0)
 				continue;
-			if (!seg_read(s, roff + offsetof(struct seg_rec, r_ctr_index),
-			              &r.r_ctr_index, sizeof r.r_ctr_index) ||
-			    !seg_read(s, roff + offsetof(struct seg_rec, r_ctr_base), &r.r_ctr_base,
-			              sizeof r.r_ctr_base))
-				goto fail;
-			if (r.r_ctr_base == 0)
-				continue;
-			if ((uint64_t)r.r_ctr_index * sizeof(struct pcpu_counters) >=
+			if ((uint64_t)r->r_ctr_index * sizeof(struct pcpu_counters) >=
 			            h.h_ctr_stride ||
-			    r.r_ctr_base % sizeof(struct pcpu_counters) != 0 ||
-			    !seg_in(r.r_ctr_base, (uint64_t)h.h_ncpus * h.h_ctr_stride, s->s_len))
+			    r->r_ctr_base % sizeof(struct pcpu_counters) != 0 ||
+			    !seg_in(r->r_ctr_base, (uint64_t)h.h_ncpus * h.h_ctr_stride, s->s_len))
 				goto fail;
-			seg_arena_at(arenas, &narenas, nlive, r.r_ctr_base, r.r_ctr_index);
+			if (seg_arena_at(arenas, &narenas, nlive, r->r_ctr_base, r->r_ctr_index) ==
+			    NULL)
+				goto fail; /* more arenas than live records: impossible */
 		}
 		off = t.t_next;
 	}
@@ -366,18 +364,24 @@ static int seg_parse(struct seg_src *s, struct uslab_snapshot *out)
 				goto fail;
 	}
 
-	/* Pass 2: validate and fill. */
+	/* Pass 2: each chunk read twice; a record whose sequence is even and
+	 * the same in both copies was not written meanwhile (its r_seq is
+	 * read before its fields), others are read again alone. */
 	size_t n = 0;
 	for (uint64_t off = h.h_tab_off; off != 0;) {
 		struct seg_table t;
 		err = EPROTO;
-		if (!seg_read(s, off, &t, sizeof t))
+		uint64_t bytes;
+		if (!seg_read(s, off, &t, sizeof t) || t.t_nrec > SEG_CHUNK_MAX_REC ||
+		    !seg_read(s, off + sizeof t, ca,
+		              bytes = (uint64_t)t.t_nrec * sizeof(struct seg_rec)) ||
+		    !seg_read(s, off + sizeof t, cb, bytes))
 			goto fail;
-		uint64_t recs = off + sizeof t;
 		for (uint32_t i = 0; i < t.t_nrec; i++) {
-			struct seg_rec r;
-			if (!seg_read_rec(s, recs + (uint64_t)i * sizeof(struct seg_rec), &r))
-				goto fail;
+			struct seg_rec r = ca[i];
+			if (r.r_seq != cb[i].r_seq || (r.r_seq & 1) != 0)
+				if (!seg_read_rec(s, off + sizeof t + (uint64_t)i * sizeof r, &r))
+					goto fail;
 			if (r.r_state == SEG_REC_FREE)
 				continue; /* never live, or destroyed since pass 1 */
 			if (r.r_state != SEG_REC_LIVE || n == nlive || !seg_rec_sane(&r))
@@ -417,6 +421,8 @@ static int seg_parse(struct seg_src *s, struct uslab_snapshot *out)
 	free(caches);
 	free(cpu);
 	free(found);
+	free(ca);
+	free(cb);
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	out->pid = (pid_t)h.h_pid;
@@ -432,6 +438,8 @@ fail:
 	for (size_t a = 0; arenas != NULL && a < narenas; a++)
 		free(arenas[a].a_regions);
 	free(arenas);
+	free(ca);
+	free(cb);
 	free(caches);
 	free(sorted);
 	free(cpu);

@@ -45,8 +45,9 @@
 
 #define SEG_MAGIC "USLABSEG"
 #define SEG_LOC_MAGIC "USLABLOC"
-#define SEG_CHUNK_SIZE 16384 /* bytes per record table chunk: 63 records */
-#define SEG_MAX_CPUS 8192    /* CPU ids (arch/fastpath.h PCPU_MAX_IDS) */
+#define SEG_CHUNK_SIZE 262144  /* bytes per record table chunk: 1023 records */
+#define SEG_CHUNK_MAX_REC 1024 /* records a reader accepts in one chunk */
+#define SEG_MAX_CPUS 8192      /* CPU ids (arch/fastpath.h PCPU_MAX_IDS) */
 
 struct seg_locator {
 	char l_magic[8];    /* SEG_LOC_MAGIC */

@@ -106,7 +106,7 @@ struct seg_chunk {
 	struct seg_chunk *k_next;
 	struct seg_table *k_tab;
 	uint64_t k_off, k_len;
-	uint64_t k_used; /* bit i: record i claimed (private truth) */
+	uint64_t k_used[SEG_CHUNK_MAX_REC / 64]; /* bit i: record i claimed (private truth) */
 	uint32_t k_nrec;
 };
 
@@ -223,8 +223,8 @@ static struct seg_chunk *seg_chunk_add_locked(void)
 	k->k_off = off;
 	k->k_len = len;
 	k->k_nrec = (uint32_t)((len - sizeof(struct seg_table)) / sizeof(struct seg_rec));
-	if (k->k_nrec > 64)
-		k->k_nrec = 64; /* k_used has 64 bits */
+	if (k->k_nrec > SEG_CHUNK_MAX_REC)
+		k->k_nrec = SEG_CHUNK_MAX_REC;
 	SEG_PUT(k->k_tab->t_nrec, k->k_nrec);
 	struct seg_chunk *last = seg_chunks;
 	while (last != NULL && last->k_next != NULL)
@@ -243,16 +243,20 @@ static struct seg_chunk *seg_chunk_add_locked(void)
 static struct seg_chunk *seg_rec_claim_locked(uint32_t *index)
 {
 	ASSERT_HELD(&seg_lock);
-	struct seg_chunk *k;
-	for (k = seg_chunks; k != NULL; k = k->k_next)
-		if (k->k_nrec == 64 ? ~k->k_used != 0 : k->k_used + 1 < (1ull << k->k_nrec))
-			break;
-	if (k == NULL && (k = seg_chunk_add_locked()) == NULL)
-		return NULL;
-	uint32_t i = (uint32_t)__builtin_ctzll(~k->k_used);
-	k->k_used |= 1ull << i;
-	*index = i;
-	return k;
+	for (struct seg_chunk *k = seg_chunks;; k = k->k_next) {
+		if (k == NULL && (k = seg_chunk_add_locked()) == NULL)
+			return NULL;
+		for (uint32_t w = 0; w * 64 < k->k_nrec; w++) {
+			if (k->k_used[w] == ~0ull)
+				continue;
+			uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(~k->k_used[w]);
+			if (i >= k->k_nrec)
+				break;
+			k->k_used[w] |= 1ull << (i % 64);
+			*index = i;
+			return k;
+		}
+	}
 }
 
 static struct seg_rec *seg_rec_at(const struct seg_chunk *k, uint32_t i)
@@ -613,7 +617,7 @@ void seg_cache_retire(void *rec)
 		seg_recs = w->wr_next;
 	if (w->wr_next != NULL)
 		w->wr_next->wr_prev = w->wr_prev;
-	w->wr_chunk->k_used &= ~(1ull << w->wr_index);
+	w->wr_chunk->k_used[w->wr_index / 64] &= ~(1ull << (w->wr_index % 64));
 	lock_drop(&seg_lock);
 	lock_fini(&w->wr_lock);
 	meta_free(w, sizeof *w);

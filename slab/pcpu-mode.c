@@ -1,0 +1,289 @@
+/* SPDX-License-Identifier: MIT */
+/* The per-CPU mode, the number of slots, and how a remote operation fences a CPU. */
+#include "config.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#if USLAB_HAVE_SYS_RSEQ_H
+#include <sys/rseq.h>
+#endif
+#include <linux/membarrier.h>
+
+#include "internal.h"
+
+/*
+ * Design
+ *
+ * 1. The mode is chosen once (pcpu_init), before the first cache: "rseq
+ *    cpu_id" when glibc registered rseq and the kernel fences rseq
+ *    sections with membarrier, "locked: <why>" otherwise (pcpu.c §3).
+ *
+ * 2. The number of slots is the kernel's own bound on CPU ids, so no
+ *    cpu_id can index past a cache's slots (the asm has no bound check).
+ *
+ * 3. Fences. A remote operation on a running CPU's slot (reap's drain, a
+ *    resize, a fold) must know that no section on that CPU can still
+ *    commit. membarrier(PRIVATE_EXPEDITED_RSEQ) does it. When the kernel
+ *    refuses it at run time (a seccomp allow-list installed after
+ *    start-up), the process does not abort: it fences by running on the
+ *    CPU instead, and when that is refused too, remote operations skip the
+ *    running slots (reap gives back less; destroy needs no fence, nobody
+ *    uses a cache being destroyed). Each step is said once in
+ *    uslab_mode() and to the mode hook (the stats segment).
+ */
+
+/* What c_fast points at when the asm must always miss: a read-only zero
+ * region laid out like an arena (guards, then nslots regions), so every
+ * p_cap reads 0 (stopped). Untouched pages of it cost nothing; touched
+ * ones are the shared zero page. */
+char *pcpu_zero;
+
+int pcpu_rseq;                                                 /* set once by pcpu_once_init */
+uint32_t pcpu_nslots = 1;                                      /* likewise */
+static const char *pcpu_mode_name = "locked: not initialised"; /* atomic: may change once more */
+static pthread_once_t pcpu_once = PTHREAD_ONCE_INIT;
+static void (*pcpu_mode_hook)(const char *mode); /* told when the mode changes (cache.c) */
+
+/* ---- Mode selection ---- */
+
+/* The highest number in a CPU list ("0-3,8"), plus one; 0 if none. */
+static long pcpu_list_bound(const char *path)
+{
+	long n = 0;
+	FILE *f = fopen(path, "re");
+
+	if (f == NULL)
+		return 0;
+	char line[256];
+	if (fgets(line, sizeof line, f) != NULL) {
+		for (char *p = line; *p != '\0'; p++) {
+			if (*p < '0' || *p > '9')
+				continue;
+			long v = strtol(p, &p, 10);
+			if (v + 1 > n)
+				n = v + 1;
+			if (*p == '\0')
+				break;
+		}
+	}
+	fclose(f);
+	return n;
+}
+
+/*
+ * The kernel's own bound on CPU numbers: sched_getaffinity refuses
+ * (EINVAL) a mask shorter than nr_cpu_ids bits, and the masks it accepts
+ * are whole longs, so the shortest accepted length, in bits, is nr_cpu_ids
+ * rounded up to 64. Unlike /sys, which a container may fake or a program
+ * may not be allowed to read, it cannot under-report. 0 when the call is
+ * refused outright (seccomp).
+ */
+static long pcpu_kernel_bound(void)
+{
+	unsigned long mask[PCPU_MAX_IDS / (8 * sizeof(unsigned long))];
+
+	for (size_t len = sizeof(unsigned long); len <= sizeof mask; len += sizeof(unsigned long)) {
+		long r = syscall(SYS_sched_getaffinity, 0, len, mask);
+		if (r > 0)
+			return (long)(len * 8);
+		if (errno != EINVAL)
+			return 0;
+	}
+	return 0;
+}
+
+/*
+ * Number of slots: at least the kernel's bound on CPU numbers, so that no
+ * rseq cpu_id (and no sched_getcpu()) can index past a cache's slots (the
+ * asm does no bound check): the most of that bound, /sys's possible list
+ * and the configured count. When the kernel cannot be asked, the largest
+ * count an arena can hold: slots are virtual memory, touched only when a
+ * CPU starts its own.
+ */
+static uint32_t pcpu_possible(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_CONF);
+	long k = pcpu_kernel_bound();
+	long sys = pcpu_list_bound("/sys/devices/system/cpu/possible");
+
+	if (k == 0)
+		return PCPU_MAX_IDS;
+	if (sys > n)
+		n = sys;
+	if (k > n)
+		n = k;
+	return n > PCPU_MAX_IDS ? PCPU_MAX_IDS + 1 : (uint32_t)n;
+}
+
+/* The zero region: PCPU_GUARD + nslots read-only regions; returns region 0. */
+static char *pcpu_zero_map(void)
+{
+	size_t guard = (size_t)PCPU_GUARD << PCPU_SHIFT;
+	char *p = mmap(NULL, guard + ((size_t)pcpu_nslots << PCPU_SHIFT), PROT_READ,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p + guard;
+}
+
+static int pcpu_membarrier(int cmd, unsigned flags, int cpu)
+{
+	return (int)syscall(__NR_membarrier, cmd, flags, cpu);
+}
+
+static const char *pcpu_choose(void)
+{
+	const char *env = getenv("USLAB_RSEQ");
+
+#if USLAB_HAVE_SYS_RSEQ_H
+	/* The asm entry points run in every mode (in locked mode they always
+	 * miss on the zero region), so they need a valid offset even then:
+	 * glibc's area exists whether or not it is registered. */
+	uslab_rseq_off = (long)__rseq_offset;
+#endif
+	if (env != NULL && strcmp(env, "0") == 0)
+		return "locked: USLAB_RSEQ=0";
+	if (pcpu_nslots > PCPU_MAX_IDS)
+		return "locked: more CPU ids than an arena holds";
+#if !USLAB_HAVE_ASM
+	return "locked: built without the rseq fast path";
+#elif defined(__SANITIZE_THREAD__)
+	return "locked: ThreadSanitizer build";
+#else
+#if USLAB_HAVE_SYS_RSEQ_H
+	if (__rseq_size == 0)
+		return "locked: glibc did not register rseq";
+	if (pcpu_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0)
+		return "locked: membarrier cannot fence rseq";
+	pcpu_rseq = 1;
+	return "rseq cpu_id";
+#else
+	return "locked: glibc without rseq support";
+#endif
+#endif
+}
+
+static void pcpu_once_init(void)
+{
+	pcpu_nslots = pcpu_possible();
+	pcpu_mode_name = pcpu_choose();
+	if (pcpu_nslots > PCPU_MAX_IDS)
+		pcpu_nslots = PCPU_MAX_IDS; /* locked: the index is bounded in C */
+	arena_init(pcpu_nslots);
+	pcpu_zero = pcpu_zero_map();
+}
+
+void pcpu_init(void)
+{
+	pthread_once(&pcpu_once, pcpu_once_init);
+}
+
+/* See include/uslab.h */
+const char *uslab_mode(void)
+{
+	pcpu_init();
+	return __atomic_load_n(&pcpu_mode_name, __ATOMIC_ACQUIRE);
+}
+
+uint32_t pcpu_slots(void)
+{
+	pcpu_init();
+	return pcpu_nslots;
+}
+
+void pcpu_set_mode_hook(void (*hook)(const char *mode))
+{
+	__atomic_store_n(&pcpu_mode_hook, hook, __ATOMIC_RELEASE);
+}
+
+/* ---- Fences ---- */
+
+/* How a remote operation fences a CPU in rseq mode: membarrier while the
+ * kernel allows it, then by running on that CPU, then not at all. Each
+ * step down happens once and is said in uslab_mode(). */
+enum pcpu_fence {
+	PCPU_FENCE_MEMBARRIER,
+	PCPU_FENCE_MIGRATE,
+	PCPU_FENCE_NONE,
+};
+
+static int pcpu_fence_how = PCPU_FENCE_MEMBARRIER; /* atomic, only grows */
+
+static const char *const pcpu_fence_mode[] = {
+	[PCPU_FENCE_MEMBARRIER] = "rseq cpu_id",
+	[PCPU_FENCE_MIGRATE] = "rseq cpu_id; membarrier refused: fences by migration",
+	[PCPU_FENCE_NONE] = "rseq cpu_id; membarrier and migration refused: no remote drain",
+};
+
+/* Step down to @how (if lower than now), once, and say so. */
+static void pcpu_fence_degrade(int how)
+{
+	int old = __atomic_load_n(&pcpu_fence_how, __ATOMIC_RELAXED);
+	while (old < how && !__atomic_compare_exchange_n(&pcpu_fence_how, &old, how, false,
+	                                                 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+		;
+	if (old >= how)
+		return;
+	__atomic_store_n(&pcpu_mode_name, pcpu_fence_mode[how], __ATOMIC_RELEASE);
+	PROBE2(alloc_fail, NULL, how == PCPU_FENCE_NONE ? EPERM : 0);
+	void (*hook)(const char *) = __atomic_load_n(&pcpu_mode_hook, __ATOMIC_ACQUIRE);
+	if (hook != NULL)
+		hook(pcpu_fence_mode[how]);
+}
+
+/*
+ * Fence by running on CPU @cpu: once this thread runs there, no other
+ * thread does, and every one that was in a section there was preempted,
+ * so its section aborts when it runs again (rseq.md §1.5); one that starts
+ * later sees the cap the caller stored first. The thread's affinity is
+ * restored after. A CPU this thread may not run on (offline, outside the
+ * cpuset) runs no thread of the process either: EINVAL counts as fenced.
+ * False when the kernel refuses the calls themselves (EPERM: seccomp).
+ */
+static bool pcpu_fence_migrate(uint32_t cpu)
+{
+	cpu_set_t old, one;
+
+	if (cpu >= CPU_SETSIZE || sched_getaffinity(0, sizeof old, &old) != 0)
+		return false;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	if (sched_setaffinity(0, sizeof one, &one) != 0)
+		return errno == EINVAL;
+	bool there = sched_getcpu() == (int)cpu;
+	sched_setaffinity(0, sizeof old, &old);
+	return there;
+}
+
+bool pcpu_fence_cpu(uint32_t cpu)
+{
+	int how = __atomic_load_n(&pcpu_fence_how, __ATOMIC_RELAXED);
+
+	if (how == PCPU_FENCE_MEMBARRIER) {
+		/* A CPU that is not online runs no section; fence all CPUs if
+		 * the kernel refuses a targeted fence. */
+		if (pcpu_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU,
+		                    (int)cpu) == 0 ||
+		    pcpu_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0)
+			return true;
+		pcpu_fence_degrade(PCPU_FENCE_MIGRATE);
+		how = PCPU_FENCE_MIGRATE;
+	}
+	if (how == PCPU_FENCE_MIGRATE) {
+		if (pcpu_fence_migrate(cpu))
+			return true;
+		if (errno == EPERM || errno == ENOSYS)
+			pcpu_fence_degrade(PCPU_FENCE_NONE);
+	}
+	return false;
+}
+
+bool pcpu_fence_possible(void)
+{
+	return __atomic_load_n(&pcpu_fence_how, __ATOMIC_RELAXED) != PCPU_FENCE_NONE;
+}
