@@ -29,10 +29,16 @@
  *    - meta_pagesrc(): size-aligned blocks, for the library's internal
  *      caches (the magazines);
  *    - meta_alloc()/meta_free(): zeroed structures in power-of-two classes
- *      from META_MIN to META_MAX bytes, carved from META_BLOCK-byte blocks
- *      and kept on a free list per class (reused, not unmapped), and larger
- *      ones as whole blocks.
- *    Nothing here calls malloc, so the library can serve malloc itself.
+ *      from 64 B to 32 KiB, carved from META_BLOCK-byte blocks with a
+ *      free list and a count each (the chunk's first block holds that
+ *      bookkeeping, one entry per META_BLOCK window), and larger ones as
+ *      whole blocks. A class block whose structures have all come back is
+ *      given back, but one empty block per class is kept.
+ *    Blocks given back (an empty class block, a reaped magazine slab, a
+ *    large structure) have their pages released with MADV_DONTNEED, so
+ *    what slab headers and magazines held leaves RSS when a reap frees
+ *    them; chunks themselves are never unmapped. Nothing here calls
+ *    malloc, so the library can serve malloc itself.
  *
  * 3. Lock: meta_lock covers the chunk list, the class lists and every call
  *    into a chunk's region (so holding it across fork keeps the regions
@@ -47,19 +53,42 @@
 #define META_CLASSES (META_MAX_SHIFT - META_MIN_SHIFT + 1)
 #define META_MAX_CHUNKS 4096 /* 64 GiB of metadata */
 
-/* A free structure on its class list (its memory is ours). */
+#define META_BLOCKS (META_CHUNK_SIZE / META_BLOCK + 1) /* windows a chunk spans */
+
+/* A free structure, linked inside its block (its memory is ours). */
 struct meta_free {
 	struct meta_free *f_next;
+};
+
+/* A META_BLOCK-byte window of a chunk; a class block when b_class != 0. */
+struct meta_blk {
+	char *b_base;                     /* its first byte, once carved */
+	struct meta_free *b_free;         /* its free structures */
+	struct meta_blk *b_next, *b_prev; /* on meta_partial[class] while b_free != NULL */
+	uint32_t b_used;                  /* structures given out */
+	uint8_t b_class;                  /* class + 1; 0: not carved */
 };
 
 static struct uslab_lock meta_lock = USLAB_LOCK_INITIALIZER; /* everything below */
 static char *meta_chunks[META_MAX_CHUNKS];                   /* chunk starts (guard page) */
 static struct uslab_pagesrc *meta_regions[META_MAX_CHUNKS];  /* their region sources */
+static struct meta_blk *meta_blks[META_MAX_CHUNKS];          /* their windows' bookkeeping */
 static unsigned meta_nchunks;
-static struct meta_free *meta_lists[META_CLASSES];
+static struct meta_blk *meta_partial[META_CLASSES]; /* class blocks with free structures */
+static struct meta_blk *meta_spare[META_CLASSES];   /* one empty block kept per class */
 static uint64_t meta_bytes; /* bytes of chunks mapped (atomic: read unlocked) */
 
 /* ---- Chunks ---- */
+
+/* Pages rounded up to a power of two, for a block. */
+static size_t meta_big_size(size_t size)
+{
+	size_t b = pgsrc_page_size();
+
+	while (b < size)
+		b *= 2;
+	return b;
+}
 
 /* Map a new chunk with its two guard pages; false when the kernel refuses. */
 static bool meta_chunk_add_locked(void)
@@ -79,8 +108,16 @@ static bool meta_chunk_add_locked(void)
 		munmap(p, META_CHUNK_SIZE);
 		return false;
 	}
+	/* The windows' bookkeeping is the chunk's first block (zero pages). */
+	size_t tab = meta_big_size(META_BLOCKS * sizeof(struct meta_blk));
+	struct meta_blk *blks = r->get(r->arg, tab);
+	if (blks == NULL) {
+		munmap(p, META_CHUNK_SIZE);
+		return false;
+	}
 	meta_chunks[meta_nchunks] = p;
 	meta_regions[meta_nchunks] = r;
+	meta_blks[meta_nchunks] = blks;
 	meta_nchunks++;
 	__atomic_fetch_add(&meta_bytes, META_CHUNK_SIZE, __ATOMIC_RELAXED);
 	return true;
@@ -107,16 +144,29 @@ static void *meta_block_get_locked(size_t size)
 	return NULL;
 }
 
-static void meta_block_put_locked(void *block, size_t size)
+/*
+ * Give a block back to its chunk, and its pages back to the kernel: the
+ * chunk stays mapped, but a reaped magazine slab must not stay resident
+ * (its next user gets zero pages). A refused madvise only costs memory.
+ */
+/* The chunk holding @p; a pointer outside every chunk is a bug of ours. */
+static unsigned meta_chunk_of_locked(const void *p)
 {
 	ASSERT_HELD(&meta_lock);
 	for (unsigned i = 0; i < meta_nchunks; i++)
-		if ((char *)block > meta_chunks[i] &&
-		    (char *)block < meta_chunks[i] + META_CHUNK_SIZE) {
-			meta_regions[i]->put(meta_regions[i]->arg, block, size);
-			return;
-		}
+		if ((const char *)p > meta_chunks[i] &&
+		    (const char *)p < meta_chunks[i] + META_CHUNK_SIZE)
+			return i;
 	VERIFY(!"a metadata block outside every chunk");
+	return 0;
+}
+
+static void meta_block_put_locked(void *block, size_t size)
+{
+	ASSERT_HELD(&meta_lock);
+	unsigned i = meta_chunk_of_locked(block);
+	(void)madvise(block, size, MADV_DONTNEED);
+	meta_regions[i]->put(meta_regions[i]->arg, block, size);
 }
 
 /* ---- The page source of internal caches ---- */
@@ -163,13 +213,53 @@ static unsigned meta_class(size_t size)
 	return k;
 }
 
-/* Pages rounded up to a power of two, for a structure above META_MAX. */
-static size_t meta_big_size(size_t size)
+/* The bookkeeping of the class block holding @p. */
+static struct meta_blk *meta_blk_of_locked(const void *p)
 {
-	size_t b = pgsrc_page_size();
+	unsigned i = meta_chunk_of_locked(p);
+	uintptr_t w0 = (uintptr_t)meta_chunks[i] & ~(uintptr_t)(META_BLOCK - 1);
+	uintptr_t w = (uintptr_t)p & ~(uintptr_t)(META_BLOCK - 1);
+	return &meta_blks[i][(w - w0) / META_BLOCK];
+}
 
-	while (b < size)
-		b *= 2;
+static void meta_partial_add(unsigned k, struct meta_blk *b)
+{
+	b->b_prev = NULL;
+	b->b_next = meta_partial[k];
+	if (b->b_next != NULL)
+		b->b_next->b_prev = b;
+	meta_partial[k] = b;
+}
+
+static void meta_partial_del(unsigned k, struct meta_blk *b)
+{
+	if (b->b_prev != NULL)
+		b->b_prev->b_next = b->b_next;
+	else
+		meta_partial[k] = b->b_next;
+	if (b->b_next != NULL)
+		b->b_next->b_prev = b->b_prev;
+	b->b_next = b->b_prev = NULL;
+}
+
+/* A fresh block carved into structures of class @k; NULL when none. */
+static struct meta_blk *meta_carve_locked(unsigned k)
+{
+	size_t size = (size_t)1 << (META_MIN_SHIFT + k);
+	char *m = meta_block_get_locked(META_BLOCK);
+	if (m == NULL)
+		return NULL;
+	struct meta_blk *b = meta_blk_of_locked(m);
+	VERIFY(b->b_class == 0 && b->b_used == 0);
+	b->b_class = (uint8_t)(k + 1);
+	b->b_base = m;
+	b->b_free = NULL;
+	for (size_t off = META_BLOCK; off >= size; off -= size) {
+		struct meta_free *f = (struct meta_free *)(m + off - size);
+		f->f_next = b->b_free;
+		b->b_free = f;
+	}
+	meta_partial_add(k, b);
 	return b;
 }
 
@@ -184,16 +274,19 @@ void *meta_alloc(size_t size)
 		p = meta_block_get_locked(size);
 	} else {
 		size = (size_t)1 << (META_MIN_SHIFT + k);
-		if (meta_lists[k] == NULL) {
-			char *b = meta_block_get_locked(META_BLOCK);
-			for (size_t off = 0; b != NULL && off < META_BLOCK; off += size) {
-				struct meta_free *f = (struct meta_free *)(b + off);
-				f->f_next = meta_lists[k];
-				meta_lists[k] = f;
-			}
+		struct meta_blk *b = meta_partial[k];
+		if (b == NULL)
+			b = meta_carve_locked(k);
+		if (b != NULL) {
+			struct meta_free *f = b->b_free;
+			b->b_free = f->f_next;
+			b->b_used++;
+			if (b == meta_spare[k])
+				meta_spare[k] = NULL;
+			if (b->b_free == NULL)
+				meta_partial_del(k, b);
+			p = f;
 		}
-		if ((p = meta_lists[k]) != NULL)
-			meta_lists[k] = meta_lists[k]->f_next;
 	}
 	lock_drop(&meta_lock);
 	if (p == NULL) {
@@ -204,6 +297,11 @@ void *meta_alloc(size_t size)
 	return p;
 }
 
+/*
+ * A class block whose last structure comes back is returned to its chunk
+ * (and its pages to the kernel), except one per class kept as a spare so
+ * that a structure freed and allocated in turn costs no system call.
+ */
 void meta_free(void *p, size_t size)
 {
 	unsigned k = meta_class(size);
@@ -213,10 +311,25 @@ void meta_free(void *p, size_t size)
 	lock_take(&meta_lock);
 	if (k == META_CLASSES) {
 		meta_block_put_locked(p, meta_big_size(size));
-	} else {
-		struct meta_free *f = p;
-		f->f_next = meta_lists[k];
-		meta_lists[k] = f;
+		lock_drop(&meta_lock);
+		return;
+	}
+	struct meta_blk *b = meta_blk_of_locked(p);
+	VERIFY(b->b_class == k + 1 && b->b_used != 0);
+	struct meta_free *f = p;
+	f->f_next = b->b_free;
+	if (b->b_free == NULL)
+		meta_partial_add(k, b);
+	b->b_free = f;
+	if (--b->b_used == 0) {
+		struct meta_blk *old = meta_spare[k];
+		meta_spare[k] = b;
+		if (old != NULL) {
+			meta_partial_del(k, old);
+			old->b_class = 0;
+			old->b_free = NULL;
+			meta_block_put_locked(old->b_base, META_BLOCK);
+		}
 	}
 	lock_drop(&meta_lock);
 }

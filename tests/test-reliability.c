@@ -36,7 +36,7 @@
  * Segments go to a private directory.
  */
 
-static char test_dir[PATH_MAX];
+static char test_dir[64]; /* "/tmp/uslab-test-rel-XXXXXX" */
 static pid_t test_owner;
 
 __attribute__((constructor)) static void rel_setup(void)
