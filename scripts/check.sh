@@ -71,7 +71,8 @@ if command -v clang >/dev/null && [ -n "$(find /usr/lib/llvm-14 -name 'libclang_
 	if [ -x build-fuzz/tests/fuzz-reader ]; then
 		mkdir -p build-fuzz/corpus
 		cp -n tests/fuzz-corpus/* build-fuzz/corpus/ 2>/dev/null || true
-		build-fuzz/tests/fuzz-reader -max_total_time="$fuzz_seconds" -print_final_stats=1 build-fuzz/corpus
+		build-fuzz/tests/fuzz-reader -max_total_time="$fuzz_seconds" -print_final_stats=1 \
+			-malloc_limit_mb=160 -rss_limit_mb=2048 build-fuzz/corpus
 	fi
 fi
 echo

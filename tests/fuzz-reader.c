@@ -9,7 +9,12 @@
  * uslab_stats_parse() is what uslab_stats_read() runs on the copy of a
  * file: any input must give EPROTO or a snapshot whose every entry can be
  * read, without a crash, an out-of-bounds read (ASan) or undefined
- * behaviour (UBSan). Seeds: tests/fuzz-corpus/, images of real segments.
+ * behaviour (UBSan), and within the reader's memory bound (no single
+ * allocation above SEG_MAX_ALLOC plus a chunk buffer: scripts/check.sh
+ * runs it with -malloc_limit_mb). Seeds: tests/fuzz-corpus/, compact
+ * images of real segments written by tests/fuzz-seeds.c
+ * (build/tests/fuzz-seeds --write tests/fuzz-corpus after a format
+ * change; the fuzz-seeds test fails until then).
  */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

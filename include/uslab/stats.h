@@ -14,12 +14,16 @@ extern "C" {
 #endif
 
 /*
- * Every process using uslab publishes its caches in a shared-memory file,
- * $USLAB_STATS_DIR/uslab.<pid> (default directory /dev/shm), mode 0600,
- * unless USLAB_STATS=0. The file is removed at normal exit. These functions
- * read such files from another process. They trust nothing in the file:
- * every length, offset, count and string is checked, and a truncated,
- * corrupted or hostile file gives an error (EPROTO), never a crash.
+ * Every process using uslab publishes its caches in a sealed memfd, unless
+ * USLAB_STATS=0, and names it in a small locator file,
+ * $USLAB_STATS_DIR/uslab.<pid>.<pidns> (default directory /dev/shm), mode
+ * 0600, removed at normal exit. A reader opens the memfd as
+ * /proc/<pid>/fd/<n>, which takes the same rights as reading the process's
+ * memory (same user, and a dumpable process or ptrace rights). These
+ * functions read such segments from another process. They trust nothing in
+ * the locator or the segment: every length, offset, count and string is
+ * checked, and a truncated, corrupted, stale or hostile file gives an error
+ * (EPROTO), never a crash, with bounded memory.
  */
 
 /** Version of the segment layout this reader understands. */
