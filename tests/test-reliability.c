@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -530,6 +531,74 @@ static int many_caches_child(void *arg)
 START_TEST(rel_many_caches_bounded)
 {
 	ck_assert_int_eq(run_child(many_caches_child, NULL, 240, NULL, 0), 0);
+}
+END_TEST
+
+/* Entries of /proc/self/fd (-1 when unreadable). */
+static long count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	long n = 0;
+	if (d == NULL)
+		return -1;
+	while (readdir(d) != NULL)
+		n++;
+	closedir(d);
+	return n;
+}
+
+/* Resident bytes (statm), -1 when unreadable. */
+static long long resident_bytes(void)
+{
+	FILE *f = fopen("/proc/self/statm", "re");
+	long long size, res;
+	int ok = f != NULL && fscanf(f, "%lld %lld", &size, &res) == 2;
+	if (f != NULL)
+		fclose(f);
+	return ok ? res * sysconf(_SC_PAGESIZE) : -1;
+}
+
+/* What held up before issue 8 and must stay so: 100,000 create, use and
+ * destroy cycles leave mappings, descriptors and resident memory flat
+ * (every structure, record, slot and page of a destroyed cache reused). */
+static int cycles_child(void *arg)
+{
+	int n = *(int *)arg;
+	struct uslab_cache *keep = uslab_cache_create("keep", 64, NULL);
+	if (keep == NULL || churn(keep, 100, 64) != 0)
+		return 10;
+	long maps = 0, fds = 0;
+	long long rss = 0;
+	for (int i = 0; i < n + 1000; i++) {
+		if (i == 1000) { /* warmed up: the magazines, arenas, chunks exist */
+			maps = count_maps();
+			fds = count_fds();
+			rss = resident_bytes();
+		}
+		struct uslab_cache *c =
+			uslab_cache_create(i % 2 ? "cycle" : "item", 64 + 8 * (i % 8), NULL);
+		if (c == NULL || churn(c, 3, 16) != 0 || uslab_cache_destroy(c) != 0)
+			return 11;
+	}
+	long maps2 = count_maps(), fds2 = count_fds();
+	long long rss2 = resident_bytes();
+	fprintf(stderr,
+	        "# %d cycles: mappings %ld -> %ld, descriptors %ld -> %ld, RSS %lld -> %lld KiB\n",
+	        n, maps, maps2, fds, fds2, rss >> 10, rss2 >> 10);
+	if (maps2 != maps)
+		return 12;
+	if (fds2 != fds)
+		return 13;
+	if (rss2 - rss > (1 << 20))
+		return 14;
+	return uslab_cache_destroy(keep) == 0 ? 0 : 15;
+}
+
+START_TEST(rel_create_destroy_cycles_flat)
+{
+	const char *f = getenv("CK_FORK"); /* "no": the valgrind setup, 20x slower */
+	int n = f != NULL && strcmp(f, "no") == 0 ? 2000 : 100000;
+	ck_assert_int_eq(run_child(cycles_child, &n, 240, NULL, 0), 0);
 }
 END_TEST
 
@@ -1072,6 +1141,7 @@ static Suite *reliability_suite(void)
 	tcase_add_test(tc, rel_membarrier_refused_degrades);
 	tcase_add_test(tc, rel_cancellation_leaves_nothing_held);
 	tcase_add_test(tc, rel_many_caches_bounded);
+	tcase_add_test(tc, rel_create_destroy_cycles_flat);
 	tcase_add_test(tc, rel_cpu_bound_from_the_kernel);
 	tcase_add_test(tc, rel_fork_child_never_aborts);
 	suite_add_tcase(s, tc);
