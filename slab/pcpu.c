@@ -636,22 +636,25 @@ static void pcpu_free_nolock(struct uslab_cache *c, void *obj)
 				return;
 		}
 	}
-	unsigned n = pcpu_ndefer;
+	/* Handlers nest (another signal, SA_NODEFER): claim an entry with
+	 * one read-modify-write, which no signal can split, before filling
+	 * it; the list is only read once every handler has returned. */
+	unsigned n = __atomic_fetch_add(&pcpu_ndefer, 1, __ATOMIC_RELAXED);
 	if (n < PCPU_DEFER) {
 		pcpu_defer[n].d_cache = c;
 		pcpu_defer[n].d_obj = obj;
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		pcpu_ndefer = n + 1;
 		return;
 	}
+	__atomic_fetch_sub(&pcpu_ndefer, 1, __ATOMIC_RELAXED);
 	/* The list is full. A free object's bytes are the allocator's when
 	 * the cache has no ctor (DESIGN.md §2): link it through them. */
 	if (c->c_ctor == NULL && c->c_slot >= 2 * sizeof(void *)) {
 		void **o = obj;
-		o[0] = pcpu_defer_chain;
 		o[1] = c;
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		pcpu_defer_chain = obj;
+		o[0] = __atomic_load_n(&pcpu_defer_chain, __ATOMIC_RELAXED);
+		while (!__atomic_compare_exchange_n(&pcpu_defer_chain, &o[0], obj, false,
+		                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			;
 		return;
 	}
 	uslab_report(c, obj, USLAB_E_DEFER);
@@ -666,7 +669,7 @@ void pcpu_deferred_flush(void)
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
-	unsigned n = pcpu_ndefer;
+	unsigned n = pcpu_ndefer < PCPU_DEFER ? pcpu_ndefer : PCPU_DEFER;
 	memcpy(local, pcpu_defer, n * sizeof local[0]);
 	pcpu_ndefer = 0;
 	void *chain = pcpu_defer_chain;

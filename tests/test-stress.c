@@ -443,6 +443,12 @@ static void on_sigusr1(int sig, siginfo_t *si, void *ucv)
 	if (w == NULL)
 		return;
 	w->w_sigs++;
+	/* SA_NODEFER: a signal may land in this handler and nest (uslab's
+	 * deferred frees must survive that); three levels at most. */
+	static __thread unsigned depth;
+	if (depth == 3)
+		return;
+	depth++;
 #if defined(__x86_64__)
 	const ucontext_t *uc = ucv;
 	uintptr_t ip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
@@ -456,6 +462,7 @@ static void on_sigusr1(int sig, siginfo_t *si, void *ucv)
 	(void)ucv;
 #endif
 	handler_ops(w);
+	depth--;
 	errno = saved;
 }
 
@@ -899,7 +906,7 @@ static void run_plan(const struct plan *pl)
 		struct sigaction sa;
 		memset(&sa, 0, sizeof sa);
 		sa.sa_sigaction = on_sigusr1;
-		sa.sa_flags = SA_SIGINFO | SA_RESTART;
+		sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
 		sigemptyset(&sa.sa_mask);
 		ck_assert(sigaction(SIGUSR1, &sa, NULL) == 0);
 	}
