@@ -58,12 +58,18 @@
  *       records and regions; taken last at fork, and by the slot-start hook
  *       under c_drain_lock. Its wr_lock (one per published cache, the
  *       record's writer) is a leaf under c_slab_lock or c_depot_lock.
+ *    arena_lock (slab/pcpu-arena.c) sits between the cache locks and
+ *    seg_lock: a slot's arena is chosen at create, and the counters
+ *    provider (the segment) is called under it. meta_lock (slab/meta.c),
+ *    the library's own memory, is a leaf under any of them. fork() takes
+ *    them in that order after the caches': arena_lock, seg_lock,
+ *    meta_lock.
  *    Page sources, ctors and dtors are called with no uslab lock held (a
  *    dtor may free into any cache, a ctor allocate from one). The magazine
  *    caches are allocated from and freed to only through their slab layer,
  *    under no other lock, and created only by uslab_cache_create().
  *    fork(): the prepare handler takes all of them in this order, cache by
- *    cache; the child gets consistent structures, but objects that another
+ *    cache, then the three global ones; the child gets consistent structures, but objects that another
  *    thread was moving between layers at that moment (in a slow path's
  *    local buffer) belong to no layer in the child, so a child that
  *    destroys a cache it inherited may get EBUSY.

@@ -20,24 +20,25 @@
 /*
  * Design
  *
- * 1. Slots. Each cache maps one private anonymous region of
- *    nslots << PCPU_SHIFT bytes; slot i serves CPU i. nslots is the number
- *    of possible CPUs, so every rseq cpu_id has a slot; pages of CPUs that
- *    never run a thread are never touched. A slot is two pages
- *    (arch/fastpath.h): the magazine (struct pcpu_slot), which never leaves
- *    this process, and the event counters (struct pcpu_counters), the only
- *    per-CPU data another process may see. When the cache is published,
- *    the stats segment maps the counters page from its file over the
- *    private one when the slot starts (pcpu_here), before its p_cap first
- *    becomes non-zero and before any slow path counts on it, so nothing
- *    can land on the private page first: the slot reports its start to the
- *    cache's observer (observe.h), which may replace the page; this layer
- *    knows nothing of the segment. A remote drain adds what it took to the
- *    slot's pc_drained, so allocs and frees can be told apart. The slow
- *    paths count what they allocate and free in the counters of the CPU
- *    they run on (pc_slow_allocs, pc_slow_frees: atomic adds, since a
- *    thread may migrate meanwhile), successful operations only; a
- *    USLAB_NOMAGAZINE cache starts slots for that alone (their cap stays 0).
+ * 1. Slots. A cache's slots live in a shared arena (pcpu-arena.c): one
+ *    index j of 1,024 per cache, and for every CPU i a 64-byte slot at
+ *    region i + j * 64, so every rseq cpu_id below nslots has a slot and
+ *    any other one reads a zero capacity from a guard and misses. nslots
+ *    is the kernel's CPU bound (pcpu-mode.c), not what sysfs says. A slot
+ *    (struct pcpu_slot, arch/fastpath.h) is the magazine's header, with a
+ *    pointer to its rounds, which come from the depot's magazine classes
+ *    when the slot starts; it never leaves this process. Its event
+ *    counters (struct pcpu_counters) sit at +PCPU_CTR_DELTA, in memory the
+ *    stats segment may share, the only per-CPU data another process may
+ *    see. A slot reports its start to the cache's observer (observe.h)
+ *    before its p_cap first becomes non-zero and before any slow path
+ *    counts on it; this layer knows nothing of the segment. A remote
+ *    drain adds what it took to the slot's pc_drained, so allocs and frees
+ *    can be told apart. The slow paths count what they allocate and free
+ *    in the counters of the CPU they run on (pc_slow_allocs,
+ *    pc_slow_frees: atomic adds, since a thread may migrate meanwhile),
+ *    successful operations only; a USLAB_NOMAGAZINE cache starts slots for
+ *    that alone (their cap stays 0).
  *
  * 2. Hysteresis. A slot holds up to 2M rounds (M = the depot's magazine
  *    size). An alloc miss (empty) loads one magazine of M from the depot;
@@ -47,20 +48,25 @@
  *    Bonwick's loaded/previous pair because the fast path then touches one
  *    array at a fixed place, with no magazine pointer to follow or swap.
  *
- * 3. Modes, chosen once (pcpu_init) and never mixed:
+ * 3. Modes, chosen once (pcpu-mode.c) and never mixed:
  *    - "rseq cpu_id": the assembly fast path (arch/x86_64.S); remote
- *      operations stop a slot (p_cap = 0), fence the CPU with
- *      membarrier(PRIVATE_EXPEDITED_RSEQ), own it, then restart it.
+ *      operations stop a slot (p_cap = 0), fence the CPU (membarrier
+ *      PRIVATE_EXPEDITED_RSEQ; where a sandbox refuses it, migration onto
+ *      the CPU; where that is refused too, only quiescent slots are
+ *      drained), own it, then restart it.
  *    - "locked: <why>": the same slots, each with a spinlock, indexed by
  *      sched_getcpu(); the index is only a hint for locality, the lock
  *      gives correctness. Used when glibc did not register rseq (valgrind,
  *      glibc.pthread.rseq=0, old kernels), with USLAB_RSEQ=0, without asm,
  *      under ThreadSanitizer (which cannot see the rseq hand-off), or when
- *      membarrier cannot fence rseq.
+ *      membarrier cannot fence rseq at start-up.
  *
- * 4. Signals: the rseq fast path is async-signal-safe; the slow paths take
- *    mutexes and are not. Threads without an rseq registration (cpu_id < 0)
- *    miss every time and go through the depot.
+ * 4. Signals: a hit in the rseq mode takes no lock and is async-signal
+ *    safe. A slow path run by a handler that interrupted uslab on its
+ *    thread never waits for a lock ("Re-entry" below): an
+ *    allocation fails with EDEADLK, a free is deferred. Threads without
+ *    an rseq registration (cpu_id < 0) miss every time and go through the
+ *    depot.
  *
  * 5. Calls go down: to the depot for magazines, and straight to the slab
  *    layer where no magazine is involved (drains, USLAB_NOMAGAZINE caches,

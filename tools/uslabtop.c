@@ -96,8 +96,9 @@ static void usage(FILE *out)
 	      " ?                    key help\n"
 	      " q                    quit\n"
 	      "\n"
-	      "Statistics come from $USLAB_STATS_DIR/uslab.<pid> (default /dev/shm),\n"
-	      "which every uslab process publishes unless USLAB_STATS=0.\n"
+	      "Statistics come from the memfd that $USLAB_STATS_DIR/uslab.<pid>.<pidns>\n"
+	      "(default /dev/shm) names, which every uslab process publishes unless\n"
+	      "USLAB_STATS=0.\n"
 	      "For more details see tools/uslabtop.md.\n",
 	      out);
 }
