@@ -437,14 +437,14 @@ static int cache_destroy(struct uslab_cache *c)
 /* See include/uslab.h */
 void *uslab_cache_alloc(struct uslab_cache *c)
 {
-	return pcpu_alloc_slow(c);
+	return c->c_alloc_miss(c);
 }
 
 /* See include/uslab.h */
 void uslab_cache_free(struct uslab_cache *c, void *obj)
 {
 	if (obj != NULL)
-		pcpu_free_slow(c, obj);
+		c->c_free_miss(c, obj); /* pcpu_free_slow checks the object */
 }
 #endif
 
@@ -482,6 +482,7 @@ size_t uslab_cache_reap(struct uslab_cache *c)
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
 	size_t bytes = pcpu_drain(c, false);
 	bytes += depot_drain(c);
+	pcpu_sweep(c); /* after this, the slabs the drains emptied may go */
 	bytes += slab_reap(c);
 	PROBE2(reap, c, bytes);
 	/* The magazine structures the drain gave up: their own cache's pages,

@@ -10,8 +10,8 @@
 #include "internal.h"
 
 static const char *const report_what[] = {
-	[USLAB_E_FOREIGN] = "pointer does not belong to the cache",
-	[USLAB_E_BOUNDARY] = "pointer is not the start of an object",
+	[USLAB_E_FOREIGN] = "not an object of this cache",
+	[USLAB_E_BOUNDARY] = "interior pointer",
 	[USLAB_E_DUPFREE] = "double free",
 	[USLAB_E_REENTRY] = "cache used from its own ctor or dtor, or while being destroyed",
 	[USLAB_E_DEFER] = "freed in a signal handler while uslab was busy, beyond what can wait",

@@ -111,6 +111,7 @@ struct mag *depot_mag_get(size_t n)
 		return NULL;
 	((struct mag *)m)->m_cap = depot_mag_rounds(k);
 	((struct mag *)m)->m_count = 0;
+	((struct mag *)m)->m_floor = MAG_FLOOR;
 	return m;
 }
 

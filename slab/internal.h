@@ -32,6 +32,7 @@
 #define SLAB_MIN_SHIFT 16
 #define SLAB_MAX_SHIFT 24
 #define SLAB_MAGIC 0x75736c6162736c62ull /* "uslabslb" */
+#define SLAB_CLEAN UINT64_MAX            /* s_empty_gen of a slab never used */
 
 /* Empty slabs that stayed empty through a whole interval of this length
  * are released (slab.c §3). */
@@ -75,7 +76,9 @@ struct slab {
 	uint32_t s_hint;              /* no free bit below word s_hint */
 	uint32_t s_where;             /* enum slab_where or a bucket */
 	uint32_t s_pad;
-	uint64_t s_free[]; /* bit i set: object i is free, in the slab */
+	uint64_t s_empty_gen; /* c_sweep_started when it last became empty,
+	                       * or SLAB_CLEAN: no object of it ever went out */
+	uint64_t s_free[];    /* bit i set: object i is free, in the slab */
 };
 
 struct slab_list {
@@ -111,6 +114,16 @@ void slab_release_all(struct uslab_cache *c);
 bool slab_cache_is_valid(struct uslab_cache *c);
 /** The slab holding @obj, if @obj is an object of @c; reports otherwise. */
 struct slab *slab_of_checked(struct uslab_cache *c, const void *obj, uint32_t *idx);
+/** Whether @obj is an object of @c (the check of every free), no report. */
+bool slab_is_object(const struct uslab_cache *c, const void *obj);
+/** The check of every free: returns if @obj is an object of @c, reports
+ *  (not an object of this cache, or an interior pointer) otherwise. */
+void slab_check_free(struct uslab_cache *c, const void *obj);
+/** A free that failed the fast path's check (x86_64-entry.S): reports,
+ *  or, if @obj is an object of @c after all, frees it. */
+void slab_free_bad(struct uslab_cache *c, void *obj);
+/** A free of the object on top of this CPU's magazine: reports. */
+__attribute__((noreturn)) void slab_free_dup(struct uslab_cache *c, void *obj);
 /** Whether @c's ctor or dtor is running on this thread (the slow paths
  *  then report: a cache re-entered from its own callbacks). */
 bool slab_in_callback(const struct uslab_cache *c);
@@ -147,8 +160,11 @@ struct mag {
 	struct mag *m_next;
 	uint32_t m_count;
 	uint32_t m_cap;
+	uintptr_t m_floor; /* MAG_FLOOR: what the fast path's double-free check
+	                    * reads as rounds[-1] (no object is at that address) */
 	void *m_rounds[];
 };
+#define MAG_FLOOR UINTPTR_MAX
 
 /* Magazine caches, one per magazine size: class k holds DEPOT_MAG_MIN << k
  * rounds. The registry (cache.c) creates them; the depot allocates from
@@ -261,6 +277,9 @@ int pcpu_cache_init(struct uslab_cache *c);
 void pcpu_cache_fini(struct uslab_cache *c);
 void pcpu_lock_all(struct uslab_cache *c);
 void pcpu_unlock_all(struct uslab_cache *c);
+/** Clear every started slot's stale entries, so that slabs that became
+ *  empty before may be released (§6 of pcpu.c). */
+void pcpu_sweep(struct uslab_cache *c);
 /** Move every object held in any per-CPU slot to the slab layer; returns
  *  the bytes of slabs that this released. @quiescent: nobody uses the
  *  cache (destroy), so no slot is stopped or fenced. Otherwise a slot
@@ -297,8 +316,19 @@ bool pcpu_is_valid(struct uslab_cache *c);
 /* ---- cache.c: the cache ---- */
 
 struct uslab_cache {
-	/* ---- fast path, read by the asm (offset 0); immutable ---- */
-	char *c_fast; /* c_pcpu in rseq mode; a zero region (all caps 0) otherwise */
+	/* ---- fast path, read by the asm (offsets in arch/fastpath.h) ---- */
+	char *c_fast; /* c_pcpu in rseq mode; a zero region (all caps 0) otherwise;
+	               * changed only with every slot stopped (pcpu_route) */
+	/* The object check of every free (slab_index): an object of slab s is
+	 * at s_base + q * c_slot, q < c_chk_objs, and for any other offset x,
+	 * ror(x * c_chk_inv, c_chk_tz) >= c_chk_objs. Immutable. */
+	uint64_t c_chk_inv;  /* inverse of c_slot's odd part, mod 2^64 */
+	uint64_t c_chk_objs; /* c_slab_objs */
+	uint8_t c_chk_tz;    /* trailing zero bits of c_slot */
+	/* Where a miss goes (the asm tail-calls them): pcpu_alloc_slow and
+	 * pcpu_free_slow, or a debug cache's (pcpu_route). */
+	void *(*c_alloc_miss)(struct uslab_cache *c);
+	void (*c_free_miss)(struct uslab_cache *c, void *obj);
 
 	/* ---- registry and slab layer: immutable after create ---- */
 	unsigned c_flags;
@@ -313,7 +343,6 @@ struct uslab_cache {
 	uint32_t c_first;       /* offset of object 0 before colour */
 	uint32_t c_colour_step; /* bytes between successive colours */
 	uint32_t c_colours;     /* number of distinct colour offsets */
-	uint64_t c_div;         /* ceil(2^64 / c_slot), for exact offset division */
 	int (*c_ctor)(void *, void *);
 	void (*c_dtor)(void *, void *);
 	void *c_arg;
@@ -332,9 +361,15 @@ struct uslab_cache {
 	unsigned c_dying; /* being destroyed: a use is reported (pcpu.c) */
 
 	/* ---- per-CPU layer: under c_drain_lock ---- */
-	struct uslab_lock c_drain_lock; /* remote slot operations (drain, resize, fold)
-	                                 * and starting a slot; c_pcpu_cap */
+	struct uslab_lock c_drain_lock; /* remote slot operations (drain, resize, fold,
+	                                 * sweep) and starting a slot; c_pcpu_cap */
 	uint32_t c_pcpu_cap;            /* cap of running slots: 2 * magazine size */
+	/* Sweeps of the slots' stale entries (pcpu.c §6): the number of the
+	 * last one started, and of the last one that reached every slot. The
+	 * slab layer releases a slab only once c_sweep_done > its
+	 * s_empty_gen, and asks for a sweep with c_sweep_wanted (atomics). */
+	uint64_t c_sweep_started, c_sweep_done;
+	unsigned c_sweep_wanted;
 
 	/* ---- depot: under c_depot_lock (c_mag_size also read racily by pcpu.c) ----
 	 * Invariants (depot_is_valid()):
@@ -376,6 +411,17 @@ struct uslab_cache {
 };
 
 _Static_assert(offsetof(struct uslab_cache, c_fast) == PCPU_CACHE_FAST, "PCPU_CACHE_FAST");
+_Static_assert(offsetof(struct uslab_cache, c_chk_inv) == PCPU_CACHE_CHK_INV, "PCPU_CACHE_CHK_INV");
+_Static_assert(offsetof(struct uslab_cache, c_chk_objs) == PCPU_CACHE_CHK_OBJS,
+               "PCPU_CACHE_CHK_OBJS");
+_Static_assert(offsetof(struct uslab_cache, c_chk_tz) == PCPU_CACHE_CHK_TZ, "PCPU_CACHE_CHK_TZ");
+_Static_assert(offsetof(struct uslab_cache, c_alloc_miss) == PCPU_CACHE_ALLOC_MISS,
+               "PCPU_CACHE_ALLOC_MISS");
+_Static_assert(offsetof(struct uslab_cache, c_free_miss) == PCPU_CACHE_FREE_MISS,
+               "PCPU_CACHE_FREE_MISS");
+_Static_assert(offsetof(struct slab, s_cache) == PCPU_SLAB_CACHE, "PCPU_SLAB_CACHE");
+_Static_assert(offsetof(struct slab, s_base) == PCPU_SLAB_BASE, "PCPU_SLAB_BASE");
+_Static_assert(PCPU_MAP_GRAIN_SHIFT == SLAB_MIN_SHIFT, "the map's granule is the smallest slab");
 
 /** Lock order 1: the registry. Held across atfork. */
 extern struct uslab_lock cache_list_lock;
@@ -426,6 +472,16 @@ static inline void obs_slot_locked(struct uslab_cache *c, uint32_t cpu, void *pa
 	ASSERT_HELD(&c->c_drain_lock);
 	if (c->c_obs != NULL)
 		c->c_obs->o_slot(c->c_obs_rec, cpu, page);
+}
+
+/* The object check's quotient of byte offset @off from a slab's s_base
+ * (slab.c, slab_check_init): below c_chk_objs exactly for object starts. */
+static inline uint64_t slab_check_quotient(const struct uslab_cache *c, uint64_t off)
+{
+	uint64_t x = off * c->c_chk_inv;
+	unsigned t = c->c_chk_tz;
+
+	return t == 0 ? x : (x >> t) | (x << (64 - t));
 }
 
 #endif /* USLAB_INTERNAL_H */

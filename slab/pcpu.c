@@ -74,6 +74,19 @@
  *    working-set interval ended, the slow path folds the slots' hit counts
  *    that are due (§1 of arch/fastpath.h), since a CPU that never misses
  *    would not.
+ *
+ * 6. Stale entries and sweeps. The public free's hit trusts an object it
+ *    finds just above the count (the memo, arch/fastpath.h), so the
+ *    entries at and above the count must only ever be NULL or objects of
+ *    this cache in slabs not yet released. Arrays are zeroed when a slot
+ *    gets one and when a drain empties it; a sweep (pcpu_sweep) owns
+ *    every started slot in turn and zeroes its entries above the count.
+ *    The slab layer records c_sweep_started when a slab becomes empty and
+ *    releases it only once a later sweep has reached every slot
+ *    (c_sweep_done), asking for one with c_sweep_wanted: the end of a
+ *    depot interval then sweeps, and reap sweeps after its drains. With
+ *    no fence at all (pcpu-mode.c §3) a running slot cannot be swept, so
+ *    its cache's slabs stay: memory, not safety, is what degrades.
  */
 
 /* Largest stack buffer of rounds moved at once (>= every c_mag_max). */
@@ -98,6 +111,14 @@ static bool pcpu_off(const struct uslab_cache *c)
 	return (c->c_flags & USLAB_NOMAGAZINE) != 0;
 }
 
+/* Zero slot @s's entries from @count up (§6): the slot is owned, or not
+ * started yet. */
+static void pcpu_clear_stale(struct pcpu_slot *s, uint32_t count)
+{
+	if (s->p_mag != NULL && count < s->p_mag->m_cap)
+		memset(s->p_rounds + count, 0, (s->p_mag->m_cap - count) * sizeof(void *));
+}
+
 int pcpu_cache_init(struct uslab_cache *c)
 {
 	pcpu_init();
@@ -108,6 +129,8 @@ int pcpu_cache_init(struct uslab_cache *c)
 	c->c_pcpu = c->c_place.pl_base;
 	c->c_pcpu_cap = pcpu_off(c) ? 0 : 2 * c->c_mag_size;
 	c->c_fast = pcpu_rseq && !pcpu_off(c) ? c->c_pcpu : pcpu_zero;
+	c->c_alloc_miss = pcpu_alloc_slow;
+	c->c_free_miss = pcpu_free_slow;
 	lock_init(&c->c_drain_lock);
 	return 0;
 }
@@ -237,12 +260,15 @@ static void pcpu_fold_if_due(struct uslab_cache *c, uint32_t i)
 	lock_drop(&c->c_drain_lock);
 }
 
-/* A depot working-set interval ended: fold every started slot that is due. */
+/* A depot working-set interval ended: fold every started slot that is
+ * due, and sweep if the slab layer waits for a sweep to release slabs. */
 static void pcpu_fold_due(struct uslab_cache *c)
 {
 	for (uint32_t i = 0; i < pcpu_nslots && !pcpu_off(c); i++)
 		if (__atomic_load_n(&pcpu_slot(c, i)->p_live, __ATOMIC_RELAXED) != 0)
 			pcpu_fold_if_due(c, i);
+	if (__atomic_load_n(&c->c_sweep_wanted, __ATOMIC_RELAXED) != 0)
+		pcpu_sweep(c);
 }
 
 /*
@@ -279,6 +305,7 @@ static uint32_t pcpu_here(struct uslab_cache *c)
 		if (m != NULL && m->m_cap >= c->c_pcpu_cap) {
 			s->p_mag = m;
 			s->p_rounds = m->m_rounds;
+			pcpu_clear_stale(s, 0); /* another cache's rounds, maybe */
 			cap = c->c_pcpu_cap;
 			m = NULL;
 		}
@@ -403,6 +430,7 @@ size_t pcpu_drain(struct uslab_cache *c, bool quiescent)
 		ASSERT(n <= c->c_pcpu_rounds); /* before the copy into buf */
 		memcpy(buf, s->p_rounds, n * sizeof(void *));
 		pcpu_set_owned(c, i, 0);
+		pcpu_clear_stale(s, 0);
 		/* We own the slot; its owner writes other counters only. */
 		struct pcpu_counters *ctr = pcpu_ctr(c, i);
 		__atomic_store_n(&ctr->pc_drained,
@@ -417,6 +445,32 @@ size_t pcpu_drain(struct uslab_cache *c, bool quiescent)
 		bytes += slab_free_bulk(c, buf, n);
 	}
 	return bytes;
+}
+
+void pcpu_sweep(struct uslab_cache *c)
+{
+	if (pcpu_off(c))
+		return;
+	__atomic_store_n(&c->c_sweep_wanted, 0, __ATOMIC_RELAXED);
+	lock_take(&c->c_drain_lock);
+	uint64_t n = c->c_sweep_started + 1;
+	__atomic_store_n(&c->c_sweep_started, n, __ATOMIC_RELEASE);
+	bool all = true;
+	for (uint32_t i = 0; i < pcpu_nslots; i++) {
+		struct pcpu_slot *s = pcpu_slot(c, i);
+		uint32_t cap;
+		if (__atomic_load_n(&s->p_live, __ATOMIC_RELAXED) == 0)
+			continue; /* its array is zeroed when it gets one */
+		if (!pcpu_stop(c, i, &cap)) {
+			all = false; /* no fence: this sweep does not count */
+			continue;
+		}
+		pcpu_clear_stale(s, pcpu_word_count(s->p_word));
+		pcpu_restart(c, i, cap);
+	}
+	if (all)
+		__atomic_store_n(&c->c_sweep_done, n, __ATOMIC_RELEASE);
+	lock_drop(&c->c_drain_lock);
 }
 
 void pcpu_cache_stop(struct uslab_cache *c)
@@ -467,6 +521,7 @@ static void pcpu_resize(struct uslab_cache *c)
 			gone = s->p_mag;
 			s->p_mag = m;
 			s->p_rounds = m->m_rounds;
+			pcpu_clear_stale(s, count);
 		}
 		pcpu_set_owned(c, i, count);
 		pcpu_restart(c, i,
@@ -568,12 +623,26 @@ static void *pcpu_locked_pop(struct uslab_cache *c)
 	return obj;
 }
 
+/* Locked mode: @obj onto this CPU's slot, as the rseq hit does: the memo
+ * (arch/fastpath.h), else the object check, then the push with the
+ * double-free check. false when the slot is full or stopped (@obj was not
+ * checked then). */
 static bool pcpu_locked_push(struct uslab_cache *c, void *obj)
 {
 	uint32_t i = pcpu_lock_mine(c);
-	int ok = pcpu_generic_push(pcpu_slot(c, i), obj);
-	pcpu_slot_unlock(pcpu_slot(c, i));
-	return ok;
+	struct pcpu_slot *s = pcpu_slot(c, i);
+	int ok = pcpu_generic_push_memo(s, obj);
+	if (ok == 2) {
+		if (!slab_is_object(c, obj)) {
+			pcpu_slot_unlock(s);
+			slab_check_free(c, obj); /* reports */
+		}
+		ok = pcpu_generic_push(s, obj);
+	}
+	pcpu_slot_unlock(s);
+	if (ok < 0)
+		slab_free_dup(c, obj);
+	return ok != 0;
 }
 
 /*
@@ -638,6 +707,8 @@ static void pcpu_free_nolock(struct uslab_cache *c, void *obj)
 		if (__atomic_load_n(&s->p_live, __ATOMIC_ACQUIRE) != 0 && pcpu_slot_try(s)) {
 			int ok = pcpu_generic_push(s, obj);
 			pcpu_slot_unlock(s);
+			if (ok < 0)
+				slab_free_dup(c, obj);
 			if (ok)
 				return;
 		}
@@ -742,18 +813,26 @@ void pcpu_free_slow(struct uslab_cache *c, void *obj)
 	void *buf[PCPU_BUF];
 
 	pcpu_check_use(c, obj);
+	if (!pcpu_rseq && !pcpu_off(c) && pgsrc_busy == 0 && pcpu_locked_push(c, obj))
+		return;
+	/* Not checked yet: a miss of the rseq hit (full or stopped), a full
+	 * slot in the locked mode, a USLAB_NOMAGAZINE cache, a handler. */
+	slab_check_free(c, obj);
 	if (__builtin_expect(pgsrc_busy != 0, 0)) {
 		pcpu_free_nolock(c, obj);
 		return;
 	}
-	if (!pcpu_rseq && !pcpu_off(c) && pcpu_locked_push(c, obj))
-		return;
 	uint32_t i = pcpu_here(c);
 	pcpu_count(c, i, true, 1);
 	if (pcpu_off(c)) {
 		slab_free_bulk(c, &obj, 1);
 	} else {
 		size_t n = pcpu_take(c, buf, __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED));
+		/* A full magazine misses before the hit path compares the
+		 * round on top: compare the rounds taken (the top ones). */
+		for (size_t j = 0; j < n; j++)
+			if (buf[j] == obj)
+				slab_free_dup(c, obj);
 		pcpu_to_depot(c, buf, n);
 		/* The slot is stopped by a remote operation, or this thread has
 		 * no rseq registration: straight to the slab layer, not a depot
@@ -816,14 +895,18 @@ void pcpu_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
 	pcpu_check_use(c, NULL);
 	if (__builtin_expect(pgsrc_busy != 0, 0)) {
 		for (size_t i = 0; i < n; i++)
-			if (objs[i] != NULL)
+			if (objs[i] != NULL) {
+				slab_check_free(c, objs[i]);
 				pcpu_free_nolock(c, objs[i]);
+			}
 		return;
 	}
 	uint32_t here = pcpu_here(c);
 	for (size_t i = 0; i <= n; i++) {
-		if (i < n && objs[i] != NULL)
+		if (i < n && objs[i] != NULL) {
+			slab_check_free(c, objs[i]);
 			buf[k++] = objs[i];
+		}
 		if (k == 0 || (k < c->c_mag_max && i < n))
 			continue;
 		pcpu_count(c, here, true, k);

@@ -84,6 +84,34 @@ static uint32_t slab_fit(const struct uslab_cache *c, size_t size)
 	return (uint32_t)(size / c->c_slot);
 }
 
+/*
+ * The object check's constants (struct uslab_cache, c_chk_*). With
+ * c_slot = odd * 2^tz and inv the inverse of odd mod 2^64, an offset
+ * x = q * c_slot gives x * inv = q * 2^tz, rotated right by tz: q. Any
+ * other x gives a quotient no smaller than 2^64 / c_slot (an exact
+ * multiple of 2^tz that odd does not divide maps above the multiples'
+ * range, and low bits that are not zero rotate to the top), far above any
+ * count of objects: so q < c_chk_objs is "an object start, in range", in
+ * a multiply, a rotate and a compare, for negative offsets too.
+ */
+static void slab_check_init(struct uslab_cache *c)
+{
+	uint64_t odd = c->c_slot;
+	uint8_t tz = 0;
+
+	while ((odd & 1) == 0) {
+		odd >>= 1;
+		tz++;
+	}
+	uint64_t inv = odd; /* Newton: each step doubles the correct low bits */
+	for (int i = 0; i < 5; i++)
+		inv *= 2 - odd * inv;
+	VERIFY(odd * inv == 1);
+	c->c_chk_inv = inv;
+	c->c_chk_tz = tz;
+	c->c_chk_objs = c->c_slab_objs;
+}
+
 /* Bytes of a header of @c: struct slab and its bitmap. */
 static size_t slab_hdr_size(const struct uslab_cache *c)
 {
@@ -120,24 +148,18 @@ bool slab_geometry(struct uslab_cache *c)
 	size_t spare = best_size - (size_t)best_objs * c->c_slot;
 	c->c_colour_step = (uint32_t)(c->c_align > 64 ? c->c_align : 64);
 	c->c_colours = (uint32_t)(spare / c->c_colour_step) + 1;
-	c->c_div = c->c_slot > 1 ? UINT64_MAX / c->c_slot + 1 : 0;
+	slab_check_init(c);
 	return true;
 }
 
-/* Object index of byte offset @off in a slab, if @off is an object start.
- * Exact division by multiplication (Lemire, Kaser & Kurz 2019): for 32-bit
- * off, off / d == (c * off) >> 64 and d | off <=> c * off (mod 2^64) < c,
- * with c = ceil(2^64 / d). */
+/* Object index of byte offset @off in a slab, if @off is an object start:
+ * the check the fast path runs on every free (x86_64-entry.S), in C. */
 static bool slab_index(const struct uslab_cache *c, size_t off, uint32_t *idx)
 {
-	if (c->c_slot == 1) {
-		*idx = (uint32_t)off;
-		return true;
-	}
-	uint64_t low = c->c_div * (uint64_t)off;
-	__extension__ typedef unsigned __int128 u128;
-	*idx = (uint32_t)(((u128)c->c_div * off) >> 64);
-	return low < c->c_div;
+	uint64_t q = slab_check_quotient(c, off);
+
+	*idx = (uint32_t)q;
+	return q < c->c_chk_objs;
 }
 
 static void *slab_obj(const struct uslab_cache *c, const struct slab *s, uint32_t idx)
@@ -194,8 +216,27 @@ static void slab_link_locked(struct uslab_cache *c, struct slab *s, uint32_t whe
 	l->l_head = s;
 	if (where < SLAB_BUCKETS)
 		c->c_partial_mask |= 1u << where;
-	if (where == SLAB_ON_EMPTY)
+	if (where == SLAB_ON_EMPTY) {
 		c->c_empty_slabs++;
+		s->s_empty_gen = __atomic_load_n(&c->c_sweep_started, __ATOMIC_ACQUIRE);
+	}
+}
+
+/*
+ * May @s (empty) go back to the page source? The per-CPU slots may hold
+ * stale pointers to its objects, which their free's memo would take for
+ * objects of this cache (arch/fastpath.h): not once a sweep that started
+ * after it became empty has cleared every slot. Caches without slot
+ * arrays (USLAB_NOMAGAZINE, the library's magazine caches) have none.
+ */
+static bool slab_releasable(struct uslab_cache *c, const struct slab *s)
+{
+	if ((c->c_flags & (USLAB_NOMAGAZINE | CACHE_INTERNAL)) != 0 || s->s_empty_gen == SLAB_CLEAN)
+		return true;
+	if (__atomic_load_n(&c->c_sweep_done, __ATOMIC_ACQUIRE) > s->s_empty_gen)
+		return true;
+	__atomic_store_n(&c->c_sweep_wanted, 1, __ATOMIC_RELAXED);
+	return false;
 }
 
 /* Put @s on the list its s_inuse calls for. */
@@ -210,14 +251,17 @@ static void slab_relist_locked(struct uslab_cache *c, struct slab *s)
 	slab_link_locked(c, s, where);
 }
 
-/* Detach empty slabs above @keep onto a private chain (through s_next). */
-static struct slab *slab_detach_empty_locked(struct uslab_cache *c, uint64_t keep)
+/* Detach empty slabs above @keep onto a private chain (through s_next):
+ * releasable ones only, unless @all (a cache with no slot left). */
+static struct slab *slab_detach_empty_locked(struct uslab_cache *c, uint64_t keep, bool all)
 {
-	struct slab *chain = NULL;
+	struct slab *chain = NULL, *next;
 
 	ASSERT_HELD(&c->c_slab_lock);
-	while (c->c_empty_slabs > keep) {
-		struct slab *s = c->c_empty.l_head;
+	for (struct slab *s = c->c_empty.l_head; s != NULL && c->c_empty_slabs > keep; s = next) {
+		next = s->s_next;
+		if (!all && !slab_releasable(c, s))
+			continue;
 		slab_unlink_locked(c, s);
 		c->c_slabs--;
 		c->c_slabs_released++;
@@ -237,7 +281,7 @@ static struct slab *slab_decay_locked(struct uslab_cache *c)
 	uint64_t now = uslab_coarse_ns();
 	if (now - c->c_decay_start < SLAB_DECAY_NS)
 		return NULL;
-	struct slab *chain = slab_detach_empty_locked(c, c->c_empty_slabs - c->c_decay_min);
+	struct slab *chain = slab_detach_empty_locked(c, c->c_empty_slabs - c->c_decay_min, false);
 	c->c_decay_start = now;
 	c->c_decay_min = c->c_empty_slabs;
 	return chain;
@@ -451,6 +495,34 @@ struct slab *slab_of_checked(struct uslab_cache *c, const void *obj, uint32_t *i
 	return s;
 }
 
+bool slab_is_object(const struct uslab_cache *c, const void *obj)
+{
+	const struct slab *s = slabmap_lookup(obj);
+
+	return s != NULL && s->s_cache == c &&
+	       slab_check_quotient(c, (uint64_t)((uintptr_t)obj - (uintptr_t)s->s_base)) <
+	               c->c_chk_objs;
+}
+
+void slab_check_free(struct uslab_cache *c, const void *obj)
+{
+	uint32_t idx;
+
+	if (!slab_is_object(c, obj))
+		(void)slab_of_checked(c, obj, &idx); /* reports which */
+}
+
+void slab_free_bad(struct uslab_cache *c, void *obj)
+{
+	slab_check_free(c, obj);
+	c->c_free_miss(c, obj);
+}
+
+void slab_free_dup(struct uslab_cache *c, void *obj)
+{
+	uslab_report(c, obj, USLAB_E_DUPFREE);
+}
+
 /* Return one object to its slab; reports misuse. */
 static void slab_put_locked(struct uslab_cache *c, void *obj)
 {
@@ -559,6 +631,7 @@ size_t slab_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 			c->c_slabs++;
 			c->c_slabs_created++;
 			slab_link_locked(c, s, SLAB_ON_EMPTY);
+			s->s_empty_gen = SLAB_CLEAN;
 		}
 		got += slab_take_locked(c, s, objs + got, n - got);
 	}
@@ -580,12 +653,17 @@ size_t slab_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
 	return slab_destroy_chain(c, chain);
 }
 
-size_t slab_reap(struct uslab_cache *c)
+static size_t slab_release_empty(struct uslab_cache *c, bool all)
 {
 	lock_take(&c->c_slab_lock);
-	struct slab *chain = slab_detach_empty_locked(c, 0);
+	struct slab *chain = slab_detach_empty_locked(c, 0, all);
 	slab_leave(c);
 	return slab_destroy_chain(c, chain);
+}
+
+size_t slab_reap(struct uslab_cache *c)
+{
+	return slab_release_empty(c, false);
 }
 
 uint64_t slab_inuse(struct uslab_cache *c)
@@ -606,7 +684,7 @@ void slab_counts(struct uslab_cache *c, struct slab_counts *out)
 void slab_release_all(struct uslab_cache *c)
 {
 	VERIFY(c->c_inuse == 0);
-	slab_reap(c);
+	slab_release_empty(c, true); /* no slot left to hold a stale pointer */
 	VERIFY(c->c_slabs == 0);
 }
 

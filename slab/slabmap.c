@@ -19,18 +19,26 @@
  * mapping of its own with a guard page at both ends, made on first use and
  * never freed; their pages are touched only where slabs are.
  *
+ * The same lookup runs on every free, in the fast path's object check
+ * (x86_64-entry.S): the entry's owner and offset say whether the pointer
+ * is an object of the cache it is freed to.
+ *
  * Lookups take no lock: leaves are published with a release CAS, entries
  * are stored with release and read with acquire, so whoever finds a slab
  * here sees its header as it was built. An entry changes only when the
  * slab is created or released, both of which its cache serialises.
  */
 
-#define MAP_TOP_SHIFT 32
-#define MAP_TOP_ENTRIES ((size_t)1 << (47 - MAP_TOP_SHIFT))
+#define MAP_TOP_SHIFT PCPU_MAP_TOP_SHIFT
+#define MAP_TOP_ENTRIES ((size_t)PCPU_MAP_TOP_ENTRIES)
 #define MAP_LEAF_ENTRIES ((size_t)1 << (MAP_TOP_SHIFT - SLAB_MIN_SHIFT))
 #define MAP_LEAF_BYTES (MAP_LEAF_ENTRIES * sizeof(struct slab *))
+_Static_assert(MAP_TOP_ENTRIES << MAP_TOP_SHIFT == (size_t)1 << 47, "47-bit user addresses");
 
-static struct slab **map_top[MAP_TOP_ENTRIES]; /* leaves; published by CAS */
+/* Leaves, published by CAS. The fast path's check of every free reads it
+ * too (x86_64-entry.S), hence a hidden global with a prefixed name. */
+struct slab **uslab_map_top[MAP_TOP_ENTRIES];
+#define map_top uslab_map_top
 
 /* A new zeroed leaf between two guard pages; NULL when the kernel refuses. */
 static struct slab **map_leaf_new(void)

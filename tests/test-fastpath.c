@@ -89,13 +89,28 @@ static void tarena_free(char *r, size_t nregions)
 	munmap(r, PCPU_CTR_DELTA + (nregions << SLOT_SHIFT) + 4096);
 }
 
+/* A zeroed array of ROUNDS_ALLOC rounds, after a floor as a magazine's
+ * (rounds[-1] is m_floor, which push compares with). */
+static void **rounds_new(void)
+{
+	void **r = calloc(ROUNDS_ALLOC + 1, sizeof *r);
+
+	ck_assert_ptr_nonnull(r);
+	r[0] = (void *)MAG_FLOOR;
+	return r + 1;
+}
+
+static void rounds_free(void **rounds)
+{
+	free(rounds - 1);
+}
+
 /* A zeroed slot holding rounds obj(1) .. obj(count) in an array of its own. */
 static struct pcpu_slot *slot_new(uint32_t count, uint32_t cap)
 {
 	struct pcpu_slot *s = (struct pcpu_slot *)tarena_new(1);
-	void **rounds = calloc(ROUNDS_ALLOC, sizeof *rounds);
+	void **rounds = rounds_new();
 
-	ck_assert_ptr_nonnull(rounds);
 	s->p_word = count;
 	s->p_cap = cap;
 	s->p_rounds = rounds;
@@ -106,7 +121,7 @@ static struct pcpu_slot *slot_new(uint32_t count, uint32_t cap)
 
 static void slot_free(struct pcpu_slot *s)
 {
-	free(s->p_rounds);
+	rounds_free(s->p_rounds);
 	tarena_free((char *)s, 1);
 }
 
@@ -243,6 +258,38 @@ START_TEST(fastpath_generic_push_batch_clamps)
 }
 END_TEST
 
+/* The memo (arch/fastpath.h): push_memo takes only the entry at the
+ * count; push refuses the top (a double free) and clears an equal entry
+ * just above what it stored; so does push_batch. */
+START_TEST(fastpath_generic_memo_rule)
+{
+	struct pcpu_slot *s = slot_new(2, 8); /* obj(1), obj(2) */
+
+	s->p_rounds[2] = obj(3); /* stale: popped from here */
+	ck_assert_int_eq(pcpu_generic_push_memo(s, obj(9)), 2);
+	ck_assert_uint_eq(count_of(s), 2);
+	ck_assert_int_eq(pcpu_generic_push_memo(s, obj(3)), 1);
+	ck_assert_uint_eq(count_of(s), 3);
+	ck_assert_uint_eq(hits_of(s), 1);
+	check_copy(s);
+	ck_assert_int_eq(pcpu_generic_push(s, obj(3)), -1); /* the top again */
+	ck_assert_uint_eq(count_of(s), 3);
+	s->p_rounds[4] = obj(7);
+	ck_assert_int_eq(pcpu_generic_push(s, obj(7)), 1);
+	ck_assert_ptr_eq(s->p_rounds[3], obj(7));
+	ck_assert_ptr_null(s->p_rounds[4]); /* never equal to the top */
+	s->p_rounds[6] = obj(11);
+	void *in[2] = {obj(10), obj(11)};
+	ck_assert_uint_eq(pcpu_generic_push_batch(s, in, 2), 2);
+	ck_assert_ptr_null(s->p_rounds[6]);
+	set_count(s, 8); /* full: no entry above to compare */
+	ck_assert_int_eq(pcpu_generic_push_memo(s, obj(1)), 0);
+	set_count(s, 0); /* empty: the floor is below, never an object */
+	ck_assert_int_eq(pcpu_generic_push(s, obj(20)), 1);
+	slot_free(s);
+}
+END_TEST
+
 START_TEST(fastpath_generic_batch_round_trip)
 {
 	struct pcpu_slot *s = slot_new(0, ROUNDS);
@@ -282,10 +329,8 @@ static void pair_init(struct pair *p, unsigned cpu)
 	memset(p->region + PCPU_CTR_DELTA, SENTINEL, p->nregions << SLOT_SHIFT);
 	p->asm_slot = (struct pcpu_slot *)(p->region + ((size_t)cpu << SLOT_SHIFT));
 	p->ref = (struct pcpu_slot *)tarena_new(1);
-	p->asm_rounds = malloc(ROUNDS_ALLOC * sizeof(void *));
-	p->ref_rounds = malloc(ROUNDS_ALLOC * sizeof(void *));
-	ck_assert_ptr_nonnull(p->asm_rounds);
-	ck_assert_ptr_nonnull(p->ref_rounds);
+	p->asm_rounds = rounds_new();
+	p->ref_rounds = rounds_new();
 }
 
 /* Copy the reference's state (slot, counters, rounds) to the asm's. */
@@ -335,8 +380,11 @@ static void pair_randomise(struct pair *p, uint64_t *rng)
 	CTR(s)->pc_popped = rng_next(rng);
 	CTR(s)->pc_drained = rng_next(rng);
 	s->p_live = rng_next(rng);
+	/* Few distinct values one time in three, so that pushes meet equal
+	 * entries (the double-free check, the memo rule's clearing). */
+	uint64_t spread = r % 3 == 0 ? 8 : 100000;
 	for (uint32_t i = 0; i < ROUNDS_ALLOC; i++)
-		s->p_rounds[i] = obj(rng_next(rng) % 100000);
+		s->p_rounds[i] = obj(rng_next(rng) % spread);
 	pair_copy(p);
 }
 
@@ -373,8 +421,8 @@ static void pair_fini(struct pair *p)
 {
 	tarena_free(p->region, p->nregions);
 	tarena_free((char *)p->ref, 1);
-	free(p->asm_rounds);
-	free(p->ref_rounds);
+	rounds_free(p->asm_rounds);
+	rounds_free(p->ref_rounds);
 }
 
 /* One operation through both; compares the return values and buffers. */
@@ -387,6 +435,16 @@ static void pair_step(struct pair *p, uint64_t *rng, unsigned step)
 	for (size_t i = 0; i < ROUNDS + 8; i++) {
 		ain[i] = obj(200000 + rng_next(rng) % 1000);
 		aout[i] = rout[i] = obj(999999);
+	}
+	/* Half the time, push an entry of the array from around the count:
+	 * the top (a double free), the one above, the one above that. */
+	if (rng_next(rng) % 2 == 0) {
+		uint32_t c = count_of(p->ref);
+		uint32_t at = c + (uint32_t)(rng_next(rng) % 3);
+		if (at >= 1 && at - 1 < ROUNDS_ALLOC)
+			ain[0] = p->ref_rounds[at - 1];
+		if (n > 0 && c + n < ROUNDS_ALLOC && rng_next(rng) % 2 == 0)
+			ain[n - 1] = p->ref_rounds[c + n]; /* the entry above the batch */
 	}
 	CHECK(sched_getcpu() == (int)p->cpu, "step %u: not on CPU %u", step, p->cpu);
 	switch (op) {
@@ -681,6 +739,7 @@ static Suite *fastpath_suite(void)
 	tcase_add_test(tc, fastpath_generic_pop_batch_clamps);
 	tcase_add_test(tc, fastpath_generic_push_batch_clamps);
 	tcase_add_test(tc, fastpath_generic_batch_round_trip);
+	tcase_add_test(tc, fastpath_generic_memo_rule);
 	suite_add_tcase(s, tc);
 
 	/* The asm indexes slots by rseq cpu_id, read through the offset that

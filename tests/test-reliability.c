@@ -60,36 +60,7 @@ __attribute__((destructor)) static void rel_teardown(void)
 		fprintf(stderr, "could not remove %s\n", test_dir);
 }
 
-/* Run @fn in a fresh child (with @secs of alarm); its exit status, or 128 +
- * the signal that ended it. Its stderr goes to @err (NULL: ours). */
-static int run_child(int (*fn)(void *), void *arg, unsigned secs, char *err, size_t errlen)
-{
-	int fds[2];
-	ck_assert_int_eq(pipe(fds), 0);
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		close(fds[0]);
-		if (err != NULL)
-			dup2(fds[1], 2);
-		alarm(secs);
-		_exit(fn(arg));
-	}
-	close(fds[1]);
-	size_t n = 0;
-	ssize_t k;
-	char sink[256];
-	while ((k = read(fds[0], err != NULL && n + 1 < errlen ? err + n : sink,
-	                 err != NULL && n + 1 < errlen ? errlen - 1 - n : sizeof sink)) > 0)
-		if (err != NULL && n + 1 < errlen)
-			n += (size_t)k;
-	close(fds[0]);
-	if (err != NULL)
-		err[n] = '\0';
-	int status;
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+#define run_child test_run_child
 
 static bool rseq_mode(void)
 {

@@ -5,7 +5,18 @@
 
 #include <check.h>
 
+#include <stdbool.h>
+#include <stddef.h>
+
 /* Each test program defines this: the suites it runs (NULL-terminated). */
 extern Suite *(*const test_suites[])(void);
+
+/* Run @fn(@arg) in a child (with @secs of alarm) and return its exit status,
+ * or 128 + the signal that ended it; its stderr is kept in @err (@errlen
+ * bytes, NUL-terminated) when @err is not NULL. */
+int test_run_child(int (*fn)(void *), void *arg, unsigned secs, char *err, size_t errlen);
+
+/* Whether death tests can run (CK_FORK=no under valgrind: they skip). */
+bool test_can_fork(void);
 
 #endif

@@ -24,9 +24,21 @@
 #define PCPU_CTR_PUSHED 8        /* offsetof(struct pcpu_counters, pc_pushed) */
 #define PCPU_CTR_POPPED 16       /* offsetof(struct pcpu_counters, pc_popped) */
 #define PCPU_CACHE_FAST 0        /* offsetof(struct uslab_cache, c_fast), internal.h */
-#define PCPU_RSEQ_SIG 0x53053053 /* x86 RSEQ_SIG, as glibc registers it */
-#define PCPU_RSEQ_CPU_ID 4       /* offsetof(struct rseq, cpu_id) */
-#define PCPU_RSEQ_CS 8           /* offsetof(struct rseq, rseq_cs) */
+#define PCPU_CACHE_CHK_INV 8     /* offsetof(struct uslab_cache, c_chk_inv) */
+#define PCPU_CACHE_CHK_OBJS 16   /* offsetof(struct uslab_cache, c_chk_objs) */
+#define PCPU_CACHE_CHK_TZ 24     /* offsetof(struct uslab_cache, c_chk_tz) */
+#define PCPU_CACHE_ALLOC_MISS 32 /* offsetof(struct uslab_cache, c_alloc_miss) */
+#define PCPU_CACHE_FREE_MISS 40  /* offsetof(struct uslab_cache, c_free_miss) */
+#define PCPU_SLAB_CACHE 8        /* offsetof(struct slab, s_cache) */
+#define PCPU_SLAB_BASE 40        /* offsetof(struct slab, s_base) */
+/* The slab map (slabmap.c): uslab_map_top[addr >> 32] is a leaf, or NULL;
+ * leaf[(addr >> 16) & 0xffff] the slab, or NULL. */
+#define PCPU_MAP_TOP_SHIFT 32
+#define PCPU_MAP_TOP_ENTRIES 32768 /* 47-bit user addresses */
+#define PCPU_MAP_GRAIN_SHIFT 16    /* SLAB_MIN_SHIFT */
+#define PCPU_RSEQ_SIG 0x53053053   /* x86 RSEQ_SIG, as glibc registers it */
+#define PCPU_RSEQ_CPU_ID 4         /* offsetof(struct rseq, cpu_id) */
+#define PCPU_RSEQ_CS 8             /* offsetof(struct rseq, rseq_cs) */
 
 #ifndef __ASSEMBLER__
 
@@ -220,16 +232,47 @@ static inline struct pcpu_counters *pcpu_slot_counters(struct pcpu_slot *s)
 void *uslab_rseq_pop(char *base, unsigned shift);
 void *pcpu_generic_pop(struct pcpu_slot *slot);
 
-/* int push(slot, obj):
+/* int push(slot, obj), for an object already checked:
  *	w = slot->p_word;                                     (cap loaded first)
  *	if (count(w) >= slot->p_cap) return 0;                (full or stopped)
+ *	if (slot->p_rounds[count(w) - 1] == obj) return -1;   (double free of the top;
+ *	                                                       rounds[-1] is m_floor)
  *	slot->p_rounds[count(w)] = obj;
+ *	if (count(w) + 1 < slot->p_cap && slot->p_rounds[count(w) + 1] == obj)
+ *		slot->p_rounds[count(w) + 1] = NULL;          (the memo rule, below)
  *	slot->p_word = w + PCPU_HIT + 1;                      (commit)
  *	counters->pc_word = w + PCPU_HIT + 1;
  *	return 1;
- */
+ *
+ * int push_memo(slot, obj), the public free's hit (x86_64-entry.S):
+ *	w = slot->p_word;                                     (cap loaded first)
+ *	if (count(w) >= slot->p_cap) return 0;                (full or stopped)
+ *	if (slot->p_rounds[count(w)] != obj) return 2;        (not known: check it,
+ *	                                                       then push())
+ *	slot->p_word = w + PCPU_HIT + 1;                      (commit: obj is there)
+ *	counters->pc_word = w + PCPU_HIT + 1;
+ *	return 1;
+ *
+ * The memo. A pop leaves the object it took in the array, just above the
+ * new count: freed back on the same CPU (the common case: alloc and free
+ * in turn, or in reverse order), it is found there and is known to be an
+ * object of this cache, so the hit skips the check of every free (the
+ * slab map, x86_64-entry.S) and even the store. That rests on two rules
+ * for the entries at and above count (the stale ones):
+ *  - each is NULL or an object of this cache in a slab that is not
+ *    released: arrays are zeroed when a slot gets one and when a drain
+ *    empties it, and a slab is released only after every slot's stale
+ *    entries were cleared since it became empty (pcpu.c, sweeps);
+ *  - the one at count never equals the one below it (the top): push() and
+ *    push_batch() clear an equal entry above what they stored, and pops
+ *    move the top two apart, which differ unless the magazine held one
+ *    object twice. So a memo hit is never a free of the object on top
+ *    (a double free that push() reports), unless an earlier double free
+ *    put one object in the magazine twice; that one is caught when the
+ *    object reaches its slab. */
 int uslab_rseq_push(char *base, unsigned shift, void *obj);
 int pcpu_generic_push(struct pcpu_slot *slot, void *obj);
+int pcpu_generic_push_memo(struct pcpu_slot *slot, void *obj);
 
 /* size_t pop_batch(slot, out, n):
  *	w = slot->p_word;                                     (cap loaded first)
@@ -248,6 +291,8 @@ size_t pcpu_generic_pop_batch(struct pcpu_slot *slot, void **out, size_t n);
  *	w = slot->p_word;                                     (cap loaded first)
  *	k = min(slot->p_cap - count(w), n);                   (cap 0: k = 0)
  *	p_rounds[count(w) .. count(w) + k) = in[0 .. k);
+ *	if (count(w) + k < slot->p_cap && p_rounds[count(w) + k] == in[k - 1])
+ *		p_rounds[count(w) + k] = NULL;                (the memo rule, above)
  *	slot->p_word = w + k;                                 (commit; hits unchanged)
  *	counters->pc_word = w + k;
  *	counters->pc_pushed += k;

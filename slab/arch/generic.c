@@ -42,7 +42,26 @@ int pcpu_generic_push(struct pcpu_slot *slot, void *obj)
 
 	if (pcpu_word_count(w) >= cap)
 		return 0;
-	slot->p_rounds[pcpu_word_count(w)] = obj;
+	/* rounds[-1] is the magazine's m_floor, never an object */
+	uint32_t count = pcpu_word_count(w);
+	if (slot->p_rounds[(long)count - 1] == obj)
+		return -1;
+	slot->p_rounds[count] = obj;
+	if (count + 1 < cap && slot->p_rounds[count + 1] == obj)
+		slot->p_rounds[count + 1] = NULL; /* the memo rule (fastpath.h) */
+	pcpu_generic_commit(slot, w + PCPU_HIT + 1);
+	return 1;
+}
+
+int pcpu_generic_push_memo(struct pcpu_slot *slot, void *obj)
+{
+	uint32_t cap = slot->p_cap;
+	uint64_t w = slot->p_word;
+
+	if (pcpu_word_count(w) >= cap)
+		return 0;
+	if (slot->p_rounds[pcpu_word_count(w)] != obj)
+		return 2;
 	pcpu_generic_commit(slot, w + PCPU_HIT + 1);
 	return 1;
 }
@@ -79,6 +98,8 @@ size_t pcpu_generic_push_batch(struct pcpu_slot *slot, void *const *in, size_t n
 		return 0;
 	for (size_t i = 0; i < k; i++)
 		slot->p_rounds[count + i] = in[i];
+	if (count + k < cap && slot->p_rounds[count + k] == in[k - 1])
+		slot->p_rounds[count + k] = NULL; /* the memo rule (fastpath.h) */
 	pcpu_generic_commit(slot, w + k);
 	struct pcpu_counters *ctr = pcpu_slot_counters(slot);
 	pcpu_generic_set64(&ctr->pc_pushed, ctr->pc_pushed + k);

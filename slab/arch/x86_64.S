@@ -27,16 +27,20 @@ FUNC uslab_rseq_pop, hidden
 	RSEQ_ABORT .Lpop
 ENDFUNC uslab_rseq_pop
 
-/* int uslab_rseq_push(char *base, unsigned shift, void *obj): 1, or 0 on a miss. */
+/* int uslab_rseq_push(char *base, unsigned shift, void *obj): 1, or 0 on a
+ * miss, or -1 when obj is the round on top (a double free). */
 FUNC uslab_rseq_push, hidden
 	movq %rdi, %r9
 	movl %esi, %ecx
 	movq uslab_rseq_off(%rip), %r8
-	RSEQ_PUSH .Lpush, .Lpush_fail, %cl, %rdx, %rdi, %edi	/* base is in %r9 */
+	RSEQ_PUSH .Lpush, .Lpush_fail, .Lpush_dup, %cl, %rdx, %rdi, %edi	/* base is in %r9 */
 	movl $1, %eax
 	ret
 .Lpush_fail:
 	xorl %eax, %eax
+	ret
+.Lpush_dup:
+	movl $-1, %eax
 	ret
 	RSEQ_ABORT .Lpush
 ENDFUNC uslab_rseq_push
@@ -151,6 +155,15 @@ uslab_rseq_push_batch:
 	incq %r8
 	cmpq %rcx, %r8
 	jb .Lpushb_copy
+	movzwl %r9w, %ebx			/* the memo rule: an entry */
+	addl %ecx, %ebx				/* just above the last one */
+	cmpl SLOT_CAP(%rax), %ebx		/* stored, equal to it, goes */
+	jae .Lpushb_kept
+	movq -8(%rdx,%rcx,8), %rbx		/* in[k - 1] */
+	cmpq %rbx, (%r11,%rcx,8)		/* rounds[count + k] */
+	jne .Lpushb_kept
+	movq $0, (%r11,%rcx,8)
+.Lpushb_kept:
 	addq %rcx, %r9				/* count + k: hits unchanged */
 	movq %r9, CTR_WORD(%rax)		/* the copy, inside the section */
 	movq %r9, SLOT_WORD(%rax)		/* commit */
