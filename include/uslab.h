@@ -66,8 +66,54 @@ extern "C" {
  *  under the cache lock. Frees are checked for double free and foreign
  *  pointers at once, at the cost of speed. */
 #define USLAB_NOMAGAZINE 0x1u
+
+/*
+ * Debug flags: a cache with any of them leaves the assembly hit path but
+ * keeps its per-CPU magazines, and checks every object as it enters and
+ * leaves them. They may be set at create, by USLAB_DEBUG (below), and
+ * switched on and off at run time with uslab_cache_set_debug(), live
+ * objects allowed: objects the cache did not see under a flag are not
+ * checked by it (no false report for what was allocated before).
+ * Reports: one line, "uslab: cache '<name>': object <ptr>: <what>", then
+ * (with USLAB_DEBUG_AUDIT) the object's last allocation and free, then
+ * abort(). <what> is one of: "double free", "not an object of this
+ * cache", "interior pointer", "red zone overwritten (offset N)", "use
+ * after free (offset N: <bytes>)"; "leak" is listed, not aborted, by
+ * uslab_cache_validate().
+ *
+ * USLAB_DEBUG, read once at start, in the syntax of SLUB's slab_debug:
+ * "FZPU" turns those letters on for every cache; "FZ,conn,item;P,req*"
+ * sets them per cache (shell globs on the name; a later block wins over
+ * an earlier one, a named one over one without names); "-" means none.
+ * R (USLAB_RANDOM) is accepted there too.
+ */
+/** F: every free is checked at once: a double free (of any object the
+ *  cache handed out under F, not only the one on top of a magazine), a
+ *  pointer that is no object of this cache, an interior pointer. */
+#define USLAB_DEBUG_CHECKS 0x10u
+/** Z: a red zone after each object (8 bytes more per object, and the
+ *  alignment padding), filled at allocation, checked at free and by
+ *  uslab_cache_validate(). At run time (uslab_cache_set_debug), only a
+ *  cache created with Z, or whose objects have padding, can take it. */
+#define USLAB_DEBUG_REDZONE 0x20u
+/** P: free objects are filled with 0x6b, checked when they are allocated
+ *  again and by uslab_cache_validate(): a write after free is caught.
+ *  Refused (EINVAL) for a cache with a ctor, whose free objects keep their
+ *  constructed state (Bonwick's contract); USLAB_DEBUG leaves it out for
+ *  those caches. */
+#define USLAB_DEBUG_POISON 0x40u
+/** U: the last allocation and free of each object are recorded (thread,
+ *  time, stack), printed after a report, and uslab_cache_validate() lists
+ *  the objects still allocated grouped by allocation stack. */
+#define USLAB_DEBUG_AUDIT 0x80u
+/** The four debug flags. */
+#define USLAB_DEBUG_MASK 0xf0u
+/** R: objects of a new slab are handed out in a random order (SLUB's
+ *  SLAB_FREELIST_RANDOM), so that where an object lands cannot be
+ *  predicted from the allocations before it. */
+#define USLAB_RANDOM 0x100u
 /** All valid flags. Any other bit makes uslab_cache_create() fail (EINVAL). */
-#define USLAB_FLAGS_MASK 0x1u
+#define USLAB_FLAGS_MASK 0x1f1u
 
 struct uslab_cache;
 
@@ -160,10 +206,13 @@ USLAB_API void *uslab_cache_alloc(struct uslab_cache *cache);
 /**
  * Give @obj back to @cache, in its constructed state. NULL does nothing.
  * @cache must be a live cache (NULL is undefined, as for the allocation).
- * @obj must have come from uslab_cache_alloc() (or _bulk) on this @cache;
- * a foreign pointer or a second free is reported and aborts the process
- * (immediately with USLAB_NOMAGAZINE, otherwise when the object reaches its
- * slab, wherever the check is cheap).
+ * @obj must have come from uslab_cache_alloc() (or _bulk) on this @cache.
+ * Every free checks that @obj is an object of @cache (not another cache's,
+ * not an interior pointer, not a malloc or stack pointer) and that it is
+ * not the object on top of this CPU's magazine (the classic double free);
+ * either is reported and aborts. Other double frees are caught when the
+ * object reaches its slab, or at once with USLAB_DEBUG_CHECKS or
+ * USLAB_NOMAGAZINE.
  */
 USLAB_API void uslab_cache_free(struct uslab_cache *cache, void *obj);
 
@@ -208,6 +257,30 @@ USLAB_API size_t uslab_cache_reap(struct uslab_cache *cache);
  * A dtor that uses the cache being destroyed is reported (misuse).
  */
 USLAB_API int uslab_cache_destroy(struct uslab_cache *cache);
+
+/**
+ * Switch @cache's debug flags (USLAB_DEBUG_*) to @flags, at run time, with
+ * objects allocated and threads using the cache. Objects allocated before a
+ * flag was on are not checked by it until they come back. Returns 0, or -1
+ * with errno EINVAL: NULL, a bit outside USLAB_DEBUG_MASK, REDZONE for a
+ * cache with no room after its objects, POISON for a cache with a ctor;
+ * ENOMEM: no memory for the per-slab debug state (nothing changed);
+ * EDEADLK: as uslab_cache_create().
+ */
+USLAB_API int uslab_cache_set_debug(struct uslab_cache *cache, unsigned flags);
+
+/**
+ * Check every slab of @cache: free bitmaps against the counts, red zones
+ * (Z), the poison of free objects (P), and the per-CPU and depot magazines
+ * for objects that are free twice (or are not objects of the cache). One
+ * line per problem goes to @report (NULL: stderr), in the form of the
+ * reports above; it never aborts. With USLAB_DEBUG_AUDIT, the objects
+ * still allocated are listed too ("leak" lines, grouped by allocation
+ * stack with a count); they are not counted: whether they are leaks only
+ * the program knows (at its end, they are). Returns the number of
+ * problems (0: clean), or -1 with errno EINVAL (NULL cache) or EDEADLK.
+ */
+USLAB_API long uslab_cache_validate(struct uslab_cache *cache, FILE *report);
 
 /** The cache's name, as stored (possibly truncated); NULL with EINVAL for a
  *  NULL cache. */

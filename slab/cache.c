@@ -221,6 +221,7 @@ __attribute__((constructor)) static void cache_init(void)
 static struct uslab_cache *cache_create(const char *name, size_t size,
                                         const struct uslab_cache_conf *conf, unsigned internal);
 static int cache_destroy(struct uslab_cache *c);
+static void cache_teardown(struct uslab_cache *c);
 
 /* Create the magazine caches that @c's depot may ask for, unless they
  * exist. Only from uslab_cache_create(), before @c is listed: never from an
@@ -333,10 +334,15 @@ static struct uslab_cache *cache_create(const char *name, size_t size,
 		errno = EINVAL;
 		return NULL;
 	}
+	/* USLAB_DEBUG adds to what the program asked for; poison does not
+	 * apply to a cache with a ctor (uslab.h). */
+	unsigned flags = conf->flags | internal;
+	if (internal == 0)
+		flags |= debug_conf_flags(name) & ~(conf->ctor != NULL ? USLAB_DEBUG_POISON : 0u);
 	struct uslab_cache *c = meta_alloc(sizeof *c); /* zeroed, guarded, no malloc */
 	if (c == NULL)
 		return NULL; /* ENOMEM */
-	if (!slab_cache_init(c, name, size, conf, conf->flags | internal)) {
+	if (!slab_cache_init(c, name, size, conf, flags)) {
 		meta_free(c, sizeof *c);
 		return NULL; /* errno EINVAL */
 	}
@@ -348,6 +354,12 @@ static struct uslab_cache *cache_create(const char *name, size_t size,
 		slab_cache_fini(c);
 		meta_free(c, sizeof *c);
 		errno = ENOMEM;
+		return NULL;
+	}
+	if (debug_cache_init(c, flags) != 0) {
+		int err = errno;
+		cache_teardown(c);
+		errno = err;
 		return NULL;
 	}
 	cache_publish(c);
@@ -390,13 +402,26 @@ int uslab_cache_destroy(struct uslab_cache *c)
 	return ret;
 }
 
+/* Undo a create that failed after the per-CPU layer's part. */
+static void cache_teardown(struct uslab_cache *c)
+{
+	debug_cache_fini(c);
+	pcpu_cache_fini(c);
+	depot_fini(c);
+	slab_cache_fini(c);
+	meta_free(c, sizeof *c);
+}
+
 static int cache_destroy(struct uslab_cache *c)
 {
 	/* Nobody uses the cache while it is destroyed (uslab.h): the slots are
 	 * emptied without fencing anyone. */
 	pcpu_drain(c, true);
 	depot_drain(c);
-	if (slab_inuse(c) != 0) {
+	if (slab_inuse(c) != 0 || __atomic_load_n(&c->c_sampled, __ATOMIC_RELAXED) != 0) {
+		/* With the audit on, say which (as uslab_cache_validate does). */
+		if ((__atomic_load_n(&c->c_debug, __ATOMIC_RELAXED) & USLAB_DEBUG_AUDIT) != 0)
+			(void)validate_leaks(c, stderr);
 		errno = EBUSY;
 		return -1;
 	}
@@ -420,10 +445,7 @@ static int cache_destroy(struct uslab_cache *c)
 	c->c_obs_rec = NULL;
 	seg_cache_retire(rec);
 	slab_release_all(c);
-	pcpu_cache_fini(c);
-	depot_fini(c);
-	slab_cache_fini(c);
-	meta_free(c, sizeof *c);
+	cache_teardown(c);
 	return 0;
 }
 
@@ -455,7 +477,7 @@ size_t uslab_cache_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 		errno = EINVAL;
 		return 0;
 	}
-	return pcpu_alloc_bulk(c, objs, n);
+	return c->c_alloc_bulk(c, objs, n); /* the per-CPU layer's, or the debug layer's */
 }
 
 /* See include/uslab.h */
@@ -465,7 +487,7 @@ void uslab_cache_free_bulk(struct uslab_cache *c, void **objs, size_t n)
 		errno = EINVAL;
 		return;
 	}
-	pcpu_free_bulk(c, objs, n);
+	c->c_free_bulk(c, objs, n);
 }
 
 /* See include/uslab.h */

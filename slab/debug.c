@@ -16,6 +16,10 @@ static const char *const report_what[] = {
 	[USLAB_E_REENTRY] = "cache used from its own ctor or dtor, or while being destroyed",
 	[USLAB_E_DEFER] = "freed in a signal handler while uslab was busy, beyond what can wait",
 	[USLAB_E_ASSERT] = "internal invariant failed",
+	[USLAB_E_REDZONE] = "red zone overwritten",
+	[USLAB_E_POISON] = "use after free",
+	[USLAB_E_LEAK] = "leak",
+	[USLAB_E_SLAB] = "slab bookkeeping damaged",
 };
 
 /* Append @s to @buf at *@len (bounded); no stdio, so it is signal-safe. */
@@ -41,27 +45,51 @@ static void put_hex(char *buf, size_t cap, size_t *len, uintptr_t v)
 }
 
 void (*debug_before_abort)(void);
+void (*debug_report_more)(const struct uslab_cache *cache, const void *obj, int fd);
 
-void uslab_report(const struct uslab_cache *cache, const void *obj, enum uslab_error err)
+size_t uslab_report_line(char *buf, size_t cap, const struct uslab_cache *cache, const void *obj,
+                         enum uslab_error err, const char *detail)
 {
-	char line[256];
 	size_t len = 0;
 
-	put_str(line, sizeof line, &len, "uslab: cache '");
-	put_str(line, sizeof line, &len, cache != NULL ? cache->c_name : "?");
-	put_str(line, sizeof line, &len, "': object ");
-	put_hex(line, sizeof line, &len, (uintptr_t)obj);
-	put_str(line, sizeof line, &len, ": ");
-	put_str(line, sizeof line, &len, report_what[err]);
-	line[len++] = '\n';
+	put_str(buf, cap - 1, &len, "uslab: cache '");
+	put_str(buf, cap - 1, &len, cache != NULL ? cache->c_name : "?");
+	put_str(buf, cap - 1, &len, err == USLAB_E_SLAB ? "': slab " : "': object ");
+	put_hex(buf, cap - 1, &len, (uintptr_t)obj);
+	put_str(buf, cap - 1, &len, ": ");
+	put_str(buf, cap - 1, &len, report_what[err]);
+	if (detail != NULL) {
+		put_str(buf, cap - 1, &len, " (");
+		put_str(buf, cap - 1, &len, detail);
+		put_str(buf, cap - 1, &len, ")");
+	}
+	buf[len++] = '\n';
+	return len;
+}
+
+void uslab_report_detail(const struct uslab_cache *cache, const void *obj, enum uslab_error err,
+                         const char *detail)
+{
+	char line[320];
+	size_t len = uslab_report_line(line, sizeof line, cache, obj, err, detail);
+
 	PROBE3(error, cache, obj, (int)err);
 	if (write(STDERR_FILENO, line, len) < 0) {
 		/* Nothing more can be done; we abort anyway. */
 	}
+	void (*more)(const struct uslab_cache *, const void *, int) =
+		__atomic_load_n(&debug_report_more, __ATOMIC_ACQUIRE);
+	if (more != NULL && obj != NULL)
+		more(cache, obj, STDERR_FILENO);
 	void (*hook)(void) = __atomic_load_n(&debug_before_abort, __ATOMIC_ACQUIRE);
 	if (hook != NULL)
 		hook();
 	abort();
+}
+
+void uslab_report(const struct uslab_cache *cache, const void *obj, enum uslab_error err)
+{
+	uslab_report_detail(cache, obj, err, NULL);
 }
 
 void uslab_assert_fail(const char *expr, const char *file, int line)

@@ -17,6 +17,10 @@ enum uslab_error {
 	USLAB_E_REENTRY,  /* the cache used from its own ctor or dtor, or while destroyed */
 	USLAB_E_DEFER,    /* too many frees in a signal handler while uslab was busy */
 	USLAB_E_ASSERT,   /* an internal invariant failed */
+	USLAB_E_REDZONE,  /* the bytes after an object were written (detail: the offset) */
+	USLAB_E_POISON,   /* a free object was written (detail: offset and bytes) */
+	USLAB_E_LEAK,     /* an object still allocated (listed, not aborted) */
+	USLAB_E_SLAB,     /* a slab's bitmap and counts disagree (validate) */
 };
 
 /**
@@ -25,6 +29,20 @@ enum uslab_error {
  */
 __attribute__((noreturn, cold)) void uslab_report(const struct uslab_cache *cache, const void *obj,
                                                   enum uslab_error err);
+/** The same with a detail, in parentheses after the kind ("red zone
+ *  overwritten (offset 72)"); @detail may be NULL. */
+__attribute__((noreturn, cold)) void uslab_report_detail(const struct uslab_cache *cache,
+                                                         const void *obj, enum uslab_error err,
+                                                         const char *detail);
+/** The report line itself (with its newline), into @buf; its length. For
+ *  reports that do not abort (uslab_cache_validate). */
+size_t uslab_report_line(char *buf, size_t cap, const struct uslab_cache *cache, const void *obj,
+                         enum uslab_error err, const char *detail);
+
+/* Called by uslab_report() after the line, before abort(), if set: the
+ * debug layer prints the object's audit records (its last allocation and
+ * free) to @fd. */
+extern void (*debug_report_more)(const struct uslab_cache *cache, const void *obj, int fd);
 
 __attribute__((noreturn, cold)) void uslab_assert_fail(const char *expr, const char *file,
                                                        int line);

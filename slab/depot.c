@@ -381,6 +381,33 @@ void depot_counts(struct uslab_cache *c, struct depot_counts *out)
 	lock_drop(&c->c_depot_lock);
 }
 
+/* ---- For the debug layer ---- */
+
+bool depot_holds(struct uslab_cache *c, const void *obj)
+{
+	bool found = false;
+
+	lock_take(&c->c_depot_lock);
+	for (const struct mag *m = c->c_mag_full; m != NULL && !found; m = m->m_next)
+		for (uint32_t i = 0; i < m->m_count && !found; i++)
+			found = m->m_rounds[i] == obj;
+	lock_drop(&c->c_depot_lock);
+	return found;
+}
+
+void depot_lock_objects(struct uslab_cache *c, void (*fn)(void *obj, void *arg), void *arg)
+{
+	lock_take(&c->c_depot_lock);
+	for (const struct mag *m = c->c_mag_full; m != NULL; m = m->m_next)
+		for (uint32_t i = 0; i < m->m_count; i++)
+			fn(m->m_rounds[i], arg);
+}
+
+void depot_unlock_objects(struct uslab_cache *c)
+{
+	lock_drop(&c->c_depot_lock);
+}
+
 /* ---- Validation ---- */
 
 /* One list of magazines: its length and rounds, every magazine sane. */

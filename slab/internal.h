@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -78,7 +79,12 @@ struct slab {
 	uint32_t s_pad;
 	uint64_t s_empty_gen; /* c_sweep_started when it last became empty,
 	                       * or SLAB_CLEAN: no object of it ever went out */
-	uint64_t s_free[];    /* bit i set: object i is free, in the slab */
+	/* Debug state (debug-cache.c), set once and kept until release:
+	 * four bitmaps of c_slab_words words (DBG_KNOWN, DBG_OUT, DBG_POISON,
+	 * DBG_RZ), and two audit records per object (alloc, free). */
+	uint64_t *s_dbg;
+	struct audit_rec *s_audit;
+	uint64_t s_free[]; /* bit i set: object i is free, in the slab */
 };
 
 struct slab_list {
@@ -140,6 +146,24 @@ static inline uint64_t uslab_coarse_ns(void)
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+/** With c_slab_lock held, @fn for every slab of @c (validate). */
+void slab_walk_locked(struct uslab_cache *c,
+                      void (*fn)(struct uslab_cache *, struct slab *, void *), void *arg);
+/** Lock and unlock c_slab_lock around slab_walk_locked(). */
+void slab_lock(struct uslab_cache *c);
+void slab_unlock(struct uslab_cache *c);
+/** Give every slab of @c debug bitmaps (and, with @audit, audit records),
+ *  and new slabs too from now on; -1 with ENOMEM (slabs that got some keep
+ *  them). */
+int slab_debug_attach(struct uslab_cache *c, bool audit);
+/** Whether @obj (an object of @c) is free in its slab. */
+bool slab_obj_free(struct uslab_cache *c, const void *obj);
+bool slab_obj_free_locked(struct uslab_cache *c, const void *obj);
+/** c_inuse, with c_slab_lock held. */
+uint64_t slab_inuse_locked(struct uslab_cache *c);
+/** The slab and index of @obj, an object of @c (checked before). */
+struct slab *slab_locate(const struct uslab_cache *c, const void *obj, uint32_t *idx);
 
 /* ======================================================================== */
 /* ---- slabmap.c: from an address to its slab ---- */
@@ -213,6 +237,12 @@ size_t depot_drain(struct uslab_cache *c);
 void depot_mag_reap(void);
 /** The depot figures of @c (observe.h), read together under c_depot_lock. */
 void depot_counts(struct uslab_cache *c, struct depot_counts *out);
+/** Whether @obj is in one of @c's depot magazines (takes c_depot_lock). */
+bool depot_holds(struct uslab_cache *c, const void *obj);
+/** Across validate: c_depot_lock, and @fn for every object in a full
+ *  magazine (with the lock held). */
+void depot_lock_objects(struct uslab_cache *c, void (*fn)(void *obj, void *arg), void *arg);
+void depot_unlock_objects(struct uslab_cache *c);
 /** The invariants beside the depot's fields in struct uslab_cache. */
 bool depot_is_valid(struct uslab_cache *c);
 
@@ -301,6 +331,23 @@ void pcpu_slot_read(struct uslab_cache *c, uint32_t i, uint64_t *word, struct pc
 size_t pcpu_slot_objects(struct uslab_cache *c, uint64_t *counts, size_t n);
 __attribute__((noinline, cold)) void *pcpu_alloc_slow(struct uslab_cache *c);
 __attribute__((noinline, cold)) void pcpu_free_slow(struct uslab_cache *c, void *obj);
+/** Where @c's misses go, and whether its hits may use the asm (only with
+ *  the per-CPU layer's own miss functions, in rseq mode): stores both,
+ *  then owns and restarts every started slot, so that no section still
+ *  uses the old slot base (x86_64-entry.S loads it inside the section). */
+void pcpu_route(struct uslab_cache *c, void *(*alloc_miss)(struct uslab_cache *),
+                void (*free_miss)(struct uslab_cache *, void *));
+/** One object through this CPU's magazine, as a hit would, then as a miss
+ *  (for the debug layer: @obj checked already). */
+void *pcpu_alloc_magazine(struct uslab_cache *c);
+void pcpu_free_magazine(struct uslab_cache *c, void *obj);
+/** Whether @obj is in a per-CPU magazine of @c: every started slot is
+ *  owned in turn (a fence each) and its rounds compared. */
+bool pcpu_holds(struct uslab_cache *c, const void *obj);
+/** Across validate: own every started slot (true: all were) and call @fn
+ *  for each round they hold; then give them back. */
+bool pcpu_stop_objects(struct uslab_cache *c, void (*fn)(void *obj, void *arg), void *arg);
+void pcpu_restart_all(struct uslab_cache *c);
 size_t pcpu_alloc_bulk(struct uslab_cache *c, void **objs, size_t n);
 void pcpu_free_bulk(struct uslab_cache *c, void *const *objs, size_t n);
 /** The invariants beside struct pcpu_slot (arch/fastpath.h) for slot @i;
@@ -311,6 +358,79 @@ bool pcpu_is_valid(struct uslab_cache *c);
 
 /* With the asm, uslab_cache_alloc/free ARE the fast path (arch/x86_64.S):
  * a hit returns from the asm and a miss tail-calls the _slow function. */
+
+/* ======================================================================== */
+/* ---- debug-conf.c, audit.c, debug-cache.c, validate.c, sample.c ---- */
+
+/* A failure-injection rule (USLAB_FAIL): every Nth allocation, or each
+ * with probability r_threshold / 2^64, at most r_times. */
+struct dbg_fail_rule {
+	uint64_t r_every;
+	uint64_t r_threshold;
+	uint64_t r_seed;
+	uint64_t r_times;
+};
+
+/* A cache's failure injection: the rule and its state (atomics). */
+struct dbg_fail {
+	struct dbg_fail_rule f_rule;
+	uint64_t f_count;  /* allocations seen */
+	uint64_t f_rng;    /* xorshift state */
+	uint64_t f_failed; /* failures injected */
+};
+
+/* An audit record: an allocation or a free of one object. */
+struct audit_rec {
+	uint32_t a_stack; /* stack depot handle (audit.c), 0: none */
+	uint32_t a_tid;   /* thread id */
+	uint64_t a_ns;    /* coarse monotonic time; 0: no record */
+};
+
+/* The debug bitmaps of a slab (s_dbg): DBG_* * c_slab_words words on. */
+enum { DBG_KNOWN, DBG_OUT, DBG_POISON, DBG_RZ, DBG_MAPS };
+#define DBG_POISON_BYTE 0x6b
+#define DBG_RZ_BYTE 0xbb
+#define DBG_RZ_MIN 8 /* red zone bytes that USLAB_DEBUG_REDZONE adds at create */
+
+/** USLAB_DEBUG's flags for a cache named @name (the variables are read at
+ *  the first call of any of these three). */
+unsigned debug_conf_flags(const char *name);
+/** USLAB_FAIL's rule for @name, if any. */
+bool debug_conf_fail(const char *name, struct dbg_fail_rule *rule);
+/** USLAB_SAMPLE (0: off). */
+uint64_t debug_conf_sample(void);
+
+void audit_init(void);
+/** Fill @r: this thread, now, this stack. */
+void audit_record(struct audit_rec *r);
+/** "uslab:   @what by thread T, S s ago:" and the stack, to @fd. */
+void audit_print(int fd, const char *what, const struct audit_rec *r);
+bool audit_same_stack(const struct audit_rec *a, const struct audit_rec *b);
+
+/** At create (cache.c): the debug flags from @flags and USLAB_DEBUG, the
+ *  failure rule, sampling and the sanitizers decide the cache's route.
+ *  -1 with errno (EINVAL: a flag refused; ENOMEM). */
+int debug_cache_init(struct uslab_cache *c, unsigned flags);
+void debug_cache_fini(struct uslab_cache *c);
+/** The red zone @flags ask for at create (slab_cache_init). */
+size_t debug_redzone_bytes(unsigned flags, size_t size);
+/** Whether @obj is an object of @c that is free right now (in its slab or
+ *  a magazine): the proof a double-free report needs. */
+bool debug_obj_is_free(struct uslab_cache *c, const void *obj);
+/** "offset N: b0 b1 ..." for the poison of @obj damaged at @at, into @buf. */
+void debug_describe_poison(const unsigned char *obj, size_t at, size_t size, char *buf, size_t cap);
+
+/** With the audit on: a "leak" line for each object of @c still
+ *  allocated, grouped by allocation stack, to @out; how many (validate.c). */
+long validate_leaks(struct uslab_cache *c, FILE *out);
+
+/** Guarded sampling (sample.c, USLAB_SAMPLE): an object of @c on a page
+ *  of its own, or NULL (not this time, or no memory). */
+void *sample_alloc(struct uslab_cache *c);
+/** Whether @obj is a sampled object; if so it is freed (and its page made
+ *  inaccessible). */
+bool sample_free(struct uslab_cache *c, void *obj);
+void sample_init(uint64_t period);
 
 /* ======================================================================== */
 /* ---- cache.c: the cache ---- */
@@ -397,6 +517,7 @@ struct uslab_cache {
 	struct slab_list c_full;
 	struct slab_list c_empty;
 	uint32_t c_colour_next;
+	uint64_t c_rng;         /* USLAB_RANDOM's generator (xorshift; 0: unseeded) */
 	uint64_t c_slabs;       /* slabs on any list */
 	uint64_t c_empty_slabs; /* slabs on c_empty */
 	uint64_t c_decay_start; /* ns (CLOCK_MONOTONIC_COARSE): this interval's start */
@@ -405,6 +526,16 @@ struct uslab_cache {
 	uint64_t c_slabs_created;
 	uint64_t c_slabs_released;
 	uint64_t c_alloc_fail;
+
+	/* ---- debug layer (debug-cache.c) ---- */
+	unsigned c_debug;        /* USLAB_DEBUG_* in force (atomic; changed under debug_lock) */
+	unsigned c_routed;       /* misses and bulk go through the debug layer */
+	uint32_t c_rz;           /* red zone: bytes from c_size to c_slot (Z) */
+	unsigned c_dbg_slabs;    /* 1: slabs get s_dbg; 2: and s_audit (atomic) */
+	struct dbg_fail *c_fail; /* failure injection, or NULL (immutable) */
+	uint64_t c_sampled;      /* live sampled objects (sample.c; atomic) */
+	size_t (*c_alloc_bulk)(struct uslab_cache *c, void **objs, size_t n);
+	void (*c_free_bulk)(struct uslab_cache *c, void *const *objs, size_t n);
 
 	/* ---- registry: under cache_list_lock ---- */
 	struct uslab_cache *c_next, *c_prev;

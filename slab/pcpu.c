@@ -397,7 +397,8 @@ static void pcpu_restart(struct uslab_cache *c, uint32_t i, uint32_t cap)
 	struct pcpu_slot *s = pcpu_slot(c, i);
 
 	if (!pcpu_rseq) {
-		s->p_cap = cap;
+		/* Slow paths peek at p_cap unlocked (pcpu_alloc_slow). */
+		__atomic_store_n(&s->p_cap, cap, __ATOMIC_RELAXED);
 		pcpu_slot_unlock(s);
 		return;
 	}
@@ -470,6 +471,108 @@ void pcpu_sweep(struct uslab_cache *c)
 	}
 	if (all)
 		__atomic_store_n(&c->c_sweep_done, n, __ATOMIC_RELEASE);
+	lock_drop(&c->c_drain_lock);
+}
+
+void pcpu_route(struct uslab_cache *c, void *(*alloc_miss)(struct uslab_cache *),
+                void (*free_miss)(struct uslab_cache *, void *))
+{
+	bool fast = alloc_miss == pcpu_alloc_slow && pcpu_rseq && !pcpu_off(c);
+
+	lock_take(&c->c_drain_lock);
+	__atomic_store_n(&c->c_alloc_miss, alloc_miss, __ATOMIC_RELEASE);
+	__atomic_store_n(&c->c_free_miss, free_miss, __ATOMIC_RELEASE);
+	__atomic_store_n(&c->c_fast, fast ? c->c_pcpu : pcpu_zero, __ATOMIC_RELEASE);
+	/* Own and give back every started slot: each section that loaded
+	 * the old base has committed or aborted once its CPU is fenced. */
+	for (uint32_t i = 0; i < pcpu_nslots && pcpu_rseq; i++) {
+		uint32_t cap;
+		if (__atomic_load_n(&pcpu_slot(c, i)->p_live, __ATOMIC_RELAXED) != 0 &&
+		    pcpu_stop(c, i, &cap))
+			pcpu_restart(c, i, cap);
+	}
+	lock_drop(&c->c_drain_lock);
+}
+
+void *pcpu_alloc_magazine(struct uslab_cache *c)
+{
+#if USLAB_HAVE_ASM
+	if (pcpu_rseq && !pcpu_off(c) && pgsrc_busy == 0) {
+		void *obj = uslab_rseq_pop(c->c_pcpu, PCPU_SHIFT);
+		if (obj != NULL)
+			return obj;
+	}
+#endif
+	return pcpu_alloc_slow(c);
+}
+
+void pcpu_free_magazine(struct uslab_cache *c, void *obj)
+{
+#if USLAB_HAVE_ASM
+	if (pcpu_rseq && !pcpu_off(c) && pgsrc_busy == 0) {
+		int r = uslab_rseq_push(c->c_pcpu, PCPU_SHIFT, obj);
+		if (r < 0)
+			slab_free_dup(c, obj);
+		if (r > 0)
+			return;
+	}
+#endif
+	pcpu_free_slow(c, obj);
+}
+
+bool pcpu_holds(struct uslab_cache *c, const void *obj)
+{
+	bool found = false;
+
+	if (pcpu_off(c))
+		return false;
+	lock_take(&c->c_drain_lock);
+	for (uint32_t i = 0; i < pcpu_nslots && !found; i++) {
+		struct pcpu_slot *s = pcpu_slot(c, i);
+		uint32_t cap;
+		if (__atomic_load_n(&s->p_live, __ATOMIC_RELAXED) == 0 || !pcpu_stop(c, i, &cap))
+			continue;
+		for (uint32_t k = 0; k < pcpu_word_count(s->p_word) && !found; k++)
+			found = s->p_rounds[k] == obj;
+		pcpu_restart(c, i, cap);
+	}
+	lock_drop(&c->c_drain_lock);
+	return found;
+}
+
+bool pcpu_stop_objects(struct uslab_cache *c, void (*fn)(void *obj, void *arg), void *arg)
+{
+	bool all = true;
+
+	lock_take(&c->c_drain_lock);
+	if (pcpu_off(c))
+		return true;
+	for (uint32_t i = 0; i < pcpu_nslots; i++) {
+		struct pcpu_slot *s = pcpu_slot(c, i);
+		uint32_t cap;
+		if (__atomic_load_n(&s->p_live, __ATOMIC_RELAXED) == 0)
+			continue;
+		if (!pcpu_stop(c, i, &cap)) {
+			all = false;
+			continue;
+		}
+		s->p_owned = (uint64_t)cap | ((uint64_t)1 << 32);
+		for (uint32_t k = 0; k < pcpu_word_count(s->p_word); k++)
+			fn(s->p_rounds[k], arg);
+	}
+	return all;
+}
+
+void pcpu_restart_all(struct uslab_cache *c)
+{
+	for (uint32_t i = 0; i < pcpu_nslots && !pcpu_off(c); i++) {
+		struct pcpu_slot *s = pcpu_slot(c, i);
+		if ((s->p_owned >> 32) != 0) {
+			uint32_t cap = (uint32_t)s->p_owned;
+			s->p_owned = 0;
+			pcpu_restart(c, i, cap);
+		}
+	}
 	lock_drop(&c->c_drain_lock);
 }
 

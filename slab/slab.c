@@ -9,6 +9,7 @@
 #endif
 
 #include "internal.h"
+#include "sanitize.h"
 
 /* LeakSanitizer does not scan memory it did not allocate: register slabs as
  * root regions, so a malloc'd block reachable only from a uslab object is
@@ -116,6 +117,36 @@ static void slab_check_init(struct uslab_cache *c)
 static size_t slab_hdr_size(const struct uslab_cache *c)
 {
 	return sizeof(struct slab) + (size_t)c->c_slab_words * 8;
+}
+
+/* The debug state of one slab (debug-cache.c): its bitmaps, its audit. */
+static size_t slab_dbg_size(const struct uslab_cache *c)
+{
+	return (size_t)DBG_MAPS * c->c_slab_words * 8;
+}
+
+static size_t slab_audit_size(const struct uslab_cache *c)
+{
+	return (size_t)2 * c->c_slab_objs * sizeof(struct audit_rec);
+}
+
+/* Give @s what c_dbg_slabs asks for; false (ENOMEM) when it cannot. Set
+ * once each, with a release store: the debug paths read them unlocked. */
+static bool slab_dbg_give(struct uslab_cache *c, struct slab *s, unsigned want)
+{
+	if (want >= 1 && s->s_dbg == NULL) {
+		uint64_t *d = meta_alloc(slab_dbg_size(c));
+		if (d == NULL)
+			return false;
+		__atomic_store_n(&s->s_dbg, d, __ATOMIC_RELEASE);
+	}
+	if (want >= 2 && s->s_audit == NULL) {
+		struct audit_rec *a = meta_alloc(slab_audit_size(c));
+		if (a == NULL)
+			return false;
+		__atomic_store_n(&s->s_audit, a, __ATOMIC_RELEASE);
+	}
+	return true;
 }
 
 bool slab_geometry(struct uslab_cache *c)
@@ -340,6 +371,13 @@ static void slab_free_block(struct uslab_cache *c, struct slab *s)
 	s->s_magic = 0;
 	SLAB_LSAN_UNROOT(block, c->c_slab_size);
 	slabmap_clear(block, c->c_slab_size);
+	/* The block goes back to the page source, which may reuse it: no
+	 * byte of it may stay poisoned for ASan (sanitize.h). */
+	SAN_UNPOISON(block, c->c_slab_size);
+	if (s->s_dbg != NULL)
+		meta_free(s->s_dbg, slab_dbg_size(c));
+	if (s->s_audit != NULL)
+		meta_free(s->s_audit, slab_audit_size(c));
 	meta_free(s, slab_hdr_size(c));
 	pgsrc_put(c->c_src, block, c->c_slab_size);
 }
@@ -356,6 +394,9 @@ static void slab_undo_cancelled(void *arg)
 	if (u->u_building && c->c_dtor != NULL)
 		for (uint32_t i = u->u_done; i-- > 0;)
 			c->c_dtor(slab_obj(c, u->u_slab, i), c->c_arg);
+	if (!u->u_building && c->c_dtor != NULL) /* the rest stay undestructed: open them */
+		for (uint32_t i = u->u_done; i < c->c_slab_objs; i++)
+			SAN_OPEN(slab_obj(c, u->u_slab, i), c->c_size);
 	slab_free_block(c, u->u_slab);
 }
 
@@ -389,6 +430,11 @@ static struct slab *slab_create(struct uslab_cache *c)
 	memset(s->s_free, 0xff, (size_t)c->c_slab_words * 8);
 	if (c->c_slab_objs % 64 != 0)
 		s->s_free[c->c_slab_words - 1] = ((uint64_t)1 << (c->c_slab_objs % 64)) - 1;
+	if (!slab_dbg_give(c, s, __atomic_load_n(&c->c_dbg_slabs, __ATOMIC_ACQUIRE))) {
+		slab_free_block(c, s);
+		errno = ENOMEM;
+		return NULL;
+	}
 
 	PROBE3(slab_grow, c, s, c->c_slab_size);
 	SLAB_LSAN_ROOT(block, c->c_slab_size);
@@ -426,8 +472,12 @@ static void slab_destroy(struct uslab_cache *c, struct slab *s)
 		struct slab_undo u = {.u_cache = c, .u_slab = s, .u_building = false};
 		slab_cb_enter(c);
 		pthread_cleanup_push(slab_undo_cancelled, &u);
-		for (; u.u_done < c->c_slab_objs; u.u_done++)
+		for (; u.u_done < c->c_slab_objs; u.u_done++) {
+			/* Free objects may be poisoned for ASan or valgrind
+			 * (sanitize.h): the dtor may touch their bytes. */
+			SAN_OPEN(slab_obj(c, s, u.u_done), c->c_size);
 			c->c_dtor(slab_obj(c, s, u.u_done), c->c_arg);
+		}
 		pthread_cleanup_pop(0);
 		slab_cb_leave();
 	}
@@ -454,6 +504,36 @@ static size_t slab_destroy_chain(struct uslab_cache *c, struct slab *chain)
 
 static bool slab_is_valid(const struct uslab_cache *c, const struct slab *s, uint32_t where);
 
+/* USLAB_RANDOM: take up to @n free objects of @s from random places: for
+ * each, the first free one at or after a random index, wrapping (SLUB's
+ * SLAB_FREELIST_RANDOM shuffles a new slab's free list; a bitmap has no
+ * order to shuffle, so the order is drawn as objects are taken). */
+static size_t slab_take_random_locked(struct uslab_cache *c, struct slab *s, void **objs, size_t n)
+{
+	size_t got = 0;
+	uint32_t nobj = c->c_slab_objs, free = nobj - s->s_inuse;
+
+	if (c->c_rng == 0)
+		c->c_rng = ((uint64_t)(uintptr_t)s ^ uslab_coarse_ns()) | 1;
+	while (got < n && got < free) {
+		c->c_rng ^= c->c_rng << 13;
+		c->c_rng ^= c->c_rng >> 7;
+		c->c_rng ^= c->c_rng << 17;
+		uint32_t i = (uint32_t)(c->c_rng % nobj), w = i / 64;
+		uint64_t bits = s->s_free[w] & (~(uint64_t)0 << (i % 64));
+		while (bits == 0) {
+			w = (w + 1) % c->c_slab_words;
+			bits = s->s_free[w];
+		}
+		uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(bits);
+		s->s_free[w] &= ~((uint64_t)1 << (idx % 64));
+		objs[got++] = slab_obj(c, s, idx);
+	}
+	while (s->s_hint < c->c_slab_words && s->s_free[s->s_hint] == 0)
+		s->s_hint++;
+	return got;
+}
+
 /* Move up to @n free objects of @s to @objs; returns how many. */
 static size_t slab_take_locked(struct uslab_cache *c, struct slab *s, void **objs, size_t n)
 {
@@ -461,6 +541,11 @@ static size_t slab_take_locked(struct uslab_cache *c, struct slab *s, void **obj
 	uint32_t w = s->s_hint;
 
 	ASSERT_HELD(&c->c_slab_lock);
+	if ((c->c_flags & USLAB_RANDOM) != 0) {
+		got = slab_take_random_locked(c, s, objs, n);
+		w = s->s_hint;
+		n = got; /* nothing more below */
+	}
 	while (got < n && w < c->c_slab_words) {
 		uint64_t bits = s->s_free[w];
 		while (bits != 0 && got < n) {
@@ -576,7 +661,11 @@ bool slab_cache_init(struct uslab_cache *c, const char *name, size_t size,
 	c->c_flags = flags;
 	c->c_size = size;
 	c->c_align = conf->align != 0 ? conf->align : slab_natural_align(size);
-	c->c_slot = (uint32_t)((size + c->c_align - 1) & ~(c->c_align - 1));
+	/* A red zone (USLAB_DEBUG_REDZONE) is part of the layout: bytes
+	 * after the object, up to the next slot. */
+	size_t rz = (flags & USLAB_DEBUG_REDZONE) != 0 ? DBG_RZ_MIN : 0;
+	c->c_slot = (uint32_t)((size + rz + c->c_align - 1) & ~(c->c_align - 1));
+	c->c_rz = c->c_slot - (uint32_t)size;
 	c->c_ctor = conf->ctor;
 	c->c_dtor = conf->dtor;
 	c->c_arg = conf->arg;
@@ -686,6 +775,77 @@ void slab_release_all(struct uslab_cache *c)
 	VERIFY(c->c_inuse == 0);
 	slab_release_empty(c, true); /* no slot left to hold a stale pointer */
 	VERIFY(c->c_slabs == 0);
+}
+
+/* ---- For the debug layer ---- */
+
+void slab_lock(struct uslab_cache *c)
+{
+	lock_take(&c->c_slab_lock);
+}
+
+void slab_unlock(struct uslab_cache *c)
+{
+	lock_drop(&c->c_slab_lock);
+}
+
+void slab_walk_locked(struct uslab_cache *c,
+                      void (*fn)(struct uslab_cache *, struct slab *, void *), void *arg)
+{
+	ASSERT_HELD(&c->c_slab_lock);
+	for (uint32_t w = 0; w <= SLAB_ON_EMPTY; w++)
+		for (struct slab *s = slab_list_of(c, w)->l_head, *next; s != NULL; s = next) {
+			next = s->s_next;
+			fn(c, s, arg);
+		}
+}
+
+int slab_debug_attach(struct uslab_cache *c, bool audit)
+{
+	unsigned want = audit ? 2 : 1;
+	bool ok = true;
+
+	lock_take(&c->c_slab_lock);
+	if (__atomic_load_n(&c->c_dbg_slabs, __ATOMIC_RELAXED) < want)
+		__atomic_store_n(&c->c_dbg_slabs, want, __ATOMIC_RELEASE); /* new slabs */
+	for (uint32_t w = 0; w <= SLAB_ON_EMPTY && ok; w++)
+		for (struct slab *s = slab_list_of(c, w)->l_head; s != NULL && ok; s = s->s_next)
+			ok = slab_dbg_give(c, s, want);
+	lock_drop(&c->c_slab_lock);
+	if (!ok)
+		errno = ENOMEM;
+	return ok ? 0 : -1;
+}
+
+struct slab *slab_locate(const struct uslab_cache *c, const void *obj, uint32_t *idx)
+{
+	struct slab *s = slabmap_lookup(obj);
+
+	*idx = (uint32_t)slab_check_quotient(c, (uint64_t)((uintptr_t)obj - (uintptr_t)s->s_base));
+	return s;
+}
+
+bool slab_obj_free_locked(struct uslab_cache *c, const void *obj)
+{
+	uint32_t idx;
+
+	ASSERT_HELD(&c->c_slab_lock);
+	struct slab *s = slab_locate(c, obj, &idx);
+	return (s->s_free[idx / 64] >> (idx % 64)) & 1;
+}
+
+bool slab_obj_free(struct uslab_cache *c, const void *obj)
+{
+	lock_take(&c->c_slab_lock);
+	bool free = slab_obj_free_locked(c, obj);
+	lock_drop(&c->c_slab_lock);
+	return free;
+}
+
+uint64_t slab_inuse_locked(struct uslab_cache *c)
+{
+	ASSERT_HELD(&c->c_slab_lock);
+	return c->c_inuse;
 }
 
 /* ---- Validation ---- */

@@ -38,7 +38,9 @@ int uslab_cache_stats(struct uslab_cache *c, struct uslab_stats *st)
 	r.sr_obj_size = c->c_size;
 	r.sr_slot_size = c->c_slot;
 	r.sr_align = c->c_align;
-	r.sr_flags = c->c_flags & USLAB_FLAGS_MASK;
+	/* The debug flags in force (uslab_cache_set_debug), the others as created. */
+	r.sr_flags = (c->c_flags & USLAB_FLAGS_MASK & ~USLAB_DEBUG_MASK) |
+	             __atomic_load_n(&c->c_debug, __ATOMIC_RELAXED);
 	r.sr_objs_per_slab = c->c_slab_objs;
 	r.sr_slab_size = c->c_slab_size;
 	r.sr_mag_max = c->c_mag_max;
@@ -54,6 +56,8 @@ int uslab_cache_stats(struct uslab_cache *c, struct uslab_stats *st)
 	depot_counts(c, &r.sr_depot);
 	slab_counts(c, &r.sr_slab);
 	stats_derive(&r, st);
+	if (c->c_fail != NULL) /* injected failures (USLAB_FAIL) */
+		st->alloc_failures += __atomic_load_n(&c->c_fail->f_failed, __ATOMIC_RELAXED);
 	pcpu_deferred_flush();
 	return 0;
 }

@@ -18,7 +18,9 @@ pagesrc.c.o
 mmap.c.o
 region.c.o
 debug.c.o
+debug-conf.c.o
 meta.c.o
+audit.c.o
 slabmap.c.o
 derive.c.o
 arch_generic.c.o
@@ -28,6 +30,9 @@ depot.c.o
 pcpu-arena.c.o
 pcpu-mode.c.o
 pcpu.c.o
+sample.c.o
+debug-cache.c.o
+validate.c.o
 arch_x86_64-entry.S.o
 segment_common.c.o
 segment_reader.c.o

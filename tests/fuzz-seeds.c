@@ -275,6 +275,8 @@ static int write_seeds(const char *dir)
 	for (int i = 0; i < 60; i++)
 		uslab_cache_free(conn, objs[i]);
 	seed(dir, "one-cache", 1);
+	for (int i = 60; i < 100; i++)
+		uslab_cache_free(conn, objs[i]);
 	struct uslab_cache *item =
 		uslab_cache_create("item", 48, &(struct uslab_cache_conf){.align = 16});
 	struct uslab_cache *tmp = uslab_cache_create("tmp", 4000, NULL);

@@ -15,6 +15,38 @@
 #include "uslab.h"
 #include "testutil.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define UNDER_ASAN 1
+#else
+#define UNDER_ASAN 0
+#endif
+
+/* Write a byte where the cache's tools may have closed the memory (ASan
+ * poisons free objects and red zones): corruption that no tool saw, for
+ * uslab's own checks to find. */
+static void plant(void *p, char v)
+{
+#if UNDER_ASAN
+	__asan_unpoison_memory_region(p, 1);
+	*(volatile char *)p = v;
+	__asan_poison_memory_region(p, 1);
+#else
+	*(volatile char *)p = v;
+#endif
+}
+
+/* In ASan builds the cache poisons what the program must not touch (free
+ * objects, red zones): a planted overrun or use after free is ASan's
+ * report, at the access. */
+static void check_asan_report(int (*fn)(void *), void *arg)
+{
+	char err[8192];
+	int rc = test_run_child(fn, arg, 60, err, sizeof err);
+	ck_assert_msg(strstr(err, "ERROR: AddressSanitizer: use-after-poison") != NULL, "%s", err);
+	ck_assert_msg(rc != 0, "the scenario went on: %s", err);
+}
+
 /*
  * Death tests: each scenario runs in a child with its stderr captured. It
  * says which object it is about to misuse ("expect <ptr>" on stderr), then
@@ -28,6 +60,22 @@ static void expect(const void *p)
 {
 	fprintf(stderr, "expect %p\n", p);
 	fflush(stderr);
+}
+
+/* Run @fn in a child; it must die of @sig with the report @what about the
+ * object it named, for cache @name; its stderr is left in @err. */
+static void check_report_sig(int (*fn)(void *), void *arg, const char *name, const char *what,
+                             int sig, char *err, size_t errlen)
+{
+	char want[256];
+	int rc = test_run_child(fn, arg, 60, err, errlen);
+	const char *e = strstr(err, "expect ");
+	ck_assert_msg(e != NULL, "the scenario did not get to its misuse (status %d): %s", rc, err);
+	void *p = NULL;
+	ck_assert_int_eq(sscanf(e, "expect %p", &p), 1);
+	snprintf(want, sizeof want, "uslab: cache '%s': object %p: %s", name, p, what);
+	ck_assert_msg(strstr(err, want) != NULL, "no \"%s\" in: %s", want, err);
+	ck_assert_msg(rc == 128 + sig, "status %d, not signal %d: %s", rc, sig, err);
 }
 
 /* Run @fn in a child; it must abort with the report @what about the object
@@ -51,6 +99,17 @@ static struct uslab_cache *victim(size_t size)
 	ck_assert_ptr_nonnull(c);
 	return c;
 }
+
+static struct uslab_cache *victim_with(size_t size, unsigned flags)
+{
+	struct uslab_cache *c =
+		uslab_cache_create("victim", size, &(struct uslab_cache_conf){.flags = flags});
+	ck_assert_ptr_nonnull(c);
+	return c;
+}
+
+#define ALL_DEBUG                                                                                  \
+	(USLAB_DEBUG_CHECKS | USLAB_DEBUG_REDZONE | USLAB_DEBUG_POISON | USLAB_DEBUG_AUDIT)
 
 /* ---- The default checks of every free (no debug flag) ---- */
 
@@ -259,6 +318,332 @@ START_TEST(default_stale_memo_never_trusted)
 }
 END_TEST
 
+/* ---- Debug caches (magazines on) ---- */
+
+/* F: a double free that is not on top of the magazine, caught at once. */
+static int deep_double_free(void *arg)
+{
+	struct uslab_cache *c = victim_with(64, USLAB_DEBUG_CHECKS | (unsigned)(uintptr_t)arg);
+	void *a = uslab_cache_alloc(c), *b = uslab_cache_alloc(c);
+	uslab_cache_free(c, a);
+	uslab_cache_free(c, b);
+	expect(a);
+	uslab_cache_free(c, a);
+	return 0;
+}
+
+START_TEST(debug_double_free_anywhere)
+{
+	check_report(deep_double_free, (void *)(uintptr_t)(_i ? USLAB_DEBUG_AUDIT : 0), "victim",
+	             "double free");
+}
+END_TEST
+
+/* The same without F: not caught at the free (the object is not on top);
+ * the free returns. */
+static int deep_double_free_default(void *arg)
+{
+	(void)arg;
+	struct uslab_cache *c = victim(64);
+	void *a = uslab_cache_alloc(c), *b = uslab_cache_alloc(c);
+	uslab_cache_free(c, a);
+	uslab_cache_free(c, b);
+	uslab_cache_free(c, a);
+	return 42;
+}
+
+START_TEST(debug_default_misses_deep_double_free)
+{
+	ck_assert_int_eq(test_run_child(deep_double_free_default, NULL, 30, NULL, 0), 42);
+}
+END_TEST
+
+/* Z: one byte past the object. */
+static int overrun(void *arg)
+{
+	size_t size = (size_t)(uintptr_t)arg;
+	struct uslab_cache *c = victim_with(size, USLAB_DEBUG_REDZONE);
+	char *a = uslab_cache_alloc(c);
+	a[size] = 'X';
+	expect(a);
+	uslab_cache_free(c, a);
+	return 0;
+}
+
+START_TEST(debug_redzone_overrun)
+{
+	static const size_t sizes[] = {64, 24, 100};
+	char what[64], err[8192];
+	snprintf(what, sizeof what, "red zone overwritten (offset %zu)", sizes[_i]);
+	if (UNDER_ASAN)
+		check_asan_report(overrun, (void *)(uintptr_t)sizes[_i]);
+	else
+		check_report_sig(overrun, (void *)(uintptr_t)sizes[_i], "victim", what, SIGABRT,
+		                 err, sizeof err);
+}
+END_TEST
+
+/* P: a write into a freed object, caught when it is allocated again. */
+static int write_after_free(void *arg)
+{
+	(void)arg;
+	struct uslab_cache *c = victim_with(64, USLAB_DEBUG_POISON);
+	char *a = uslab_cache_alloc(c);
+	uslab_cache_free(c, a);
+	a[8] = 'A';
+	expect(a);
+	if (uslab_cache_alloc(c) != a)
+		return 10;
+	return 0;
+}
+
+START_TEST(debug_poison_write_after_free)
+{
+	if (UNDER_ASAN)
+		check_asan_report(write_after_free, NULL);
+	else
+		check_report(write_after_free, NULL, "victim",
+		             "use after free (offset 8: 41 6b 6b 6b");
+}
+END_TEST
+
+/* U: the report is followed by the object's last allocation and free. */
+static int audited_double_free(void *arg)
+{
+	(void)arg;
+	return deep_double_free((void *)(uintptr_t)USLAB_DEBUG_AUDIT);
+}
+
+START_TEST(debug_audit_names_the_stacks)
+{
+	char err[8192];
+	check_report_sig(audited_double_free, NULL, "victim", "double free", SIGABRT, err,
+	                 sizeof err);
+	const char *r = strstr(err, ": double free");
+	ck_assert_ptr_nonnull(strstr(r, "uslab:   last allocated by thread "));
+	ck_assert_ptr_nonnull(strstr(r, "uslab:   last freed by thread "));
+	ck_assert_ptr_nonnull(strstr(r, "test-debug")); /* a frame of the program */
+}
+END_TEST
+
+/* Validate: a poisoned free object written, a red zone damaged, and the
+ * count is exactly 2; no abort. */
+START_TEST(debug_validate_counts_exactly)
+{
+	struct uslab_cache *c = victim_with(64, ALL_DEBUG);
+	char *a = uslab_cache_alloc(c), *b = uslab_cache_alloc(c), *k = uslab_cache_alloc(c);
+	FILE *out = tmpfile();
+	ck_assert_ptr_nonnull(out);
+	ck_assert_int_eq(uslab_cache_validate(c, out), 0); /* clean (k, a, b are out) */
+	uslab_cache_free(c, b);
+	plant(b + 3, 'B');  /* into a free, poisoned object */
+	plant(a + 70, 'Z'); /* into a red zone */
+	rewind(out);
+	ck_assert_int_eq(uslab_cache_validate(c, out), 2);
+	char text[4096] = "";
+	rewind(out);
+	size_t n = fread(text, 1, sizeof text - 1, out);
+	text[n] = '\0';
+	char want[128];
+	snprintf(want, sizeof want, "object %p: use after free (offset 3: 42", (void *)b);
+	ck_assert_msg(strstr(text, want) != NULL, "%s", text);
+	snprintf(want, sizeof want, "object %p: red zone overwritten (offset 70)", (void *)a);
+	ck_assert_msg(strstr(text, want) != NULL, "%s", text);
+	/* The two objects still out are listed (U), not counted. */
+	snprintf(want, sizeof want, "object %p: leak", (void *)k);
+	ck_assert_msg(strstr(text, want) != NULL, "%s", text);
+	fclose(out);
+}
+END_TEST
+
+/* Validate with the audit: leaks grouped by allocation stack. */
+static __attribute__((noinline)) void *leak_here(struct uslab_cache *c)
+{
+	return uslab_cache_alloc(c);
+}
+
+static __attribute__((noinline)) void *leak_there(struct uslab_cache *c)
+{
+	return uslab_cache_alloc(c);
+}
+
+START_TEST(debug_validate_groups_leaks)
+{
+	struct uslab_cache *c = victim_with(48, USLAB_DEBUG_AUDIT);
+	static volatile int three = 3, two = 2; /* one call site each: no unrolling */
+	for (int i = 0; i < three; i++)
+		(void)leak_here(c);
+	for (int i = 0; i < two; i++)
+		(void)leak_there(c);
+	uslab_cache_free(c, uslab_cache_alloc(c)); /* not a leak */
+	FILE *out = tmpfile();
+	ck_assert_int_eq(uslab_cache_validate(c, out), 0);
+	char text[16384] = "";
+	rewind(out);
+	size_t n = fread(text, 1, sizeof text - 1, out);
+	text[n] = '\0';
+	int leaks = 0;
+	for (const char *p = text; (p = strstr(p, ": leak\n")) != NULL; p++)
+		leaks++;
+	ck_assert_int_eq(leaks, 5);
+	ck_assert_msg(strstr(text, "3 of them allocated") != NULL, "%s", text);
+	ck_assert_msg(strstr(text, "2 of them allocated") != NULL, "%s", text);
+	fclose(out);
+	ck_assert_int_eq(uslab_cache_destroy(c), -1);
+	ck_assert_int_eq(errno, EBUSY);
+}
+END_TEST
+
+/* Validate finds an object free twice in the magazines (a double free the
+ * default mode let through), and an object in a magazine and its slab. */
+START_TEST(debug_validate_finds_magazine_double_free)
+{
+	struct uslab_cache *c = victim(64);
+	void *a = uslab_cache_alloc(c), *b = uslab_cache_alloc(c);
+	uslab_cache_free(c, a);
+	uslab_cache_free(c, b);
+	uslab_cache_free(c, a); /* not on top: the default lets it in */
+	FILE *out = tmpfile();
+	ck_assert_int_eq(uslab_cache_validate(c, out), 1);
+	char text[4096] = "", want[96];
+	rewind(out);
+	size_t n = fread(text, 1, sizeof text - 1, out);
+	text[n] = '\0';
+	snprintf(want, sizeof want, "object %p: double free (in two magazines)", a);
+	ck_assert_msg(strstr(text, want) != NULL, "%s", text);
+	fclose(out);
+}
+END_TEST
+
+/* set_debug: refusals. */
+START_TEST(debug_set_refuses_what_cannot_be)
+{
+	struct uslab_cache *c = victim(64); /* no padding: no red zone room */
+	ck_assert_int_eq(uslab_cache_set_debug(c, USLAB_DEBUG_REDZONE), -1);
+	ck_assert_int_eq(errno, EINVAL);
+	ck_assert_int_eq(uslab_cache_set_debug(c, USLAB_NOMAGAZINE), -1);
+	ck_assert_int_eq(errno, EINVAL);
+	ck_assert_int_eq(uslab_cache_set_debug(NULL, 0), -1);
+	ck_assert_int_eq(errno, EINVAL);
+	struct uslab_cache_conf conf = {.ctor = NULL};
+	(void)conf;
+	ck_assert_int_eq(uslab_cache_set_debug(c, USLAB_DEBUG_CHECKS | USLAB_DEBUG_POISON), 0);
+	struct uslab_stats st;
+	ck_assert_int_eq(uslab_cache_stats(c, &st), 0);
+	ck_assert_uint_eq(st.flags & USLAB_DEBUG_MASK, USLAB_DEBUG_CHECKS | USLAB_DEBUG_POISON);
+	ck_assert_int_eq(uslab_cache_set_debug(c, 0), 0);
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+}
+END_TEST
+
+/* Objects allocated before set_debug() are not falsely reported, and a
+ * double free after it is caught. */
+static int switched_on_live(void *arg)
+{
+	(void)arg;
+	struct uslab_cache *c = victim(64);
+	enum { N = 500 };
+	static void *objs[N];
+	for (int i = 0; i < N; i++)
+		objs[i] = uslab_cache_alloc(c);
+	for (int i = 0; i < N; i += 2)
+		uslab_cache_free(c, objs[i]);
+	if (uslab_cache_set_debug(c, USLAB_DEBUG_CHECKS | USLAB_DEBUG_POISON | USLAB_DEBUG_AUDIT) !=
+	    0)
+		return 10;
+	for (int i = 1; i < N; i += 2) /* allocated before: no report */
+		uslab_cache_free(c, objs[i]);
+	for (int i = 0; i < N; i++)
+		objs[i] = uslab_cache_alloc(c);
+	for (int i = 0; i < N; i++)
+		uslab_cache_free(c, objs[i]);
+	if (uslab_cache_validate(c, NULL) != 0)
+		return 11;
+	expect(objs[7]);
+	uslab_cache_free(c, objs[7]);
+	return 0;
+}
+
+START_TEST(debug_set_on_live_cache)
+{
+	check_report(switched_on_live, NULL, "victim", "double free");
+}
+END_TEST
+
+/* Switched on and off while threads allocate and free: no false report,
+ * nothing lost (the cache destroys cleanly). */
+struct toggle_run {
+	struct uslab_cache *t_cache;
+	volatile int t_stop;
+};
+
+static void *toggle_worker(void *arg)
+{
+	struct toggle_run *t = arg;
+	void *keep[64] = {NULL};
+	unsigned long long i = 0;
+	while (!t->t_stop) {
+		unsigned k = (unsigned)(i++ % 64);
+		if (keep[k] != NULL) {
+			if (*(unsigned long long *)keep[k] != (uintptr_t)keep[k])
+				abort(); /* handed out twice, or written while free */
+			uslab_cache_free(t->t_cache, keep[k]);
+		}
+		keep[k] = uslab_cache_alloc(t->t_cache);
+		if (keep[k] != NULL)
+			*(unsigned long long *)keep[k] = (uintptr_t)keep[k];
+	}
+	for (unsigned k = 0; k < 64; k++)
+		uslab_cache_free(t->t_cache, keep[k]);
+	return NULL;
+}
+
+static int toggling(void *arg)
+{
+	(void)arg;
+	struct toggle_run t = {.t_cache = victim_with(64, USLAB_DEBUG_REDZONE)};
+	FILE *quiet = fopen("/dev/null", "w"); /* validate lists the objects out (U) */
+	pthread_t th[4];
+	for (int i = 0; i < 4; i++)
+		pthread_create(&th[i], NULL, toggle_worker, &t);
+	static const unsigned modes[] = {
+		ALL_DEBUG,
+		0,
+		USLAB_DEBUG_CHECKS,
+		USLAB_DEBUG_POISON | USLAB_DEBUG_REDZONE,
+		USLAB_DEBUG_AUDIT,
+		USLAB_DEBUG_CHECKS | USLAB_DEBUG_POISON,
+		0,
+	};
+	for (int round = 0; round < 300; round++) {
+		if (uslab_cache_set_debug(t.t_cache, modes[round % 7]) != 0)
+			return 10;
+		if (round % 50 == 0 && uslab_cache_validate(t.t_cache, quiet) != 0)
+			return 11;
+		usleep(1000);
+	}
+	t.t_stop = 1;
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	uslab_cache_set_debug(t.t_cache, USLAB_DEBUG_CHECKS);
+	if (uslab_cache_validate(t.t_cache, NULL) != 0)
+		return 12;
+	fclose(quiet);
+	/* After all that switching, a double free is still caught at once. */
+	void *a = uslab_cache_alloc(t.t_cache), *b = uslab_cache_alloc(t.t_cache);
+	uslab_cache_free(t.t_cache, a);
+	uslab_cache_free(t.t_cache, b);
+	expect(a);
+	uslab_cache_free(t.t_cache, a);
+	return 0;
+}
+
+START_TEST(debug_set_while_threads_run)
+{
+	check_report(toggling, NULL, "victim", "double free");
+}
+END_TEST
+
 static Suite *debug_suite(void)
 {
 	Suite *s = suite_create("debug");
@@ -269,6 +654,25 @@ static Suite *debug_suite(void)
 		tcase_add_loop_test(tc, default_foreign_pointer_refused, 0, F_NFOREIGN);
 		tcase_add_test(tc, default_interior_pointer_refused);
 		tcase_add_test(tc, default_stale_memo_never_trusted);
+	}
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("debug");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, debug_set_refuses_what_cannot_be);
+	/* The rest plant bugs: under valgrind (no fork) memcheck would report
+	 * them before uslab's own checks (tests/sanitizer-tools.sh shows it). */
+	if (test_can_fork()) {
+		tcase_add_test(tc, debug_validate_counts_exactly);
+		tcase_add_test(tc, debug_validate_groups_leaks);
+		tcase_add_test(tc, debug_validate_finds_magazine_double_free);
+		tcase_add_loop_test(tc, debug_double_free_anywhere, 0, 2);
+		tcase_add_test(tc, debug_default_misses_deep_double_free);
+		tcase_add_loop_test(tc, debug_redzone_overrun, 0, 3);
+		tcase_add_test(tc, debug_poison_write_after_free);
+		tcase_add_test(tc, debug_audit_names_the_stacks);
+		tcase_add_test(tc, debug_set_on_live_cache);
+		tcase_add_test(tc, debug_set_while_threads_run);
 	}
 	suite_add_tcase(s, tc);
 	return s;

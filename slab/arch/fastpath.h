@@ -68,6 +68,7 @@
  *               p_cap entries; it changes only while the slot is stopped
  *     p_lock    locked mode only: the slot's lock (pcpu.c)
  *     p_live    1 once started (under c_drain_lock)
+ *     p_owned   the cap a validation took it from, while it holds it
  *   struct pcpu_counters at slot + PCPU_CTR_DELTA: the only per-CPU data
  *   that may be shared. The arena's counters are one mapping, of the stats
  *   segment's file when the process publishes statistics, else private.
@@ -147,7 +148,8 @@ struct pcpu_slot {
 	void **p_rounds;   /* asm: PCPU_SLOT_ROUNDS; p_mag->m_rounds */
 	struct mag *p_mag; /* the magazine whose array p_rounds is (pcpu.c) */
 	uint64_t p_live;   /* 1 once started; written under c_drain_lock */
-	uint64_t p_pad[3];
+	uint64_t p_owned;  /* 1 << 32 | its cap while validate owns it (pcpu.c) */
+	uint64_t p_pad[2];
 };
 
 /* p_word: the count in the low PCPU_COUNT_BITS bits, hits above them. */
