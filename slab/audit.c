@@ -34,10 +34,10 @@
  */
 
 #define AUDIT_FRAMES 16
-#define AUDIT_MORE 8 /* frames captured beyond AUDIT_FRAMES: the library's own, dropped */
-#define AUDIT_SLOTS (1u << 16)    /* hash table entries (a power of two) */
-#define AUDIT_CHUNK_STACKS 1024   /* stacks per chunk of the depot */
-#define AUDIT_MAX_CHUNKS 64       /* 65,536 distinct stacks at most */
+#define AUDIT_MORE 8           /* frames captured beyond AUDIT_FRAMES: the library's own, dropped */
+#define AUDIT_SLOTS (1u << 16) /* hash table entries (a power of two) */
+#define AUDIT_CHUNK_STACKS 1024 /* stacks per chunk of the depot */
+#define AUDIT_MAX_CHUNKS 64     /* 65,536 distinct stacks at most */
 
 struct audit_stack {
 	uint32_t st_hash;
@@ -46,11 +46,11 @@ struct audit_stack {
 };
 
 static struct uslab_lock audit_lock = USLAB_LOCK_INITIALIZER;
-static uint32_t *audit_table;                         /* handle + 1, 0 = empty */
+static uint32_t *audit_table; /* handle + 1, 0 = empty */
 static struct audit_stack *audit_chunks[AUDIT_MAX_CHUNKS];
-static uint32_t audit_nstacks;                        /* handles 1 .. audit_nstacks */
-static int audit_ready;                               /* backtrace warmed up */
-static uintptr_t audit_text_lo, audit_text_hi;        /* the library's code */
+static uint32_t audit_nstacks;                 /* handles 1 .. audit_nstacks */
+static int audit_ready;                        /* backtrace warmed up */
+static uintptr_t audit_text_lo, audit_text_hi; /* the library's code */
 static __thread uint32_t audit_tid __attribute__((tls_model("initial-exec")));
 
 /* The executable segment holding this code: frames in it are the
@@ -63,7 +63,8 @@ static int audit_text_of(struct dl_phdr_info *info, size_t size, void *arg)
 	for (int i = 0; i < info->dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
 		uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-		if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && me >= lo && me < lo + ph->p_memsz) {
+		if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && me >= lo &&
+		    me < lo + ph->p_memsz) {
 			audit_text_lo = lo;
 			audit_text_hi = lo + ph->p_memsz;
 			return 1;

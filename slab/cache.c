@@ -28,14 +28,20 @@
  *    observers: the layers report their figures through the hook table of
  *    the cache (slab/observe.h), which this file points at the stats
  *    segment's writer (slab/segment/writer.c) when the cache is published;
- *    the writer never reads a cache. tests/check-layers.sh checks the
- *    arrows on the built objects.
+ *    the writer never reads a cache. Between the per-CPU layer and this
+ *    file, the debug layer (slab/debug-cache.c): a cache with debug flags,
+ *    failure injection, sampling or a sanitizer is routed through it once
+ *    (at create, or uslab_cache_set_debug): its misses and bulk calls go
+ *    there through the cache's function pointers, and it calls the
+ *    per-CPU layer below for the magazines. tests/check-layers.sh checks
+ *    the arrows on the built objects.
  *
  * 2. Object lifecycle (Bonwick). The ctor runs once per object when its
  *    slab is created; the dtor when the slab is released (reap, destroy, or
  *    a surplus of empty slabs). In between, objects pass between the
  *    program, magazines and the slab free bitmap without their bytes being
- *    written by uslab.
+ *    written by uslab (but for what a debug flag asks: poison, red zones,
+ *    and a deferred free's link, slab/pcpu.c, for caches without a ctor).
  *
  * 3. Invariants. Every object is in exactly one place: with the program,
  *    in a per-CPU magazine, in a depot magazine, or free in its slab.

@@ -55,6 +55,7 @@
 
 static struct uslab_lock debug_lock = USLAB_LOCK_INITIALIZER;
 static uint64_t debug_sample_period; /* USLAB_SAMPLE */
+static int debug_tools;              /* ASan or valgrind: every object is annotated */
 
 /* ---- Object state ---- */
 
@@ -68,6 +69,13 @@ static void dbg_ref(const struct uslab_cache *c, const void *obj, struct dbg_ref
 {
 	r->r_slab = slab_locate(c, obj, &r->r_idx);
 	r->r_maps = __atomic_load_n(&r->r_slab->s_dbg, __ATOMIC_ACQUIRE);
+}
+
+static void dbg_ref_at(struct slab *s, uint32_t idx, struct dbg_ref *r)
+{
+	r->r_slab = s;
+	r->r_idx = idx;
+	r->r_maps = __atomic_load_n(&s->s_dbg, __ATOMIC_ACQUIRE);
 }
 
 static uint64_t *dbg_word(const struct uslab_cache *c, const struct dbg_ref *r, unsigned map)
@@ -100,8 +108,7 @@ static size_t dbg_first_not(const unsigned char *p, size_t n, unsigned char want
 	return n;
 }
 
-void debug_describe_poison(const unsigned char *obj, size_t at, size_t size, char *buf,
-                           size_t cap)
+void debug_describe_poison(const unsigned char *obj, size_t at, size_t size, char *buf, size_t cap)
 {
 	size_t len = (size_t)snprintf(buf, cap, "offset %zu:", at);
 	for (size_t i = at; i < size && i < at + 8 && len + 4 < cap; i++)
@@ -169,14 +176,13 @@ static void *dbg_out(struct uslab_cache *c, void *obj)
 	return obj;
 }
 
-/* The object comes back: checks, state, annotations. */
-static void dbg_in(struct uslab_cache *c, void *obj)
+/* The object comes back (checked already: slab @s, index @idx): checks,
+ * state, annotations. */
+static void dbg_in(struct uslab_cache *c, void *obj, unsigned flags, struct slab *s, uint32_t idx)
 {
-	unsigned flags = __atomic_load_n(&c->c_debug, __ATOMIC_RELAXED);
 	struct dbg_ref r;
 
-	slab_check_free(c, obj); /* not an object of this cache, interior */
-	dbg_ref(c, obj, &r);
+	dbg_ref_at(s, idx, &r);
 	if (r.r_maps != NULL) {
 		if ((flags & USLAB_DEBUG_REDZONE) != 0 && dbg_test(c, &r, DBG_RZ)) {
 			SAN_OPEN((char *)obj + c->c_size, c->c_rz);
@@ -247,14 +253,22 @@ static void *dbg_alloc(struct uslab_cache *c)
 	if (obj != NULL)
 		return obj;
 	obj = pcpu_alloc_magazine(c);
-	return obj != NULL ? dbg_out(c, obj) : NULL;
+	if (obj == NULL || (__atomic_load_n(&c->c_debug, __ATOMIC_RELAXED) == 0 && !debug_tools))
+		return obj; /* routed for sampling or failures only */
+	return dbg_out(c, obj);
 }
 
 static void dbg_free(struct uslab_cache *c, void *obj)
 {
-	if (debug_sample_period != 0 && sample_free(c, obj))
-		return;
-	dbg_in(c, obj);
+	struct slab *s = slabmap_lookup(obj);
+	uint32_t idx;
+
+	if (s == NULL && debug_sample_period != 0 && sample_free(c, obj))
+		return;                      /* a sample is in no slab */
+	slab_check_free_at(c, obj, s, &idx); /* not an object of this cache, interior */
+	unsigned flags = __atomic_load_n(&c->c_debug, __ATOMIC_RELAXED);
+	if (flags != 0 || debug_tools)
+		dbg_in(c, obj, flags, s, idx);
 	pcpu_free_magazine(c, obj);
 }
 
@@ -398,6 +412,7 @@ int debug_cache_init(struct uslab_cache *c, unsigned flags)
 {
 	struct dbg_fail_rule rule;
 
+	debug_tools = USLAB_ASAN || VG_RUNNING();
 	debug_sample_period = debug_conf_sample();
 	if (debug_sample_period != 0)
 		sample_init(debug_sample_period);

@@ -39,7 +39,7 @@
 #define CONF_BLOCKS 32 /* blocks of each variable kept */
 
 struct conf_block {
-	char *b_globs;  /* ','-separated, in conf text; NULL: every cache */
+	char *b_globs; /* ','-separated, in conf text; NULL: every cache */
 	unsigned b_flags;
 	struct dbg_fail_rule b_fail;
 };

@@ -76,8 +76,8 @@ struct slab {
 	uint32_t s_inuse;             /* objects out of the slab */
 	uint32_t s_hint;              /* no free bit below word s_hint */
 	uint32_t s_where;             /* enum slab_where or a bucket */
-	uint32_t s_pad;
-	uint64_t s_empty_gen; /* c_sweep_started when it last became empty,
+	uint32_t s_rpos;              /* USLAB_RANDOM: its cursor in c_rand_seq */
+	uint64_t s_empty_gen;         /* c_sweep_started when it last became empty,
 	                       * or SLAB_CLEAN: no object of it ever went out */
 	/* Debug state (debug-cache.c), set once and kept until release:
 	 * four bitmaps of c_slab_words words (DBG_KNOWN, DBG_OUT, DBG_POISON,
@@ -125,6 +125,10 @@ bool slab_is_object(const struct uslab_cache *c, const void *obj);
 /** The check of every free: returns if @obj is an object of @c, reports
  *  (not an object of this cache, or an interior pointer) otherwise. */
 void slab_check_free(struct uslab_cache *c, const void *obj);
+/** The same, with @obj's slab looked up already (@s, maybe NULL); its
+ *  index in *@idx. */
+void slab_check_free_at(struct uslab_cache *c, const void *obj, const struct slab *s,
+                        uint32_t *idx);
 /** A free that failed the fast path's check (x86_64-entry.S): reports,
  *  or, if @obj is an object of @c after all, frees it. */
 void slab_free_bad(struct uslab_cache *c, void *obj);
@@ -162,8 +166,6 @@ bool slab_obj_free(struct uslab_cache *c, const void *obj);
 bool slab_obj_free_locked(struct uslab_cache *c, const void *obj);
 /** c_inuse, with c_slab_lock held. */
 uint64_t slab_inuse_locked(struct uslab_cache *c);
-/** The slab and index of @obj, an object of @c (checked before). */
-struct slab *slab_locate(const struct uslab_cache *c, const void *obj, uint32_t *idx);
 
 /* ======================================================================== */
 /* ---- slabmap.c: from an address to its slab ---- */
@@ -172,8 +174,23 @@ struct slab *slab_locate(const struct uslab_cache *c, const void *obj, uint32_t 
  *  set) when a leaf cannot be mapped. */
 bool slabmap_set(const void *block, size_t size, struct slab *s);
 void slabmap_clear(const void *block, size_t size);
-/** The slab whose block holds @p, or NULL. No lock, no fault. */
-struct slab *slabmap_lookup(const void *p);
+/* The map's top level (slabmap.c): leaves of 2^16 slab pointers. */
+extern struct slab **uslab_map_top[PCPU_MAP_TOP_ENTRIES];
+
+/** The slab whose block holds @p, or NULL. No lock, no fault. Inline: every
+ *  checked free runs it (x86_64-entry.S runs the same in asm). */
+static inline struct slab *slabmap_lookup(const void *p)
+{
+	uintptr_t a = (uintptr_t)p;
+	size_t top = a >> PCPU_MAP_TOP_SHIFT;
+
+	if (top >= PCPU_MAP_TOP_ENTRIES)
+		return NULL;
+	struct slab **leaf = __atomic_load_n(&uslab_map_top[top], __ATOMIC_ACQUIRE);
+	return leaf != NULL ? __atomic_load_n(&leaf[(a >> PCPU_MAP_GRAIN_SHIFT) & 0xffff],
+	                                      __ATOMIC_ACQUIRE)
+	                    : NULL;
+}
 
 /* ======================================================================== */
 /* ---- depot.c: full and empty magazines of a cache ---- */
@@ -427,8 +444,8 @@ long validate_leaks(struct uslab_cache *c, FILE *out);
 /** Guarded sampling (sample.c, USLAB_SAMPLE): an object of @c on a page
  *  of its own, or NULL (not this time, or no memory). */
 void *sample_alloc(struct uslab_cache *c);
-/** Whether @obj is a sampled object; if so it is freed (and its page made
- *  inaccessible). */
+/** Whether @obj (in no slab) is a sampled object; if so it is freed (and
+ *  its page made inaccessible). */
 bool sample_free(struct uslab_cache *c, void *obj);
 void sample_init(uint64_t period);
 
@@ -518,6 +535,7 @@ struct uslab_cache {
 	struct slab_list c_empty;
 	uint32_t c_colour_next;
 	uint64_t c_rng;         /* USLAB_RANDOM's generator (xorshift; 0: unseeded) */
+	uint32_t *c_rand_seq;   /* USLAB_RANDOM: a random order of c_slab_objs indexes */
 	uint64_t c_slabs;       /* slabs on any list */
 	uint64_t c_empty_slabs; /* slabs on c_empty */
 	uint64_t c_decay_start; /* ns (CLOCK_MONOTONIC_COARSE): this interval's start */
@@ -613,6 +631,15 @@ static inline uint64_t slab_check_quotient(const struct uslab_cache *c, uint64_t
 	unsigned t = c->c_chk_tz;
 
 	return t == 0 ? x : (x >> t) | (x << (64 - t));
+}
+
+/** The slab and index of @obj, an object of @c (checked before). */
+static inline struct slab *slab_locate(const struct uslab_cache *c, const void *obj, uint32_t *idx)
+{
+	struct slab *s = slabmap_lookup(obj);
+
+	*idx = (uint32_t)slab_check_quotient(c, (uint64_t)((uintptr_t)obj - (uintptr_t)s->s_base));
+	return s;
 }
 
 #endif /* USLAB_INTERNAL_H */

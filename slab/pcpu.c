@@ -16,6 +16,7 @@
 #endif
 
 #include "internal.h"
+#include "sanitize.h"
 
 /*
  * Design
@@ -830,6 +831,7 @@ static void pcpu_free_nolock(struct uslab_cache *c, void *obj)
 	 * the cache has no ctor (DESIGN.md §2): link it through them. */
 	if (c->c_ctor == NULL && c->c_slot >= 2 * sizeof(void *)) {
 		void **o = obj;
+		SAN_OPEN(o, 2 * sizeof(void *)); /* a debug cache closed it (sanitize.h) */
 		o[1] = c;
 		o[0] = __atomic_load_n(&pcpu_defer_chain, __ATOMIC_RELAXED);
 		while (!__atomic_compare_exchange_n(&pcpu_defer_chain, &o[0], obj, false,

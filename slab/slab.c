@@ -427,6 +427,9 @@ static struct slab *slab_create(struct uslab_cache *c)
 	s->s_inuse = 0;
 	s->s_hint = 0;
 	s->s_where = SLAB_ON_NONE;
+	if (c->c_rand_seq != NULL) /* a start of its own in the cache's secret order */
+		s->s_rpos = (uint32_t)(((uintptr_t)block >> SLAB_MIN_SHIFT) * 2654435761u %
+		                       c->c_slab_objs);
 	memset(s->s_free, 0xff, (size_t)c->c_slab_words * 8);
 	if (c->c_slab_objs % 64 != 0)
 		s->s_free[c->c_slab_words - 1] = ((uint64_t)1 << (c->c_slab_objs % 64)) - 1;
@@ -504,31 +507,53 @@ static size_t slab_destroy_chain(struct uslab_cache *c, struct slab *chain)
 
 static bool slab_is_valid(const struct uslab_cache *c, const struct slab *s, uint32_t where);
 
-/* USLAB_RANDOM: take up to @n free objects of @s from random places: for
- * each, the first free one at or after a random index, wrapping (SLUB's
- * SLAB_FREELIST_RANDOM shuffles a new slab's free list; a bitmap has no
- * order to shuffle, so the order is drawn as objects are taken). */
+/* USLAB_RANDOM's generator (xorshift), under c_slab_lock. */
+static uint32_t slab_rand(struct uslab_cache *c, uint32_t bound)
+{
+	if (c->c_rng == 0)
+		c->c_rng = ((uint64_t)(uintptr_t)c ^ uslab_coarse_ns()) | 1;
+	c->c_rng ^= c->c_rng << 13;
+	c->c_rng ^= c->c_rng >> 7;
+	c->c_rng ^= c->c_rng << 17;
+	return (uint32_t)(c->c_rng % bound);
+}
+
+/* USLAB_RANDOM: the cache's random order of object indexes (SLUB's
+ * random_seq), drawn once; each slab walks it from a random start of its
+ * own. NULL without the flag, or when out of memory (then address order). */
+static void slab_random_init(struct uslab_cache *c)
+{
+	if ((c->c_flags & USLAB_RANDOM) == 0 ||
+	    (c->c_rand_seq = meta_alloc((size_t)c->c_slab_objs * sizeof(uint32_t))) == NULL)
+		return;
+	for (uint32_t i = 0; i < c->c_slab_objs; i++)
+		c->c_rand_seq[i] = i;
+	for (uint32_t i = c->c_slab_objs; i > 1; i--) { /* Fisher-Yates */
+		uint32_t j = slab_rand(c, i), t = c->c_rand_seq[i - 1];
+		c->c_rand_seq[i - 1] = c->c_rand_seq[j];
+		c->c_rand_seq[j] = t;
+	}
+}
+
+/* USLAB_RANDOM: up to @n free objects of @s, in the cache's random order
+ * from the slab's cursor (s_rpos). A bitmap has no list to shuffle, so the
+ * order is the sequence's; on a new slab each object costs one step, and
+ * objects freed behind the cursor come out after it wraps. */
 static size_t slab_take_random_locked(struct uslab_cache *c, struct slab *s, void **objs, size_t n)
 {
 	size_t got = 0;
-	uint32_t nobj = c->c_slab_objs, free = nobj - s->s_inuse;
+	uint32_t nobj = c->c_slab_objs, free = nobj - s->s_inuse, pos = s->s_rpos;
 
-	if (c->c_rng == 0)
-		c->c_rng = ((uint64_t)(uintptr_t)s ^ uslab_coarse_ns()) | 1;
 	while (got < n && got < free) {
-		c->c_rng ^= c->c_rng << 13;
-		c->c_rng ^= c->c_rng >> 7;
-		c->c_rng ^= c->c_rng << 17;
-		uint32_t i = (uint32_t)(c->c_rng % nobj), w = i / 64;
-		uint64_t bits = s->s_free[w] & (~(uint64_t)0 << (i % 64));
-		while (bits == 0) {
-			w = (w + 1) % c->c_slab_words;
-			bits = s->s_free[w];
-		}
-		uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(bits);
-		s->s_free[w] &= ~((uint64_t)1 << (idx % 64));
+		uint32_t idx = c->c_rand_seq[pos];
+		pos = pos + 1 == nobj ? 0 : pos + 1;
+		uint64_t bit = (uint64_t)1 << (idx % 64);
+		if ((s->s_free[idx / 64] & bit) == 0)
+			continue;
+		s->s_free[idx / 64] &= ~bit;
 		objs[got++] = slab_obj(c, s, idx);
 	}
+	s->s_rpos = pos;
 	while (s->s_hint < c->c_slab_words && s->s_free[s->s_hint] == 0)
 		s->s_hint++;
 	return got;
@@ -541,7 +566,7 @@ static size_t slab_take_locked(struct uslab_cache *c, struct slab *s, void **obj
 	uint32_t w = s->s_hint;
 
 	ASSERT_HELD(&c->c_slab_lock);
-	if ((c->c_flags & USLAB_RANDOM) != 0) {
+	if (c->c_rand_seq != NULL) {
 		got = slab_take_random_locked(c, s, objs, n);
 		w = s->s_hint;
 		n = got; /* nothing more below */
@@ -589,12 +614,23 @@ bool slab_is_object(const struct uslab_cache *c, const void *obj)
 	               c->c_chk_objs;
 }
 
+void slab_check_free_at(struct uslab_cache *c, const void *obj, const struct slab *s, uint32_t *idx)
+{
+	uint64_t q =
+		s != NULL
+			? slab_check_quotient(c, (uint64_t)((uintptr_t)obj - (uintptr_t)s->s_base))
+			: UINT64_MAX;
+
+	if (s == NULL || s->s_cache != c || q >= c->c_chk_objs)
+		(void)slab_of_checked(c, obj, idx); /* reports which */
+	*idx = (uint32_t)q;
+}
+
 void slab_check_free(struct uslab_cache *c, const void *obj)
 {
 	uint32_t idx;
 
-	if (!slab_is_object(c, obj))
-		(void)slab_of_checked(c, obj, &idx); /* reports which */
+	slab_check_free_at(c, obj, slabmap_lookup(obj), &idx);
 }
 
 void slab_free_bad(struct uslab_cache *c, void *obj)
@@ -674,6 +710,7 @@ bool slab_cache_init(struct uslab_cache *c, const char *name, size_t size,
 		errno = EINVAL;
 		return false;
 	}
+	slab_random_init(c);
 	c->c_decay_start = uslab_coarse_ns();
 	lock_init(&c->c_slab_lock);
 	return true;
@@ -681,6 +718,8 @@ bool slab_cache_init(struct uslab_cache *c, const char *name, size_t size,
 
 void slab_cache_fini(struct uslab_cache *c)
 {
+	if (c->c_rand_seq != NULL)
+		meta_free(c->c_rand_seq, (size_t)c->c_slab_objs * sizeof(uint32_t));
 	lock_fini(&c->c_slab_lock);
 }
 
@@ -815,14 +854,6 @@ int slab_debug_attach(struct uslab_cache *c, bool audit)
 	if (!ok)
 		errno = ENOMEM;
 	return ok ? 0 : -1;
-}
-
-struct slab *slab_locate(const struct uslab_cache *c, const void *obj, uint32_t *idx)
-{
-	struct slab *s = slabmap_lookup(obj);
-
-	*idx = (uint32_t)slab_check_quotient(c, (uint64_t)((uintptr_t)obj - (uintptr_t)s->s_base));
-	return s;
 }
 
 bool slab_obj_free_locked(struct uslab_cache *c, const void *obj)

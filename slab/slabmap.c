@@ -116,10 +116,4 @@ void slabmap_clear(const void *block, size_t size)
 	}
 }
 
-struct slab *slabmap_lookup(const void *p)
-{
-	uintptr_t a = (uintptr_t)p;
-	struct slab **leaf = map_leaf(a, false);
-
-	return leaf != NULL ? __atomic_load_n(&leaf[map_index(a)], __ATOMIC_ACQUIRE) : NULL;
-}
+_Static_assert(MAP_LEAF_ENTRIES == 0x10000, "slabmap_lookup (internal.h) masks with 0xffff");

@@ -45,10 +45,9 @@ static bool vbuf_add(struct vbuf *b, const void *p, size_t n)
 		size_t cap = b->b_cap == 0 ? 65536 : 2 * b->b_cap;
 		while (cap < b->b_len + n)
 			cap *= 2;
-		char *d = b->b_data == NULL
-		                  ? mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		                         -1, 0)
-		                  : mremap(b->b_data, b->b_cap, cap, MREMAP_MAYMOVE);
+		char *d = b->b_data == NULL ? mmap(NULL, cap, PROT_READ | PROT_WRITE,
+		                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+		                            : mremap(b->b_data, b->b_cap, cap, MREMAP_MAYMOVE);
 		if (d == MAP_FAILED)
 			return false;
 		b->b_data = d;
@@ -77,8 +76,8 @@ struct vctx {
 	struct vbuf v_text;  /* report lines */
 	struct vbuf v_leaks; /* struct vleak */
 	long v_problems;
-	uint64_t v_inuse;    /* sum of s_inuse */
-	bool v_oom;          /* a buffer could not grow: figures partial */
+	uint64_t v_inuse; /* sum of s_inuse */
+	bool v_oom;       /* a buffer could not grow: figures partial */
 	bool v_leaks_wanted;
 	unsigned char *v_copy; /* a slot's bytes, read (v_peek); c_slot bytes, mapped */
 };
@@ -108,9 +107,8 @@ static int v_cmp_ptr(const void *a, const void *b)
 
 static bool v_in_mags(const struct vctx *v, const void *obj)
 {
-	return v->v_mags.b_len != 0 &&
-	       bsearch(&obj, v->v_mags.b_data, v->v_mags.b_len / sizeof obj, sizeof obj,
-	               v_cmp_ptr) != NULL;
+	return v->v_mags.b_len != 0 && bsearch(&obj, v->v_mags.b_data, v->v_mags.b_len / sizeof obj,
+	                                       sizeof obj, v_cmp_ptr) != NULL;
 }
 
 /* Copy @n bytes of a free object or a red zone that sanitizers may have
@@ -162,11 +160,13 @@ static void v_slab(struct uslab_cache *c, struct slab *s, void *arg)
 				v_line(v, obj, USLAB_E_REDZONE, detail);
 			}
 		}
-		if (free && d != NULL && (d[(size_t)DBG_POISON * c->c_slab_words + i / 64] & bit) != 0) {
+		if (free && d != NULL &&
+		    (d[(size_t)DBG_POISON * c->c_slab_words + i / 64] & bit) != 0) {
 			size_t at = v_first_not(obj, c->c_size, DBG_POISON_BYTE, v->v_copy);
 			if (at < c->c_size) {
 				char detail[64];
-				debug_describe_poison(v->v_copy, at, c->c_size, detail, sizeof detail);
+				debug_describe_poison(v->v_copy, at, c->c_size, detail,
+				                      sizeof detail);
 				v_line(v, obj, USLAB_E_POISON, detail);
 			}
 		}
@@ -220,7 +220,8 @@ static long v_print_leaks(struct vctx *v, FILE *out)
 /* Hold @c still, check it, let it go (the design comment). */
 static void v_run(struct uslab_cache *c, struct vctx *v)
 {
-	v->v_copy = mmap(NULL, c->c_slot, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	v->v_copy =
+		mmap(NULL, c->c_slot, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (v->v_copy == MAP_FAILED) {
 		v->v_copy = NULL;
 		v->v_oom = true;
@@ -250,7 +251,7 @@ static void v_run(struct uslab_cache *c, struct vctx *v)
 		munmap(v->v_copy, c->c_slot);
 	if (!all) {
 		const char *s = "uslab: validate: some CPUs could not be fenced: their magazines "
-		                "were not checked\n";
+				"were not checked\n";
 		v->v_oom |= !vbuf_add(&v->v_text, s, strlen(s));
 	}
 }
@@ -285,7 +286,8 @@ long uslab_cache_validate(struct uslab_cache *c, FILE *report)
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
 	struct vctx v = {
 		.v_cache = c,
-		.v_leaks_wanted = (__atomic_load_n(&c->c_debug, __ATOMIC_RELAXED) & USLAB_DEBUG_AUDIT) != 0,
+		.v_leaks_wanted =
+			(__atomic_load_n(&c->c_debug, __ATOMIC_RELAXED) & USLAB_DEBUG_AUDIT) != 0,
 	};
 	v_run(c, &v);
 	if (v.v_text.b_len != 0)

@@ -644,6 +644,213 @@ START_TEST(debug_set_while_threads_run)
 }
 END_TEST
 
+/* ---- The environment (read at the first create: each scenario runs in a
+ *      fresh child that sets it first) ---- */
+
+static unsigned debug_flags_of(struct uslab_cache *c)
+{
+	struct uslab_stats st;
+	return uslab_cache_stats(c, &st) == 0 ? st.flags & (USLAB_DEBUG_MASK | USLAB_RANDOM) : ~0u;
+}
+
+static int ctor_nop(void *obj, void *arg)
+{
+	(void)obj;
+	(void)arg;
+	return 0;
+}
+
+static int env_debug(void *arg)
+{
+	(void)arg;
+	setenv("USLAB_DEBUG", "U;FZ,conn,item*;P,req*;-,item2;X,bad", 1);
+	struct uslab_cache *conn = uslab_cache_create("conn", 64, NULL);
+	struct uslab_cache *item1 = uslab_cache_create("item1", 64, NULL);
+	struct uslab_cache *item2 = uslab_cache_create("item2", 64, NULL);
+	struct uslab_cache *req = uslab_cache_create("req", 64, NULL);
+	struct uslab_cache *reqc =
+		uslab_cache_create("reqc", 64, &(struct uslab_cache_conf){.ctor = ctor_nop});
+	struct uslab_cache *other = uslab_cache_create("other", 64, NULL);
+	if (debug_flags_of(conn) != (USLAB_DEBUG_CHECKS | USLAB_DEBUG_REDZONE))
+		return 10;
+	if (debug_flags_of(item1) != (USLAB_DEBUG_CHECKS | USLAB_DEBUG_REDZONE))
+		return 11;
+	if (debug_flags_of(item2) != 0)
+		return 12; /* a later named block wins */
+	if (debug_flags_of(req) != USLAB_DEBUG_POISON)
+		return 13;
+	if (debug_flags_of(reqc) != 0)
+		return 14; /* no poison for a cache with a ctor */
+	if (debug_flags_of(other) != USLAB_DEBUG_AUDIT)
+		return 15; /* the block without names */
+	return 0;
+}
+
+START_TEST(debug_env_syntax)
+{
+	char err[4096];
+	int rc = test_run_child(env_debug, NULL, 30, err, sizeof err);
+	ck_assert_msg(rc == 0, "status %d: %s", rc, err);
+	ck_assert_msg(strstr(err, "uslab: USLAB_DEBUG: bad block \"X\", ignored") != NULL, "%s",
+	              err);
+}
+END_TEST
+
+/* USLAB_DEBUG=FZPU with R: every cache; R hands a new slab's objects out
+ * in a random order (without R, in address order). */
+static int env_all_random(void *arg)
+{
+	setenv("USLAB_DEBUG", arg != NULL ? "FZPUR" : "FZPU", 1);
+	struct uslab_cache *c = uslab_cache_create("any", 64, NULL);
+	unsigned want = ALL_DEBUG | (arg != NULL ? USLAB_RANDOM : 0);
+	if (debug_flags_of(c) != want)
+		return 10;
+	enum { N = 200 };
+	void *objs[N];
+	int ascending = 0;
+	for (int i = 0; i < N; i++)
+		if ((objs[i] = uslab_cache_alloc(c)) == NULL)
+			return 11;
+	/* Within each magazine refill the slab layer hands out a batch; the
+	 * per-CPU layer pops it from the top: count the steps that go one
+	 * slot down, as they all do in address order. */
+	for (int i = 1; i < N; i++)
+		ascending += (char *)objs[i - 1] - (char *)objs[i] == 80 /* the slot, with Z */;
+	for (int i = 0; i < N; i++)
+		uslab_cache_free(c, objs[i]);
+	if (uslab_cache_validate(c, NULL) != 0)
+		return 12;
+	return ascending > N / 2 ? 100 : 101; /* in order, or not */
+}
+
+START_TEST(debug_env_all_and_random)
+{
+	ck_assert_int_eq(test_run_child(env_all_random, NULL, 30, NULL, 0), 100);
+	ck_assert_int_eq(test_run_child(env_all_random, (void *)1, 30, NULL, 0), 101);
+}
+END_TEST
+
+/* USLAB_FAIL: every third allocation of "failing" fails, through single
+ * and bulk allocations, with exact counts; no other cache is touched;
+ * nothing leaks. A bounded rule stops at its bound. */
+static int env_fail(void *arg)
+{
+	(void)arg;
+	setenv("USLAB_FAIL", "3,failing;p0.5@7x5,bounded", 1);
+	struct uslab_cache *c = uslab_cache_create("failing", 64, NULL);
+	struct uslab_cache *o = uslab_cache_create("other", 64, NULL);
+	struct uslab_cache *b = uslab_cache_create("bounded", 64, NULL);
+	enum { N = 300 };
+	static void *objs[N + 40];
+	size_t nobj = 0, failed = 0;
+	for (int i = 0; i < N; i++) {
+		errno = 0;
+		void *p = uslab_cache_alloc(c);
+		if (p == NULL && errno == ENOMEM)
+			failed++;
+		else if (p != NULL)
+			objs[nobj++] = p;
+		void *q = uslab_cache_alloc(o);
+		if (q == NULL)
+			return 10;
+		uslab_cache_free(o, q);
+	}
+	if (failed != N / 3)
+		return 11;
+	for (int k = 0; k < 10; k++) {
+		errno = 0;
+		size_t got = uslab_cache_alloc_bulk(c, objs + nobj, 30);
+		if (got != 2 || errno != ENOMEM)
+			return 12; /* allocations 3k+1 and 3k+2, then a failure */
+		nobj += got;
+		failed++;
+		uslab_cache_free_bulk(c, objs + nobj - got, got);
+		nobj -= got;
+	}
+	struct uslab_stats st;
+	if (uslab_cache_stats(c, &st) != 0 || st.alloc_failures != failed)
+		return 13;
+	uslab_cache_free_bulk(c, objs, nobj);
+	if (uslab_cache_destroy(c) != 0)
+		return 14; /* nothing leaked */
+	size_t bfail = 0;
+	for (int i = 0; i < 1000; i++) {
+		void *p = uslab_cache_alloc(b);
+		if (p == NULL)
+			bfail++;
+		uslab_cache_free(b, p);
+	}
+	if (bfail != 5)
+		return 15;
+	return uslab_cache_destroy(b) == 0 && uslab_cache_destroy(o) == 0 ? 0 : 16;
+}
+
+START_TEST(debug_env_failure_injection)
+{
+	char err[4096];
+	int rc = test_run_child(env_fail, NULL, 30, err, sizeof err);
+	ck_assert_msg(rc == 0, "status %d: %s", rc, err);
+}
+END_TEST
+
+/* USLAB_SAMPLE: a sampled object ends against an inaccessible page. An
+ * overrun, and a use after free, fault at once and are named. */
+static char *sampled(struct uslab_cache *c)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	int fds[2];
+	if (pipe(fds) != 0)
+		return NULL;
+	for (int i = 0; i < 1000; i++) {
+		char *p = uslab_cache_alloc(c);
+		/* Ends at a page boundary, and the next page is inaccessible
+		 * (write(2) says EFAULT instead of faulting). */
+		if (p != NULL && ((uintptr_t)p + 64) % page == 0 && write(fds[1], p + 64, 1) < 0 &&
+		    errno == EFAULT)
+			return p;
+	}
+	return NULL;
+}
+
+static int sample_overrun(void *arg)
+{
+	(void)arg;
+	setenv("USLAB_SAMPLE", "2", 1);
+	struct uslab_cache *c = uslab_cache_create("sampled", 64, NULL);
+	char *p = sampled(c);
+	if (p == NULL)
+		return 10;
+	expect(p);
+	((volatile char *)p)[64] = 'X';
+	return 0;
+}
+
+static int sample_uaf(void *arg)
+{
+	(void)arg;
+	setenv("USLAB_SAMPLE", "2", 1);
+	struct uslab_cache *c = uslab_cache_create("sampled", 64, NULL);
+	char *p = sampled(c);
+	if (p == NULL)
+		return 10;
+	uslab_cache_free(c, p);
+	expect(p);
+	((volatile char *)p)[8] = 'X';
+	return 0;
+}
+
+START_TEST(debug_sample_guard)
+{
+	char err[8192];
+	check_report_sig(sample_overrun, NULL, "sampled",
+	                 "red zone overwritten (sampled guard page, offset 64)", SIGSEGV, err,
+	                 sizeof err);
+	check_report_sig(sample_uaf, NULL, "sampled",
+	                 "use after free (sampled guard page, offset 8)", SIGSEGV, err, sizeof err);
+	ck_assert_msg(strstr(err, "uslab:   freed by thread") != NULL, "%s", err);
+}
+END_TEST
+
 static Suite *debug_suite(void)
 {
 	Suite *s = suite_create("debug");
@@ -673,6 +880,17 @@ static Suite *debug_suite(void)
 		tcase_add_test(tc, debug_audit_names_the_stacks);
 		tcase_add_test(tc, debug_set_on_live_cache);
 		tcase_add_test(tc, debug_set_while_threads_run);
+	}
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("environment");
+	tcase_set_timeout(tc, 60);
+	if (test_can_fork()) {
+		tcase_add_test(tc, debug_env_syntax);
+		tcase_add_test(tc, debug_env_all_and_random);
+		tcase_add_test(tc, debug_env_failure_injection);
+		if (!UNDER_ASAN) /* ASan keeps SIGSEGV for itself */
+			tcase_add_test(tc, debug_sample_guard);
 	}
 	suite_add_tcase(s, tc);
 	return s;
