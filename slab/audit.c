@@ -73,6 +73,16 @@ static int audit_text_of(struct dl_phdr_info *info, size_t size, void *arg)
 	return 0;
 }
 
+void audit_atfork_prepare(void)
+{
+	lock_take(&audit_lock);
+}
+
+void audit_atfork_release(void)
+{
+	lock_drop(&audit_lock);
+}
+
 void audit_init(void)
 {
 	void *f[4];

@@ -64,6 +64,9 @@
  *       records and regions; taken last at fork, and by the slot-start hook
  *       under c_drain_lock. Its wr_lock (one per published cache, the
  *       record's writer) is a leaf under c_slab_lock or c_depot_lock.
+ *    debug_lock (slab/debug-cache.c, uslab_cache_set_debug) comes before
+ *    all of these; the sample pool's and the stack depot's locks
+ *    (sample.c, audit.c) are leaves above meta_lock.
  *    arena_lock (slab/pcpu-arena.c) sits between the cache locks and
  *    seg_lock: a slot's arena is chosen at create, and the counters
  *    provider (the segment) is called under it. meta_lock (slab/meta.c),
@@ -154,6 +157,7 @@ static void cache_atfork_prepare(void)
 {
 	/* fork() in a walk's callback: this thread holds the registry. */
 	cache_fork_skipped = cache_walking != 0;
+	debug_atfork_prepare(); /* above every cache lock (set_debug) */
 	if (!cache_fork_skipped)
 		lock_take(&cache_list_lock);
 	for (struct uslab_cache *c = cache_list; c != NULL; c = c->c_next) {
@@ -161,9 +165,11 @@ static void cache_atfork_prepare(void)
 		depot_lock(c);
 		slab_lock_all(c);
 	}
-	arena_atfork_prepare(); /* no arena half made */
-	seg_atfork_prepare();   /* holds seg_lock: no record or mapping half made */
-	meta_atfork_prepare();  /* a leaf: last */
+	arena_atfork_prepare();  /* no arena half made */
+	seg_atfork_prepare();    /* holds seg_lock: no record or mapping half made */
+	sample_atfork_prepare(); /* leaves: no sample or stack half made */
+	audit_atfork_prepare();
+	meta_atfork_prepare(); /* the leaf under all: last */
 }
 
 static void cache_atfork_release(void)
@@ -175,11 +181,14 @@ static void cache_atfork_release(void)
 	}
 	if (!cache_fork_skipped)
 		lock_drop(&cache_list_lock);
+	debug_atfork_release();
 }
 
 static void cache_atfork_parent(void)
 {
 	meta_atfork_release();
+	audit_atfork_release();
+	sample_atfork_release();
 	seg_atfork_parent();
 	arena_atfork_release();
 	cache_atfork_release();
@@ -192,6 +201,8 @@ static void cache_atfork_parent(void)
 static void cache_atfork_child(void)
 {
 	meta_atfork_release();
+	audit_atfork_release();
+	sample_atfork_release();
 	for (struct uslab_cache *c = cache_list; c != NULL; c = c->c_next) {
 		c->c_obs = NULL;
 		c->c_obs_rec = NULL;

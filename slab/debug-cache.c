@@ -400,6 +400,18 @@ int uslab_cache_set_debug(struct uslab_cache *c, unsigned flags)
 	return ret;
 }
 
+/* ---- fork ---- */
+
+void debug_atfork_prepare(void)
+{
+	lock_take(&debug_lock);
+}
+
+void debug_atfork_release(void)
+{
+	lock_drop(&debug_lock);
+}
+
 /* ---- Create and destroy ---- */
 
 size_t debug_redzone_bytes(unsigned flags, size_t size)

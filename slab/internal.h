@@ -418,6 +418,9 @@ bool debug_conf_fail(const char *name, struct dbg_fail_rule *rule);
 uint64_t debug_conf_sample(void);
 
 void audit_init(void);
+/** Across fork (cache.c): the stack depot's lock, a leaf above meta_lock. */
+void audit_atfork_prepare(void);
+void audit_atfork_release(void);
 /** Fill @r: this thread, now, this stack. */
 void audit_record(struct audit_rec *r);
 /** "uslab:   @what by thread T, S s ago:" and the stack, to @fd. */
@@ -448,6 +451,13 @@ void *sample_alloc(struct uslab_cache *c);
  *  its page made inaccessible). */
 bool sample_free(struct uslab_cache *c, void *obj);
 void sample_init(uint64_t period);
+/** Across fork: the sample pool's lock (a leaf). */
+void sample_atfork_prepare(void);
+void sample_atfork_release(void);
+/** Across fork: debug_lock, which uslab_cache_set_debug() holds around
+ *  cache locks, so taken before them (cache.c §4). */
+void debug_atfork_prepare(void);
+void debug_atfork_release(void);
 
 /* ======================================================================== */
 /* ---- cache.c: the cache ---- */

@@ -157,6 +157,16 @@ static void sample_install(void)
 		        strerror(errno));
 }
 
+void sample_atfork_prepare(void)
+{
+	lock_take(&sample_lock);
+}
+
+void sample_atfork_release(void)
+{
+	lock_drop(&sample_lock);
+}
+
 void sample_init(uint64_t period)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;

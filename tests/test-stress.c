@@ -111,6 +111,7 @@ struct plan {
 	bool p_signals;     /* a thread sending SIGUSR1 to the workers */
 	bool p_reaper;      /* a thread calling uslab_cache_reap() */
 	bool p_fork;        /* fork() from the test thread while busy */
+	bool p_debug;       /* a thread switching the caches' debug flags */
 };
 
 /* ---- Static data ---- */
@@ -550,6 +551,36 @@ static void *reaper_main(void *arg)
 	return NULL;
 }
 
+/* ---- Debug switching ---- */
+
+/* Switch F and U on and off on both caches while everything runs: no
+ * false report (an abort), and the oracle's invariants hold (P is left
+ * out: the oracle reads free objects' bytes, which poison rewrites). */
+struct debugger {
+	pthread_t d_thread;
+	uint64_t d_switches;
+};
+
+static void *debugger_main(void *arg)
+{
+	static const unsigned modes[] = {0, USLAB_DEBUG_CHECKS, USLAB_DEBUG_AUDIT,
+	                                 USLAB_DEBUG_CHECKS | USLAB_DEBUG_AUDIT};
+	struct debugger *d = arg;
+
+	while (!stopping()) {
+		for (int ci = 0; ci < NCACHES; ci++) {
+			unsigned m = modes[(d->d_switches + (uint64_t)ci) % 4];
+			if (uslab_cache_set_debug(g_cache[ci], m) != 0)
+				stress_error("set_debug(%#x): %s", m, strerror(errno));
+		}
+		d->d_switches++;
+		sleep_s(0.002);
+	}
+	for (int ci = 0; ci < NCACHES; ci++)
+		uslab_cache_set_debug(g_cache[ci], 0);
+	return NULL;
+}
+
 /* ---- Producers and consumers ---- */
 
 struct pair {
@@ -876,6 +907,7 @@ static void run_plan(const struct plan *pl)
 	struct pair *pairs = calloc(pl->p_pairs ? pl->p_pairs : 1, sizeof *pairs);
 	struct signaller sig = {0};
 	struct reaper reap = {0};
+	struct debugger dbg = {0};
 	struct spawner sp = {0};
 	uint64_t rng = 0x1234567 ^ (uint64_t)time(NULL);
 	unsigned forks = 0;
@@ -935,6 +967,8 @@ static void run_plan(const struct plan *pl)
 	}
 	if (pl->p_reaper)
 		ck_assert(pthread_create(&reap.r_thread, NULL, reaper_main, &reap) == 0);
+	if (pl->p_debug)
+		ck_assert(pthread_create(&dbg.d_thread, NULL, debugger_main, &dbg) == 0);
 	if (pl->p_churn) {
 		sp.sp_live = pl->p_churn < 16 ? pl->p_churn : 16;
 		sp.sp_rng = rnd(&rng) | 1;
@@ -955,6 +989,8 @@ static void run_plan(const struct plan *pl)
 		pthread_join(sig.s_thread, NULL);
 	if (pl->p_reaper)
 		pthread_join(reap.r_thread, NULL);
+	if (pl->p_debug)
+		pthread_join(dbg.d_thread, NULL);
 	if (pl->p_churn)
 		pthread_join(sp.sp_thread, NULL);
 
@@ -999,7 +1035,7 @@ static void run_plan(const struct plan *pl)
 	        "# stress %s: mode=%s, %.1f s, workers=%u pairs=%u, ops=%llu, allocs=%llu+%llu, "
 	        "signals sent=%llu got=%llu sig-aborts=%llu handler-ops=%llu (edeadlk %llu), "
 	        "reaps=%llu "
-	        "(%llu KiB), short threads=%llu, forks=%u, ctor=%llu\n",
+	        "(%llu KiB), short threads=%llu, forks=%u, ctor=%llu, debug switches=%llu\n",
 	        pl->p_name, mode, elapsed, pl->p_workers, pl->p_pairs, (unsigned long long)ops,
 	        (unsigned long long)allocs[C_PLAIN], (unsigned long long)allocs[C_CTOR],
 	        (unsigned long long)sig.s_sent, (unsigned long long)sigs,
@@ -1007,7 +1043,7 @@ static void run_plan(const struct plan *pl)
 	        (unsigned long long)sig_busy, (unsigned long long)reap.r_reaps,
 	        (unsigned long long)(reap.r_bytes >> 10),
 	        (unsigned long long)__atomic_load_n(&g_short_threads, __ATOMIC_RELAXED), forks,
-	        (unsigned long long)g_ctor_calls);
+	        (unsigned long long)g_ctor_calls, (unsigned long long)dbg.d_switches);
 
 	ck_assert_msg(g_errors == 0, "%llu oracle violations, first: %s",
 	              (unsigned long long)g_errors, g_first_error);
@@ -1104,7 +1140,8 @@ START_TEST(stress_everything_at_once)
 	                  .p_churn = 4,
 	                  .p_signals = true,
 	                  .p_reaper = true,
-	                  .p_fork = true};
+	                  .p_fork = true,
+	                  .p_debug = true};
 	run_plan(&pl);
 }
 END_TEST
