@@ -476,14 +476,14 @@ static int cache_destroy(struct uslab_cache *c)
 /* See include/uslab.h */
 void *uslab_cache_alloc(struct uslab_cache *c)
 {
-	return c->c_alloc_miss(c);
+	return __atomic_load_n(&c->c_alloc_miss, __ATOMIC_ACQUIRE)(c);
 }
 
 /* See include/uslab.h */
 void uslab_cache_free(struct uslab_cache *c, void *obj)
 {
 	if (obj != NULL)
-		c->c_free_miss(c, obj); /* pcpu_free_slow checks the object */
+		__atomic_load_n(&c->c_free_miss, __ATOMIC_ACQUIRE)(c, obj); /* checks the object */
 }
 #endif
 
@@ -494,7 +494,8 @@ size_t uslab_cache_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 		errno = EINVAL;
 		return 0;
 	}
-	return c->c_alloc_bulk(c, objs, n); /* the per-CPU layer's, or the debug layer's */
+	/* the per-CPU layer's, or the debug layer's: switched while others run */
+	return __atomic_load_n(&c->c_alloc_bulk, __ATOMIC_ACQUIRE)(c, objs, n);
 }
 
 /* See include/uslab.h */
@@ -504,7 +505,7 @@ void uslab_cache_free_bulk(struct uslab_cache *c, void **objs, size_t n)
 		errno = EINVAL;
 		return;
 	}
-	c->c_free_bulk(c, objs, n);
+	__atomic_load_n(&c->c_free_bulk, __ATOMIC_ACQUIRE)(c, objs, n);
 }
 
 /* See include/uslab.h */

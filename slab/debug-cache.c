@@ -300,8 +300,10 @@ static void dbg_route(struct uslab_cache *c, unsigned flags)
 	bool routed = dbg_wants_route(c, flags);
 
 	__atomic_store_n(&c->c_routed, routed, __ATOMIC_RELEASE);
-	c->c_alloc_bulk = routed ? dbg_alloc_bulk : pcpu_alloc_bulk;
-	c->c_free_bulk = routed ? dbg_free_bulk : pcpu_free_bulk;
+	__atomic_store_n(&c->c_alloc_bulk, routed ? dbg_alloc_bulk : pcpu_alloc_bulk,
+	                 __ATOMIC_RELEASE);
+	__atomic_store_n(&c->c_free_bulk, routed ? dbg_free_bulk : pcpu_free_bulk,
+	                 __ATOMIC_RELEASE);
 	if (routed)
 		pcpu_route(c, dbg_alloc, dbg_free);
 	else

@@ -636,7 +636,7 @@ void slab_check_free(struct uslab_cache *c, const void *obj)
 void slab_free_bad(struct uslab_cache *c, void *obj)
 {
 	slab_check_free(c, obj);
-	c->c_free_miss(c, obj);
+	__atomic_load_n(&c->c_free_miss, __ATOMIC_ACQUIRE)(c, obj);
 }
 
 void slab_free_dup(struct uslab_cache *c, void *obj)
