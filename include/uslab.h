@@ -112,8 +112,17 @@ extern "C" {
  *  SLAB_FREELIST_RANDOM), so that where an object lands cannot be
  *  predicted from the allocations before it. */
 #define USLAB_RANDOM 0x100u
+/** The memory of a freed object stays an object of this cache, constructed,
+ *  for as long as any RCU reader that was in its read-side section at the
+ *  free is still in it (Linux's SLAB_TYPESAFE_BY_RCU): empty slabs reach the
+ *  page source, and their objects' dtors run, only after a grace period.
+ *  Objects themselves are reused AT ONCE: a reader must re-check, after it
+ *  found an object, that it is still the one it looked for (a key, a
+ *  generation count), under a lock or refcount the ctor set up. See
+ *  uslab_cache_free_rcu() for the other semantics. */
+#define USLAB_TYPESAFE_BY_RCU 0x200u
 /** All valid flags. Any other bit makes uslab_cache_create() fail (EINVAL). */
-#define USLAB_FLAGS_MASK 0x1f1u
+#define USLAB_FLAGS_MASK 0x3f1u
 
 struct uslab_cache;
 
@@ -247,16 +256,65 @@ USLAB_API size_t uslab_cache_reap(struct uslab_cache *cache);
 
 /**
  * Destroy @cache: every object is destructed and every page goes back to the
- * page source. Returns 0, or -1 with errno:
+ * page source; objects freed with uslab_cache_free_rcu() and a type-safe
+ * cache's slabs first wait for their grace periods. Returns 0, or -1 with errno:
  *   EBUSY   objects are still allocated; the cache is unchanged and usable;
  *   EINVAL  @cache is NULL;
  *   EPERM   @cache is one of the library's own magazine caches
  *           ("uslab_magazine_<rounds>", which uslab_foreach_cache() lists);
  *   EDEADLK called from a uslab_foreach_cache() callback, or from a signal
- *           handler that interrupted uslab on this thread.
+ *           handler that interrupted uslab on this thread, or inside an RCU
+ *           read-side section (a grace period it waits for cannot end).
  * A dtor that uses the cache being destroyed is reported (misuse).
  */
 USLAB_API int uslab_cache_destroy(struct uslab_cache *cache);
+
+/* ---- RCU ----
+ *
+ * READERS MUST USE liburcu's "bp" FLAVOUR: urcu_bp_read_lock() and
+ * urcu_bp_read_unlock() from <urcu/urcu-bp.h>, linked with -lurcu-bp
+ * (pkg-config liburcu-bp). It is the only flavour whose grace periods wait
+ * for threads that never registered with the library; with the memb, mb,
+ * qsbr or signal flavour's read locks, uslab's grace periods do not wait
+ * for your readers, and objects are reused under them.
+ *
+ * Two semantics, often confused:
+ *  - uslab_cache_free_rcu(c, obj) delays the REUSE of one object: no reader
+ *    that could have found @obj sees it change, until it leaves its section.
+ *  - USLAB_TYPESAFE_BY_RCU keeps only the memory's TYPE: a plain free
+ *    reuses the object at once, and readers re-check identity.
+ *
+ * liburcu starts one worker thread at the first grace-period callback, and
+ * uslab one more ("uslab-rcu", which submits partial batches), at the first
+ * free_rcu. uslab calls liburcu-bp's fork helpers itself (pthread_atfork):
+ * a program must not register urcu_bp_before_fork() and the call_rcu ones
+ * again, or fork() deadlocks.
+ */
+
+/**
+ * Free @obj after a grace period: it is handed out again only once every
+ * RCU reader (urcu_bp_read_lock) that was in its section at this call has
+ * left it. Nothing is written into @obj, which needs no rcu_head. Objects
+ * are batched per CPU, one grace period per magazine; a partial batch
+ * waits at most about 10 ms (and reap, destroy, uslab_rcu_barrier() and
+ * fork submit it at once). @obj is checked as uslab_cache_free() checks it.
+ * NULL @obj does nothing; NULL @cache: nothing, EINVAL.
+ * Blocking: free_rcu waits (for one grace period) only when the cache
+ * already has its cap of objects waiting (16 MiB of objects, at least four
+ * batches per CPU) and the caller is outside any read-side section; inside
+ * one, or in a signal handler, it never waits. May be called in a read-side
+ * section, and from a signal handler.
+ */
+USLAB_API void uslab_cache_free_rcu(struct uslab_cache *cache, void *obj);
+
+/**
+ * Wait until every uslab_cache_free_rcu() issued before this call has
+ * completed (its object is back in its cache), and every slab a
+ * type-safe cache released before it has gone back. Must not be called
+ * inside a read-side section (reported: it would never return), nor from
+ * a dtor or ctor that liburcu's worker runs.
+ */
+USLAB_API void uslab_rcu_barrier(void);
 
 /**
  * Switch @cache's debug flags (USLAB_DEBUG_*) to @flags, at run time, with
@@ -337,6 +395,13 @@ struct uslab_stats {
 	uint64_t depot_contended; /* depot lock acquisitions that waited */
 	uint64_t slabs_created;
 	uint64_t slabs_released;
+	/* RCU (uslab_cache_free_rcu, USLAB_TYPESAFE_BY_RCU) */
+	uint64_t rcu_objs;  /* freed with free_rcu, waiting for a grace period */
+	uint64_t rcu_bytes; /* rcu_objs * slot_size */
+	uint64_t rcu_slabs; /* released slabs of a type-safe cache waiting for theirs */
+	uint64_t rcu_peak;  /* most objects submitted to grace periods at once */
+	uint64_t rcu_waits; /* free_rcu calls that waited for a grace period (at the cap) */
+	uint64_t rcu_cap;   /* objects submitted at most before free_rcu waits (fixed) */
 };
 
 /** Fill @st for @cache. Returns 0, or -1 with errno EINVAL (NULL argument). */

@@ -83,7 +83,15 @@
  *    local buffer) belong to no layer in the child, so a child that
  *    destroys a cache it inherited may get EBUSY.
  *
- * 5. RCU: none yet; the registry is walked under cache_list_lock.
+ * 5. RCU (slab/rcu.c), beside the column like the debug layer: free_rcu
+ *    batches objects per CPU into magazines that wait for a grace period
+ *    (liburcu-bp's call_rcu) and then join the depot; a
+ *    USLAB_TYPESAFE_BY_RCU cache's released slabs wait the same way,
+ *    through the slab layer's c_slab_retire. Destroy quiesces both first.
+ *    Lock order: rcu_lock (its cache list) after cache_list_lock; the rcu
+ *    slot locks are leaves. liburcu is never called with a uslab lock
+ *    held; at fork its helpers run before any is taken. The registry
+ *    itself is walked under cache_list_lock.
  *
  * 6. Fast-path contract: see slab/arch/fastpath.h. A hit takes no lock and
  *    executes no atomic read-modify-write.
@@ -157,11 +165,14 @@ static void cache_atfork_prepare(void)
 {
 	/* fork() in a walk's callback: this thread holds the registry. */
 	cache_fork_skipped = cache_walking != 0;
+	rcu_atfork_prepare();   /* liburcu's helpers, before any uslab lock */
 	debug_atfork_prepare(); /* above every cache lock (set_debug) */
 	if (!cache_fork_skipped)
 		lock_take(&cache_list_lock);
+	rcu_atfork_locks();
 	for (struct uslab_cache *c = cache_list; c != NULL; c = c->c_next) {
 		pcpu_lock_all(c);
+		rcu_lock_all(c);
 		depot_lock(c);
 		slab_lock_all(c);
 	}
@@ -177,6 +188,7 @@ static void cache_atfork_release(void)
 	for (struct uslab_cache *c = cache_list; c != NULL; c = c->c_next) {
 		slab_unlock_all(c);
 		depot_unlock(c);
+		rcu_unlock_all(c);
 		pcpu_unlock_all(c);
 	}
 	if (!cache_fork_skipped)
@@ -192,6 +204,7 @@ static void cache_atfork_parent(void)
 	seg_atfork_parent();
 	arena_atfork_release();
 	cache_atfork_release();
+	rcu_atfork_parent();
 	pcpu_deferred_flush();
 }
 
@@ -210,6 +223,7 @@ static void cache_atfork_child(void)
 	seg_atfork_child();
 	arena_atfork_child();
 	cache_atfork_release();
+	rcu_atfork_child();
 	pcpu_deferred_flush();
 }
 
@@ -364,6 +378,7 @@ static struct uslab_cache *cache_create(const char *name, size_t size,
 		return NULL; /* errno EINVAL */
 	}
 	depot_init(c);
+	rcu_cache_init(c);
 	if (internal == 0)
 		cache_mag_create(c); /* before @c: creation order lists them first */
 	if (pcpu_cache_init(c) != 0) {
@@ -431,6 +446,10 @@ static void cache_teardown(struct uslab_cache *c)
 
 static int cache_destroy(struct uslab_cache *c)
 {
+	/* Objects waiting for a grace period come back first (EDEADLK inside
+	 * a read-side section, where no grace period can end). */
+	if (rcu_cache_quiesce(c) != 0)
+		return -1;
 	/* Nobody uses the cache while it is destroyed (uslab.h): the slots are
 	 * emptied without fencing anyone. */
 	pcpu_drain(c, true);
@@ -462,6 +481,7 @@ static int cache_destroy(struct uslab_cache *c)
 	c->c_obs_rec = NULL;
 	seg_cache_retire(rec);
 	slab_release_all(c);
+	rcu_cache_fini(c); /* a type-safe cache's slabs: after their grace period */
 	cache_teardown(c);
 	return 0;
 }
@@ -520,7 +540,8 @@ size_t uslab_cache_reap(struct uslab_cache *c)
 	if (slab_in_callback(c))
 		uslab_report(c, NULL, USLAB_E_REENTRY);
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-	size_t bytes = pcpu_drain(c, false);
+	size_t bytes = rcu_cache_reap(c); /* partial rcu magazines: submitted */
+	bytes += pcpu_drain(c, false);
 	bytes += depot_drain(c);
 	pcpu_sweep(c); /* after this, the slabs the drains emptied may go */
 	bytes += slab_reap(c);

@@ -20,6 +20,8 @@ static const char *const report_what[] = {
 	[USLAB_E_POISON] = "use after free",
 	[USLAB_E_LEAK] = "leak",
 	[USLAB_E_SLAB] = "slab bookkeeping damaged",
+	[USLAB_E_RCU_READER] = "uslab_rcu_barrier() inside an RCU read-side critical section",
+	[USLAB_E_RCU_NOMEM] = "free_rcu out of memory where it cannot wait for a grace period",
 };
 
 /* Append @s to @buf at *@len (bounded); no stdio, so it is signal-safe. */

@@ -11,16 +11,18 @@ struct uslab_cache;
 
 /* What went wrong, for uslab_report(). The names are printed. */
 enum uslab_error {
-	USLAB_E_FOREIGN,  /* pointer is not inside any slab of the cache */
-	USLAB_E_BOUNDARY, /* pointer is inside a slab but not at an object's start */
-	USLAB_E_DUPFREE,  /* object is already free */
-	USLAB_E_REENTRY,  /* the cache used from its own ctor or dtor, or while destroyed */
-	USLAB_E_DEFER,    /* too many frees in a signal handler while uslab was busy */
-	USLAB_E_ASSERT,   /* an internal invariant failed */
-	USLAB_E_REDZONE,  /* the bytes after an object were written (detail: the offset) */
-	USLAB_E_POISON,   /* a free object was written (detail: offset and bytes) */
-	USLAB_E_LEAK,     /* an object still allocated (listed, not aborted) */
-	USLAB_E_SLAB,     /* a slab's bitmap and counts disagree (validate) */
+	USLAB_E_FOREIGN,    /* pointer is not inside any slab of the cache */
+	USLAB_E_BOUNDARY,   /* pointer is inside a slab but not at an object's start */
+	USLAB_E_DUPFREE,    /* object is already free */
+	USLAB_E_REENTRY,    /* the cache used from its own ctor or dtor, or while destroyed */
+	USLAB_E_DEFER,      /* too many frees in a signal handler while uslab was busy */
+	USLAB_E_ASSERT,     /* an internal invariant failed */
+	USLAB_E_REDZONE,    /* the bytes after an object were written (detail: the offset) */
+	USLAB_E_POISON,     /* a free object was written (detail: offset and bytes) */
+	USLAB_E_LEAK,       /* an object still allocated (listed, not aborted) */
+	USLAB_E_SLAB,       /* a slab's bitmap and counts disagree (validate) */
+	USLAB_E_RCU_READER, /* a wait for a grace period inside a read-side section */
+	USLAB_E_RCU_NOMEM,  /* free_rcu with no memory, where it cannot wait either */
 };
 
 /**

@@ -349,6 +349,27 @@ void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n, bool *end
 	depot_release(c, idle);
 }
 
+bool depot_put_mag(struct uslab_cache *c, struct mag *m, uint64_t keep)
+{
+	bool ended = false;
+
+	VERIFY(m->m_count > 0 && m->m_count <= c->c_mag_max && m->m_count <= m->m_cap);
+	depot_enter(c);
+	if (c->c_nfull >= keep) {
+		depot_leave(c);
+		return false;
+	}
+	PROBE2(depot_put, c, m->m_count);
+	m->m_next = c->c_mag_full;
+	c->c_mag_full = m;
+	c->c_nfull++;
+	c->c_depot_objs += m->m_count;
+	struct mag *idle = depot_tick_locked(c, &ended);
+	depot_leave(c);
+	depot_release(c, idle);
+	return true;
+}
+
 size_t depot_drain(struct uslab_cache *c)
 {
 	depot_enter(c);

@@ -26,7 +26,7 @@ uint64_t stats_add_cpu(struct stats_raw *r, uint64_t word, const struct pcpu_cou
 void stats_derive(const struct stats_raw *r, struct uslab_stats *st)
 {
 	const struct slab_counts *sc = &r->sr_slab;
-	uint64_t cached = r->sr_depot.dc_objs + r->sr_pcpu_objs;
+	uint64_t cached = r->sr_depot.dc_objs + r->sr_pcpu_objs + r->sr_rcu.rc_objs;
 
 	memset(st, 0, sizeof *st);
 	memcpy(st->name, r->sr_name, sizeof st->name);
@@ -44,7 +44,7 @@ void stats_derive(const struct stats_raw *r, struct uslab_stats *st)
 	st->bytes_active = st->active_objs * r->sr_slot_size;
 	st->bytes_total = sc->sc_slabs * r->sr_slab_size;
 	st->allocs = r->sr_fast_allocs + r->sr_slow_allocs;
-	st->frees = r->sr_fast_frees + r->sr_slow_frees;
+	st->frees = r->sr_fast_frees + r->sr_slow_frees + r->sr_rcu.rc_freed;
 	st->fast_allocs = r->sr_fast_allocs;
 	st->fast_frees = r->sr_fast_frees;
 	st->alloc_failures = sc->sc_fail;
@@ -57,4 +57,10 @@ void stats_derive(const struct stats_raw *r, struct uslab_stats *st)
 	st->depot_contended = r->sr_depot.dc_contended;
 	st->slabs_created = sc->sc_created;
 	st->slabs_released = sc->sc_released;
+	st->rcu_objs = r->sr_rcu.rc_objs;
+	st->rcu_bytes = r->sr_rcu.rc_objs * r->sr_slot_size;
+	st->rcu_slabs = r->sr_rcu.rc_slabs;
+	st->rcu_peak = r->sr_rcu.rc_peak;
+	st->rcu_waits = r->sr_rcu.rc_waits;
+	st->rcu_cap = r->sr_rcu.rc_cap;
 }

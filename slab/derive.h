@@ -16,6 +16,7 @@
  * stats_derive(), so the formulas exist once:
  *
  *   active_objs = sum(s_inuse) - objects in per-CPU slots - objects in the depot
+ *                 - objects waiting for a grace period (free_rcu)
  *   allocs      = sum over CPUs of the hits split by pcpu_split_hits()
  *                 + sum over CPUs of the slow-path allocations
  *
@@ -32,6 +33,7 @@ struct stats_raw {
 	/* ---- the layers' figures ---- */
 	struct slab_counts sr_slab;
 	struct depot_counts sr_depot;
+	struct rcu_counts sr_rcu;
 	/* ---- summed over CPUs by stats_add_cpu() ---- */
 	uint64_t sr_pcpu_objs, sr_fast_allocs, sr_fast_frees, sr_slow_allocs, sr_slow_frees;
 };

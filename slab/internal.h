@@ -84,6 +84,9 @@ struct slab {
 	 * DBG_RZ), and two audit records per object (alloc, free). */
 	uint64_t *s_dbg;
 	struct audit_rec *s_audit;
+	/* USLAB_TYPESAFE_BY_RCU (rcu.c): liburcu's rcu_head while a retired
+	 * chain waits for its grace period (the chain's first slab). */
+	void *s_rcu[2];
 	uint64_t s_free[]; /* bit i set: object i is free, in the slab */
 };
 
@@ -137,6 +140,9 @@ __attribute__((noreturn)) void slab_free_dup(struct uslab_cache *c, void *obj);
 /** Whether @c's ctor or dtor is running on this thread (the slow paths
  *  then report: a cache re-entered from its own callbacks). */
 bool slab_in_callback(const struct uslab_cache *c);
+/** Destruct and give back a chain of slabs that c_slab_retire got (their
+ *  grace period is over); returns the bytes. */
+size_t slab_destroy_retired(struct uslab_cache *c, struct slab *chain);
 /** Lock and unlock every cache's c_slab_lock across fork (cache.c). */
 void slab_lock_all(struct uslab_cache *c);
 void slab_unlock_all(struct uslab_cache *c);
@@ -201,6 +207,10 @@ struct mag {
 	struct mag *m_next;
 	uint32_t m_count;
 	uint32_t m_cap;
+	/* RCU (rcu.c): liburcu's rcu_head and the cache while the magazine
+	 * waits for its grace period. */
+	void *m_rcu[2];
+	struct uslab_cache *m_rcu_cache;
 	uintptr_t m_floor; /* MAG_FLOOR: what the fast path's double-free check
 	                    * reads as rounds[-1] (no object is at that address) */
 	void *m_rounds[];
@@ -247,6 +257,9 @@ size_t depot_get_full(struct uslab_cache *c, void **buf, bool *ended);
 /** Store @n (<= c_mag_max) objects as a full magazine (or send them to the
  *  slab layer when no magazine structure can be had). *@ended as above. */
 void depot_put_full(struct uslab_cache *c, void *const *buf, size_t n, bool *ended);
+/** Take @m (0 < m_count <= c_mag_max) as a full magazine, unless the depot
+ *  holds @keep full magazines already (then false: nothing changed). */
+bool depot_put_mag(struct uslab_cache *c, struct mag *m, uint64_t keep);
 /** Send every object of every magazine to the slab layer; returns the
  *  bytes of slabs that this released. */
 size_t depot_drain(struct uslab_cache *c);
@@ -460,6 +473,34 @@ void debug_atfork_prepare(void);
 void debug_atfork_release(void);
 
 /* ======================================================================== */
+/* ---- rcu.c: frees after a grace period, type-safe caches ---- */
+
+/** At create: the cap on waiting objects, and for USLAB_TYPESAFE_BY_RCU
+ *  caches the slab layer's c_slab_retire. */
+void rcu_cache_init(struct uslab_cache *c);
+/** Reap: submit every partial rcu magazine of @c (no wait); returns 0. */
+size_t rcu_cache_reap(struct uslab_cache *c);
+/** Destroy, first: submit everything of @c and wait for every callback.
+ *  -1 with EDEADLK inside a read-side critical section (nothing done). */
+int rcu_cache_quiesce(struct uslab_cache *c);
+/** Destroy, after slab_release_all(): wait for retired slabs, free the
+ *  rcu slots. */
+void rcu_cache_fini(struct uslab_cache *c);
+/** @c's waiting figures (racy, like the slots'). */
+void rcu_counts(struct uslab_cache *c, struct rcu_counts *out);
+/** Across fork (cache.c): prepare first (liburcu's helpers, then the rcu
+ *  layer's locks), parent and child last; each cache's rcu slot locks
+ *  with its other locks. */
+void rcu_atfork_prepare(void);
+void rcu_atfork_locks(void);
+void rcu_atfork_parent(void);
+void rcu_atfork_child(void);
+void rcu_lock_all(struct uslab_cache *c);
+void rcu_unlock_all(struct uslab_cache *c);
+
+struct rcu_slot;
+
+/* ======================================================================== */
 /* ---- cache.c: the cache ---- */
 
 struct uslab_cache {
@@ -564,6 +605,21 @@ struct uslab_cache {
 	uint64_t c_sampled;      /* live sampled objects (sample.c; atomic) */
 	size_t (*c_alloc_bulk)(struct uslab_cache *c, void **objs, size_t n);
 	void (*c_free_bulk)(struct uslab_cache *c, void *const *objs, size_t n);
+
+	/* ---- RCU layer (rcu.c) ---- */
+	struct rcu_slot *c_rcu_slots; /* made at the first free_rcu (atomic), then fixed */
+	uint64_t c_rcu_cap;           /* objects submitted at most before free_rcu waits */
+	int64_t c_rcu_flight;         /* objects submitted, not yet past their grace period */
+	int64_t c_rcu_inline;         /* objects whose free_rcu waits for their grace period */
+	uint64_t c_rcu_slabs;         /* USLAB_TYPESAFE_BY_RCU: slabs waiting */
+	uint64_t c_rcu_peak;          /* most objects submitted at once, ever */
+	uint64_t c_rcu_waits;         /* free_rcu calls that waited for a grace period */
+	uint64_t c_rcu_freed;         /* objects completed straight to depot or slabs */
+	unsigned c_rcu_flushing;      /* the flusher works on this cache (atomic) */
+	struct uslab_cache *c_rcu_next, *c_rcu_prev; /* caches with rcu slots (rcu_lock) */
+	/* The slab layer hands released slabs here instead of destroying them
+	 * (rcu.c, USLAB_TYPESAFE_BY_RCU); NULL: destroyed at once. Immutable. */
+	void (*c_slab_retire)(struct uslab_cache *c, struct slab *chain);
 
 	/* ---- registry: under cache_list_lock ---- */
 	struct uslab_cache *c_next, *c_prev;

@@ -39,6 +39,17 @@ struct depot_counts {
 	uint32_t dc_pad;
 };
 
+/* The RCU layer's figures of one cache (rcu.c), read racily. */
+struct rcu_counts {
+	uint64_t rc_objs;  /* objects freed with free_rcu, not yet past their grace period */
+	uint64_t rc_slabs; /* USLAB_TYPESAFE_BY_RCU: released slabs waiting for theirs */
+	uint64_t rc_peak;  /* most objects submitted at once, ever */
+	uint64_t rc_waits; /* free_rcu calls that waited for a grace period (the cap) */
+	uint64_t rc_cap;   /* objects submitted at most before free_rcu waits */
+	uint64_t rc_freed; /* objects past their grace period that went to the depot or
+	                    * the slabs directly (counted as frees) */
+};
+
 struct obs_ops {
 	/* The slab figures changed (c_slab_lock held). */
 	void (*o_slab)(void *rec, const struct slab_counts *sc);
@@ -51,6 +62,8 @@ struct obs_ops {
 	 * of the same size. Called under c_drain_lock, before anything counts
 	 * on the page. */
 	void (*o_slot)(void *rec, uint32_t cpu, void *page);
+	/* The RCU figures changed (no uslab lock held). */
+	void (*o_rcu)(void *rec, const struct rcu_counts *rc);
 };
 
 /*

@@ -15,6 +15,8 @@
  *   mag_resize(cache, old_size, new_size)
  *   reap(cache, bytes)                   alloc_fail(cache, errno)
  *   error(cache, obj, code)              (misuse report, just before abort)
+ *   rcu_submit(cache, objects)           rcu_wait(cache, objects waiting)
+ *   rcu_retire(cache, slabs)             (slab/rcu.c)
  */
 #if USLAB_HAVE_SDT
 #if defined(__clang__)

@@ -487,8 +487,24 @@ static void slab_destroy(struct uslab_cache *c, struct slab *s)
 	slab_free_block(c, s);
 }
 
-/* Destroy a chain from slab_detach_empty_locked(); returns bytes released. */
+/* Destroy a chain from slab_detach_empty_locked(); returns bytes released.
+ * A USLAB_TYPESAFE_BY_RCU cache's chain goes to c_slab_retire instead,
+ * which destroys it after a grace period (slab_destroy_retired): its
+ * bytes count as released now, since nothing can stop them going. */
 static size_t slab_destroy_chain(struct uslab_cache *c, struct slab *chain)
+{
+	size_t bytes = 0;
+
+	if (c->c_slab_retire != NULL && chain != NULL) {
+		for (struct slab *s = chain; s != NULL; s = s->s_next)
+			bytes += c->c_slab_size;
+		c->c_slab_retire(c, chain);
+		return bytes;
+	}
+	return slab_destroy_retired(c, chain);
+}
+
+size_t slab_destroy_retired(struct uslab_cache *c, struct slab *chain)
 {
 	size_t bytes = 0;
 

@@ -53,6 +53,7 @@ int uslab_cache_stats(struct uslab_cache *c, struct uslab_stats *st)
 		pcpu_slot_read(c, i, &word, &k);
 		stats_add_cpu(&r, word, &k);
 	}
+	rcu_counts(c, &r.sr_rcu);
 	depot_counts(c, &r.sr_depot);
 	slab_counts(c, &r.sr_slab);
 	stats_derive(&r, st);
@@ -143,15 +144,19 @@ static int stats_slabinfo_line(struct uslab_cache *c, void *arg)
 	uslab_cache_stats(c, &st);
 	/* Columns of /proc/slabinfo 2.1. pagesperslab is in system pages;
 	 * the tunables are the magazine size (limit), a batch of one magazine
-	 * and no sharing; slabdata gives active and total slabs. */
+	 * and no sharing; slabdata gives active and total slabs. A last
+	 * section, after the kernel's, gives the objects waiting for a grace
+	 * period (free_rcu) and a type-safe cache's slabs waiting for theirs:
+	 * parsers of the kernel's columns read past it. */
 	int n = fprintf(out,
 	                "%-17s %6llu %6llu %6llu %4u %4llu : tunables %4u %4u %4u : slabdata %6llu "
-	                "%6llu %6u\n",
+	                "%6llu %6u : rcu %6llu %6llu\n",
 	                st.name, (unsigned long long)st.active_objs,
 	                (unsigned long long)st.total_objs, (unsigned long long)st.slot_size,
 	                st.objs_per_slab, (unsigned long long)(st.slab_size / pgsrc_page_size()),
 	                2 * st.mag_size, st.mag_size, 0u, (unsigned long long)st.active_slabs,
-	                (unsigned long long)st.total_slabs, 0u);
+	                (unsigned long long)st.total_slabs, 0u, (unsigned long long)st.rcu_objs,
+	                (unsigned long long)st.rcu_slabs);
 	return n < 0 ? -1 : 0;
 }
 
@@ -165,7 +170,8 @@ int uslab_slabinfo(FILE *out)
 	if (fprintf(out, "slabinfo - version: 2.1\n"
 	                 "# name            <active_objs> <num_objs> <objsize> <objperslab> "
 	                 "<pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : "
-	                 "slabdata <active_slabs> <num_slabs> <sharedavail>\n") < 0)
+	                 "slabdata <active_slabs> <num_slabs> <sharedavail> : "
+	                 "rcu <waiting_objs> <waiting_slabs>\n") < 0)
 		return -1;
 	if (uslab_foreach_cache(stats_slabinfo_line, out) != 0)
 		return -1;

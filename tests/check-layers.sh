@@ -33,6 +33,7 @@ pcpu.c.o
 sample.c.o
 debug-cache.c.o
 validate.c.o
+rcu.c.o
 arch_x86_64-entry.S.o
 segment_common.c.o
 segment_reader.c.o

@@ -232,6 +232,12 @@ static void seg_cache_fill(const struct seg_rec *r, const unsigned char *ctr, ui
 	raw.sr_depot.dc_empty = r->r_depot_empty;
 	raw.sr_depot.dc_contended = r->r_depot_contended;
 	raw.sr_depot.dc_mag_size = r->r_mag_size;
+	raw.sr_rcu.rc_objs = r->r_rcu_objs;
+	raw.sr_rcu.rc_slabs = r->r_rcu_slabs;
+	raw.sr_rcu.rc_peak = r->r_rcu_peak;
+	raw.sr_rcu.rc_waits = r->r_rcu_waits;
+	raw.sr_rcu.rc_freed = r->r_rcu_freed;
+	raw.sr_rcu.rc_cap = r->r_rcu_cap;
 	for (uint32_t i = 0; i < ncpus; i++) {
 		struct pcpu_counters k;
 		if (ctr == NULL) {

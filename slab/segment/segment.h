@@ -130,7 +130,15 @@ struct seg_rec {
 	uint32_t r_mag_size;
 	uint32_t r_pad;
 
-	uint64_t r_reserved[8];
+	/* ---- RCU layer, written with no uslab lock held (zero before it) ---- */
+	uint64_t r_rcu_objs;
+	uint64_t r_rcu_slabs;
+	uint64_t r_rcu_peak;
+	uint64_t r_rcu_waits;
+	uint64_t r_rcu_freed;
+	uint64_t r_rcu_cap;
+
+	uint64_t r_reserved[2];
 };
 
 _Static_assert(sizeof(struct seg_locator) == 128, "locator layout");

@@ -483,6 +483,12 @@ static struct seg_wrec *seg_publish_locked(const struct seg_info *info)
 	SEG_PUT(r->r_depot_full, 0);
 	SEG_PUT(r->r_depot_empty, 0);
 	SEG_PUT(r->r_depot_contended, 0);
+	SEG_PUT(r->r_rcu_objs, 0);
+	SEG_PUT(r->r_rcu_slabs, 0);
+	SEG_PUT(r->r_rcu_peak, 0);
+	SEG_PUT(r->r_rcu_waits, 0);
+	SEG_PUT(r->r_rcu_freed, 0);
+	SEG_PUT(r->r_rcu_cap, 0);
 	SEG_PUT(r->r_state, SEG_REC_LIVE);
 	seg_rec_end(w);
 
@@ -741,6 +747,21 @@ static void seg_hook_depot(void *rec, const struct depot_counts *dc)
 	seg_rec_end(w);
 }
 
+static void seg_hook_rcu(void *rec, const struct rcu_counts *rc)
+{
+	struct seg_wrec *w = rec;
+	struct seg_rec *r = w->wr_rec;
+
+	seg_rec_begin(w);
+	SEG_PUT(r->r_rcu_objs, rc->rc_objs);
+	SEG_PUT(r->r_rcu_slabs, rc->rc_slabs);
+	SEG_PUT(r->r_rcu_peak, rc->rc_peak);
+	SEG_PUT(r->r_rcu_waits, rc->rc_waits);
+	SEG_PUT(r->r_rcu_freed, rc->rc_freed);
+	SEG_PUT(r->r_rcu_cap, rc->rc_cap);
+	seg_rec_end(w);
+}
+
 static void seg_hook_pages(void *rec)
 {
 	(void)rec;
@@ -752,4 +773,5 @@ const struct obs_ops seg_obs = {
 	.o_depot = seg_hook_depot,
 	.o_pages = seg_hook_pages,
 	.o_slot = seg_hook_slot,
+	.o_rcu = seg_hook_rcu,
 };
