@@ -206,6 +206,12 @@ static void dbg_in(struct uslab_cache *c, void *obj, unsigned flags, struct slab
 		dbg_set(c, &r, DBG_POISON, true);
 	}
 	VG_FREELIKE(obj);
+	if ((c->c_flags & USLAB_TYPESAFE_BY_RCU) != 0) {
+		/* Readers may still read a freed object of a type-safe cache
+		 * (uslab.h): for the tools it is free, not inaccessible. */
+		VG_DEFINED(obj, c->c_size);
+		return;
+	}
 	VG_NOACCESS(obj, c->c_size);
 	SAN_POISON(obj, c->c_slot);
 }

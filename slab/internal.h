@@ -464,6 +464,8 @@ void *sample_alloc(struct uslab_cache *c);
  *  its page made inaccessible). */
 bool sample_free(struct uslab_cache *c, void *obj);
 void sample_init(uint64_t period);
+/** Whether @obj is a live sampled object of @c (no lock, as the handler). */
+bool sample_is_live(const struct uslab_cache *c, const void *obj);
 /** Across fork: the sample pool's lock (a leaf). */
 void sample_atfork_prepare(void);
 void sample_atfork_release(void);

@@ -111,7 +111,7 @@ static pthread_cond_t rcu_flush_cond = PTHREAD_COND_INITIALIZER;
 static bool rcu_flusher_started, rcu_flusher_failed;
 static unsigned rcu_pending; /* a partial magazine exists (atomic) */
 
-static unsigned rcu_used;      /* liburcu was used (atomic): fork calls its helpers */
+static unsigned rcu_used; /* 0, 1 starting, 2 liburcu in use (atomic): see rcu_start */
 static bool rcu_fork_helpers;  /* prepare called them (the forking thread) */
 static char rcu_barrier_token; /* TSan: what the callbacks release, the barrier acquires */
 
@@ -182,6 +182,33 @@ static void rcu_observe(struct uslab_cache *c)
 	}
 }
 
+/* ---- Starting liburcu ---- */
+
+/*
+ * liburcu's call_rcu_before_fork() holds its call_rcu mutex while it
+ * waits for the worker to pause; a call_rcu() that makes the default
+ * worker takes the same mutex inside a read-side section, which the
+ * worker's grace period waits for: a fork racing the first call_rcu of
+ * the process would deadlock. So the worker is made here, once, before
+ * anything of this layer calls call_rcu, and fork calls the helpers only
+ * once it exists (a fork while it is being made waits for it).
+ */
+static void rcu_start(void)
+{
+	unsigned zero = 0;
+
+	if (__builtin_expect(__atomic_load_n(&rcu_used, __ATOMIC_ACQUIRE) == 2, 1))
+		return;
+	if (__atomic_compare_exchange_n(&rcu_used, &zero, 1, false, __ATOMIC_ACQ_REL,
+	                                __ATOMIC_ACQUIRE)) {
+		(void)urcu_bp_get_default_call_rcu_data();
+		__atomic_store_n(&rcu_used, 2, __ATOMIC_RELEASE);
+		return;
+	}
+	while (__atomic_load_n(&rcu_used, __ATOMIC_ACQUIRE) != 2)
+		sched_yield();
+}
+
 /* ---- Completion: after the grace period ---- */
 
 /* @m's objects are past their grace period: to the depot as a full
@@ -232,7 +259,6 @@ static void rcu_submit(struct uslab_cache *c, struct mag *m, bool may_wait)
 	                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		;
 	m->m_rcu_cache = c;
-	__atomic_store_n(&rcu_used, 1, __ATOMIC_RELAXED);
 	if (may_wait && flight > (int64_t)c->c_rcu_cap && pgsrc_busy == 0 &&
 	    !urcu_bp_read_ongoing()) {
 		__atomic_fetch_add(&c->c_rcu_waits, 1, __ATOMIC_RELAXED);
@@ -270,10 +296,10 @@ static void rcu_submit_chain(struct uslab_cache *c, struct mag *chain, bool may_
 static void rcu_slabs_cb(struct rcu_head *h)
 {
 	struct slab *chain = rcu_slab_of(h);
-	struct uslab_cache *c = chain->s_cache;
 	uint64_t n = 0;
 
 	RCU_TSAN_ACQUIRE(chain);
+	struct uslab_cache *c = chain->s_cache;
 	for (struct slab *s = chain; s != NULL; s = s->s_next)
 		n++;
 	slab_destroy_retired(c, chain);
@@ -291,7 +317,7 @@ static void rcu_slabs_retire(struct uslab_cache *c, struct slab *chain)
 	for (struct slab *s = chain; s != NULL; s = s->s_next)
 		n++;
 	__atomic_fetch_add(&c->c_rcu_slabs, n, __ATOMIC_RELAXED);
-	__atomic_store_n(&rcu_used, 1, __ATOMIC_RELAXED);
+	rcu_start();
 	PROBE2(rcu_retire, c, n);
 	rcu_observe(c);
 	RCU_TSAN_RELEASE(chain);
@@ -314,6 +340,7 @@ static struct rcu_slot *rcu_slots(struct uslab_cache *c)
 		return sl;
 	if (pgsrc_busy != 0)
 		return NULL; /* a handler: meta_alloc takes a lock */
+	rcu_start();
 	struct rcu_slot *fresh = meta_alloc(rcu_slots_bytes()); /* zeroed */
 	if (fresh == NULL)
 		return NULL;
@@ -523,9 +550,9 @@ void uslab_cache_free_rcu(struct uslab_cache *c, void *obj)
 	if (obj == NULL)
 		return;
 	/* The check of every free, at the call: a pointer that is no object
-	 * of @c is reported here, not on liburcu's thread. The debug route
-	 * checks later (its sampled objects are in no slab). */
-	if (!__atomic_load_n(&c->c_routed, __ATOMIC_RELAXED))
+	 * of @c is reported here, not on liburcu's thread (a sampled object is
+	 * in no slab; the debug layer checks the rest after the grace period). */
+	if (!sample_is_live(c, obj))
 		slab_check_free(c, obj);
 #if USLAB_RCU_NEGATIVE_CONTROL
 	__atomic_load_n(&c->c_free_miss, __ATOMIC_ACQUIRE)(c, obj); /* no grace period */
@@ -687,7 +714,10 @@ void rcu_cache_fini(struct uslab_cache *c)
  * pauses between callbacks, which take cache locks. */
 void rcu_atfork_prepare(void)
 {
-	rcu_fork_helpers = __atomic_load_n(&rcu_used, __ATOMIC_RELAXED) != 0;
+	unsigned used;
+	while ((used = __atomic_load_n(&rcu_used, __ATOMIC_ACQUIRE)) == 1)
+		sched_yield(); /* another thread makes liburcu's worker */
+	rcu_fork_helpers = used == 2;
 	if (!rcu_fork_helpers)
 		return;
 	if (pgsrc_busy == 0)

@@ -246,6 +246,14 @@ void *sample_alloc(struct uslab_cache *c)
 	return obj;
 }
 
+bool sample_is_live(const struct uslab_cache *c, const void *obj)
+{
+	const struct sample *sm = sample_find(obj);
+
+	return sm != NULL && sm->sm_obj == obj && sm->sm_cache == c &&
+	       __atomic_load_n(&sm->sm_state, __ATOMIC_ACQUIRE) == 1;
+}
+
 bool sample_free(struct uslab_cache *c, void *obj)
 {
 	struct sample *sm = sample_find(obj);
