@@ -300,7 +300,7 @@ USLAB_API int uslab_cache_destroy(struct uslab_cache *cache);
  * fork submit it at once). @obj is checked as uslab_cache_free() checks it.
  * NULL @obj does nothing; NULL @cache: nothing, EINVAL.
  * Blocking: free_rcu waits (for one grace period) only when the cache
- * already has its cap of objects waiting (16 MiB of objects, at least four
+ * already has its cap of objects waiting (4 MiB of objects, at least four
  * batches per CPU) and the caller is outside any read-side section; inside
  * one, or in a signal handler, it never waits. May be called in a read-side
  * section, and from a signal handler.

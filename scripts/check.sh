@@ -3,8 +3,9 @@
 #   1. release build (-Dwerror=true): all tests, in rseq mode and in locked mode
 #   2. ASan+UBSan at debug level 3: all tests, both modes
 #   3. valgrind memcheck on the unit suites but reliability (locked mode, since valgrind has no rseq)
-#   4. ThreadSanitizer on the stress suite
-#   5. the negative control: a build without the rseq arming store must FAIL the stress test
+#   4. ThreadSanitizer on the stress and RCU suites
+#   5. the negative controls: a build without the rseq arming store must FAIL the stress
+#      test, and one whose free_rcu skips the grace period must FAIL the RCU test
 #   6. the stats-segment reader fuzzer for a bounded time (when clang's libFuzzer is present)
 #   7. formatting: clang-format 14 against .clang-format (ninja clang-format fixes it)
 # Usage: scripts/check.sh [--quick]   (--quick: steps 1 and 2 only)
@@ -60,14 +61,16 @@ step "valgrind memcheck (unit suites)"
 meson test -C build-release --setup valgrind --suite unit --no-suite script \
 	--no-suite reliability --print-errorlogs
 
-step "ThreadSanitizer (stress suite)"
+step "ThreadSanitizer (stress and rcu suites)"
 setup build-tsan -Db_sanitize=thread
-meson test -C build-tsan "${slow[@]}" --suite stress --print-errorlogs
+meson test -C build-tsan "${slow[@]}" --suite stress --suite rcu --print-errorlogs
 
 if [ -x tests/negative-control.sh ]; then
 	step "negative control: no rseq arming must fail the stress test"
 	tests/negative-control.sh
 fi
+step "negative control: free_rcu without a grace period must fail the RCU test"
+tests/rcu-negative-control.sh
 
 if command -v clang >/dev/null && [ -n "$(find /usr/lib/llvm-14 -name 'libclang_rt.fuzzer-x86_64.a' 2>/dev/null)" ]; then
 	step "fuzzing the stats reader for ${fuzz_seconds}s"

@@ -348,6 +348,13 @@ size_t pcpu_drain(struct uslab_cache *c, bool quiescent);
 /** The cache is being destroyed: every fast-path operation misses from
  *  now on, and the slow paths report a use (a dtor using its cache). */
 void pcpu_cache_stop(struct uslab_cache *c);
+/** Own slot @s (CPU @i) of any slot region: stop it (p_cap = 0) and make
+ *  sure no section on its CPU can commit, or, in the locked mode, take its
+ *  lock; *@cap is the cap it had. False, the slot left as it was, when the
+ *  CPU cannot be fenced (pcpu-mode.c §3). The caller serialises owners. */
+bool pcpu_slot_stop(struct pcpu_slot *s, uint32_t i, uint32_t *cap);
+/** Give slot @s back with capacity @cap, after its count was set. */
+void pcpu_slot_restart(struct pcpu_slot *s, uint32_t cap);
 /** Free what signal handlers deferred on this thread, when it holds no
  *  uslab lock; a no-op otherwise (a test of two words). */
 void pcpu_deferred_flush(void);
@@ -500,8 +507,6 @@ void rcu_atfork_child(void);
 void rcu_lock_all(struct uslab_cache *c);
 void rcu_unlock_all(struct uslab_cache *c);
 
-struct rcu_slot;
-
 /* ======================================================================== */
 /* ---- cache.c: the cache ---- */
 
@@ -609,15 +614,23 @@ struct uslab_cache {
 	void (*c_free_bulk)(struct uslab_cache *c, void *const *objs, size_t n);
 
 	/* ---- RCU layer (rcu.c) ---- */
-	struct rcu_slot *c_rcu_slots; /* made at the first free_rcu (atomic), then fixed */
-	uint64_t c_rcu_cap;           /* objects submitted at most before free_rcu waits */
-	int64_t c_rcu_flight;         /* objects submitted, not yet past their grace period */
-	int64_t c_rcu_inline;         /* objects whose free_rcu waits for their grace period */
-	uint64_t c_rcu_slabs;         /* USLAB_TYPESAFE_BY_RCU: slabs waiting */
-	uint64_t c_rcu_peak;          /* most objects submitted at once, ever */
-	uint64_t c_rcu_waits;         /* free_rcu calls that waited for a grace period */
-	uint64_t c_rcu_freed;         /* objects completed straight to depot or slabs */
-	unsigned c_rcu_flushing;      /* the flusher works on this cache (atomic) */
+	char *c_rcu_base;              /* rcu slots (made at the first free_rcu; atomic) */
+	struct pcpu_place c_rcu_place; /* where they are in an arena */
+	struct uslab_lock c_rcu_lock;  /* starting and owning rcu slots; c_rcu_over */
+	struct mag *c_rcu_over;        /* frees no rcu slot could take (c_rcu_lock) */
+	uint64_t c_rcu_over_n;         /* its m_count (atomic) */
+	uint64_t c_rcu_cap;            /* objects submitted at most before free_rcu waits */
+	int64_t c_rcu_flight;          /* objects submitted, not yet past their grace period */
+	int64_t c_rcu_inline;          /* objects whose free_rcu waits for their grace period */
+	int64_t c_rcu_queued;          /* objects in c_rcu_waitq (atomic; c_rcu_lock) */
+	struct mag *c_rcu_waitq;       /* magazines past the cap, waiting for a waiter */
+	uint32_t c_rcu_waitq_n;        /* how many (c_rcu_lock) */
+	uint64_t c_rcu_slabs;          /* USLAB_TYPESAFE_BY_RCU: slabs waiting */
+	uint64_t c_rcu_peak;           /* most objects submitted at once, ever */
+	uint64_t c_rcu_waits;          /* free_rcu calls that waited for a grace period */
+	uint64_t c_rcu_freed;          /* objects completed straight to depot or slabs */
+	unsigned c_rcu_flushing;       /* the flusher works on this cache (atomic) */
+	uint64_t c_rcu_observed;       /* coarse ns: figures last sent to the observer */
 	struct uslab_cache *c_rcu_next, *c_rcu_prev; /* caches with rcu slots (rcu_lock) */
 	/* The slab layer hands released slabs here instead of destroying them
 	 * (rcu.c, USLAB_TYPESAFE_BY_RCU); NULL: destroyed at once. Immutable. */

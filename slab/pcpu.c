@@ -151,52 +151,16 @@ void pcpu_cache_fini(struct uslab_cache *c)
 	c->c_pcpu = NULL;
 }
 
-/*
- * Locked mode's slot locks: a spinlock in the slot itself (p_lock, on the
- * cache line of p_word and p_cap), so the lock is one exchange and the
- * unlock a plain release store, where a pthread mutex costs an atomic
- * read-modify-write each way and 40 bytes in an array that CPUs shared
- * cache lines of. The index is the CPU the thread runs on, so two threads
- * meet on one lock only when one was preempted or migrated inside: the
- * waiter spins briefly, then yields the CPU to the holder (16 threads on
- * 2 CPUs run the stress suite through this).
- */
-#define PCPU_SPINS 128
-
-static inline void pcpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ volatile("yield" ::: "memory");
-#endif
-}
-
-static void pcpu_slot_lock_wait(struct pcpu_slot *s)
-{
-	unsigned spins = 0;
-
-	do {
-		while (__atomic_load_n(&s->p_lock, __ATOMIC_RELAXED) != 0) {
-			if (++spins < PCPU_SPINS)
-				pcpu_relax();
-			else
-				sched_yield();
-		}
-	} while (__atomic_exchange_n(&s->p_lock, 1, __ATOMIC_ACQUIRE) != 0);
-}
-
+/* Locked mode's slot locks: a spinlock in the slot itself (p_lock, on the
+ * cache line of p_word and p_cap; lock.h). */
 static inline void pcpu_slot_lock(struct pcpu_slot *s)
 {
-	pgsrc_busy_enter();
-	if (__builtin_expect(__atomic_exchange_n(&s->p_lock, 1, __ATOMIC_ACQUIRE) != 0, 0))
-		pcpu_slot_lock_wait(s);
+	spin_take(&s->p_lock);
 }
 
 static inline void pcpu_slot_unlock(struct pcpu_slot *s)
 {
-	__atomic_store_n(&s->p_lock, 0, __ATOMIC_RELEASE);
-	pgsrc_busy_leave();
+	spin_drop(&s->p_lock);
 }
 
 /* fork(): every lock of the cache. Slots start under c_drain_lock in both
@@ -369,14 +333,8 @@ static size_t pcpu_give(struct uslab_cache *c, void *const *in, size_t n)
 
 /* ---- Remote operations ---- */
 
-/* Own slot @i: stop it and make sure no section on its CPU can commit;
- * *@cap is the cap it had. False, the slot left as it was, when the CPU
- * cannot be fenced (pcpu-mode.c §3). c_drain_lock held. */
-static bool pcpu_stop(struct uslab_cache *c, uint32_t i, uint32_t *cap)
+bool pcpu_slot_stop(struct pcpu_slot *s, uint32_t i, uint32_t *cap)
 {
-	struct pcpu_slot *s = pcpu_slot(c, i);
-
-	ASSERT_HELD(&c->c_drain_lock);
 	if (!pcpu_rseq) {
 		pcpu_slot_lock(s);
 		*cap = s->p_cap;
@@ -392,11 +350,8 @@ static bool pcpu_stop(struct uslab_cache *c, uint32_t i, uint32_t *cap)
 	return false;
 }
 
-/* Give slot @i back with capacity @cap, after its count was set. */
-static void pcpu_restart(struct uslab_cache *c, uint32_t i, uint32_t cap)
+void pcpu_slot_restart(struct pcpu_slot *s, uint32_t cap)
 {
-	struct pcpu_slot *s = pcpu_slot(c, i);
-
 	if (!pcpu_rseq) {
 		/* Slow paths peek at p_cap unlocked (pcpu_alloc_slow). */
 		__atomic_store_n(&s->p_cap, cap, __ATOMIC_RELAXED);
@@ -404,6 +359,19 @@ static void pcpu_restart(struct uslab_cache *c, uint32_t i, uint32_t cap)
 		return;
 	}
 	__atomic_store_n(&s->p_cap, cap, __ATOMIC_RELEASE);
+}
+
+/* Own slot @i of @c (pcpu_slot_stop). c_drain_lock held. */
+static bool pcpu_stop(struct uslab_cache *c, uint32_t i, uint32_t *cap)
+{
+	ASSERT_HELD(&c->c_drain_lock);
+	return pcpu_slot_stop(pcpu_slot(c, i), i, cap);
+}
+
+/* Give slot @i back with capacity @cap, after its count was set. */
+static void pcpu_restart(struct uslab_cache *c, uint32_t i, uint32_t cap)
+{
+	pcpu_slot_restart(pcpu_slot(c, i), cap);
 }
 
 size_t pcpu_drain(struct uslab_cache *c, bool quiescent)
@@ -777,11 +745,7 @@ static __thread void *pcpu_defer_chain __attribute__((tls_model("initial-exec"))
 /* Locked mode, in a handler: slot @i of this CPU if its lock is free. */
 static bool pcpu_slot_try(struct pcpu_slot *s)
 {
-	pgsrc_busy_enter();
-	if (__atomic_exchange_n(&s->p_lock, 1, __ATOMIC_ACQUIRE) == 0)
-		return true;
-	pgsrc_busy_leave();
-	return false;
+	return spin_try(&s->p_lock);
 }
 
 static void *pcpu_alloc_nolock(struct uslab_cache *c)

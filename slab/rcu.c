@@ -52,10 +52,12 @@
  *
  * 4. Bounded waiting: a cache has at most c_rcu_cap objects submitted and
  *    not yet completed (RCU_WAIT_BYTES of objects, at least four
- *    magazines per slot). A free_rcu that would submit past it waits for a
- *    grace period itself (urcu_bp_synchronize_rcu) and completes the
- *    magazine on its own thread, so memory stays bounded when the worker
- *    falls behind. It never waits inside a read-side section (that would
+ *    magazines per slot). Past it, magazines queue on c_rcu_waitq, and
+ *    the free_rcu that fills the queue to RCU_WAITQ magazines waits for a
+ *    grace period itself (urcu_bp_synchronize_rcu) and completes them on
+ *    its own thread, so memory stays bounded when liburcu's worker falls
+ *    behind (it naps 10 ms between batches, so a fast freer reaches the
+ *    cap), and objects come back while they are still in the caches. It never waits inside a read-side section (that would
  *    deadlock), nor in a signal handler that interrupted uslab: there it
  *    submits past the cap. So free_rcu blocks only when the cap is passed.
  *
@@ -85,21 +87,15 @@
  *    flush delay.
  */
 
-#define RCU_FLUSH_NS 10000000ull       /* a partial magazine waits at most ~this */
-#define RCU_WAIT_BYTES (16ull << 20)   /* c_rcu_cap: objects of this many bytes */
-#define RCU_IDLE_NS 1000000000ull      /* the flusher's nap with nothing to do */
-#define RCU_DEPOT_KEEP DEPOT_SPARE_MAX /* full magazines the depot takes from RCU */
-
-/* An rcu slot: one per CPU id (and one more, so that a handler always has
- * a slot its thread does not hold). */
-struct rcu_slot {
-	struct uslab_lock rs_lock; /* a leaf: nothing is called while held */
-	struct mag *rs_mag;        /* objects not yet submitted, or NULL */
-	struct mag *rs_spare;      /* an empty magazine, for when rs_mag fills */
-	struct mag *rs_ready;      /* full magazines a handler left (m_next) */
-	uint64_t rs_since;         /* coarse ns: rs_mag's first object */
-	uint64_t rs_count;         /* objects in rs_mag and rs_ready (atomic stores) */
-} __attribute__((aligned(64)));
+#define RCU_FLUSH_NS 10000000ull    /* a partial magazine waits at most ~this */
+#define RCU_WAIT_BYTES (4ull << 20) /* c_rcu_cap: objects of this many bytes */
+#define RCU_IDLE_NS 1000000000ull   /* the flusher's nap with nothing to do */
+#define RCU_OBSERVE_NS 1000000ull   /* figures to the observer at most this often */
+#define RCU_WAITQ 8                 /* magazines past the cap per grace period waited */
+/* Full magazines the depot takes from RCU: what it holds at once anyway,
+ * or as many as a quarter of the cap's objects (a grace period completes
+ * many magazines together; the working set trims the surplus later). */
+#define RCU_DEPOT_KEEP(c) (DEPOT_SPARE_MAX + (c)->c_rcu_cap / (c)->c_mag_max / 4)
 
 /* Caches with rcu slots, for the flusher and the barrier. */
 static struct uslab_lock rcu_lock = USLAB_LOCK_INITIALIZER; /* rcu_list; leaf */
@@ -111,18 +107,13 @@ static pthread_cond_t rcu_flush_cond = PTHREAD_COND_INITIALIZER;
 static bool rcu_flusher_started, rcu_flusher_failed;
 static unsigned rcu_pending; /* a partial magazine exists (atomic) */
 
-static unsigned rcu_used; /* 0, 1 starting, 2 liburcu in use (atomic): see rcu_start */
+static unsigned rcu_used;      /* 0, 1 starting, 2 liburcu in use (atomic): see rcu_start */
 static bool rcu_fork_helpers;  /* prepare called them (the forking thread) */
 static char rcu_barrier_token; /* TSan: what the callbacks release, the barrier acquires */
 
 #if USLAB_RCU_NEGATIVE_CONTROL
 #warning "negative-control build: uslab_cache_free_rcu() frees at once, with no grace period"
 #endif
-
-static uint32_t rcu_nslots(void)
-{
-	return pcpu_slots() + 1;
-}
 
 static struct mag *rcu_mag_of(struct rcu_head *h)
 {
@@ -145,15 +136,20 @@ static uint32_t rcu_rounds(const struct uslab_cache *c, const struct mag *m)
 
 /* ---- Figures ---- */
 
+static struct pcpu_slot *rcu_slot(const struct uslab_cache *c, char *base, uint32_t i)
+{
+	(void)c;
+	return (struct pcpu_slot *)(base + ((size_t)i << PCPU_SHIFT));
+}
+
 static uint64_t rcu_slot_objects(struct uslab_cache *c)
 {
-	struct rcu_slot *sl = __atomic_load_n(&c->c_rcu_slots, __ATOMIC_ACQUIRE);
-	uint64_t n = 0;
+	char *base = __atomic_load_n(&c->c_rcu_base, __ATOMIC_ACQUIRE);
+	uint64_t n = __atomic_load_n(&c->c_rcu_over_n, __ATOMIC_RELAXED);
 
-	if (sl == NULL)
-		return 0;
-	for (uint32_t i = 0; i < rcu_nslots(); i++)
-		n += __atomic_load_n(&sl[i].rs_count, __ATOMIC_RELAXED);
+	for (uint32_t i = 0; base != NULL && i < pcpu_nslots; i++)
+		n += pcpu_word_count(
+			__atomic_load_n(&rcu_slot(c, base, i)->p_word, __ATOMIC_RELAXED));
 	return n;
 }
 
@@ -163,7 +159,8 @@ void rcu_counts(struct uslab_cache *c, struct rcu_counts *out)
 	/* Completion may subtract before submission added (rcu_submit). */
 	int64_t flight = __atomic_load_n(&c->c_rcu_flight, __ATOMIC_RELAXED);
 	out->rc_objs = rcu_slot_objects(c) + (flight > 0 ? (uint64_t)flight : 0) +
-	               __atomic_load_n(&c->c_rcu_inline, __ATOMIC_RELAXED);
+	               (uint64_t)__atomic_load_n(&c->c_rcu_inline, __ATOMIC_RELAXED) +
+	               (uint64_t)__atomic_load_n(&c->c_rcu_queued, __ATOMIC_RELAXED);
 	out->rc_slabs = __atomic_load_n(&c->c_rcu_slabs, __ATOMIC_RELAXED);
 	out->rc_peak = __atomic_load_n(&c->c_rcu_peak, __ATOMIC_RELAXED);
 	out->rc_waits = __atomic_load_n(&c->c_rcu_waits, __ATOMIC_RELAXED);
@@ -171,15 +168,29 @@ void rcu_counts(struct uslab_cache *c, struct rcu_counts *out)
 	out->rc_cap = c->c_rcu_cap;
 }
 
-static void rcu_observe(struct uslab_cache *c)
+/* Report the figures to the observer: at most once per RCU_OBSERVE_NS
+ * from the batches' paths (@now false; the sum over the slots is not
+ * free), and on every flusher look and quiesce (@now true), so a reader
+ * is at most a flush delay behind. */
+static void rcu_observe_when(struct uslab_cache *c, bool now)
 {
 	const struct obs_ops *o = c->c_obs;
 
-	if (o != NULL && o->o_rcu != NULL) {
-		struct rcu_counts rc;
-		rcu_counts(c, &rc);
-		o->o_rcu(c->c_obs_rec, &rc);
-	}
+	if (o == NULL || o->o_rcu == NULL)
+		return;
+	uint64_t t = uslab_coarse_ns(),
+		 last = __atomic_load_n(&c->c_rcu_observed, __ATOMIC_RELAXED);
+	if (!now && t - last < RCU_OBSERVE_NS)
+		return;
+	__atomic_store_n(&c->c_rcu_observed, t, __ATOMIC_RELAXED);
+	struct rcu_counts rc;
+	rcu_counts(c, &rc);
+	o->o_rcu(c->c_obs_rec, &rc);
+}
+
+static void rcu_observe(struct uslab_cache *c)
+{
+	rcu_observe_when(c, false);
 }
 
 /* ---- Starting liburcu ---- */
@@ -226,7 +237,8 @@ static void rcu_mag_done(struct uslab_cache *c, struct mag *m, int64_t *count)
 		depot_mag_put(m);
 	} else if (n != 0) {
 		__atomic_fetch_add(&c->c_rcu_freed, n, __ATOMIC_RELAXED);
-		if ((c->c_flags & USLAB_NOMAGAZINE) != 0 || !depot_put_mag(c, m, RCU_DEPOT_KEEP)) {
+		if ((c->c_flags & USLAB_NOMAGAZINE) != 0 ||
+		    !depot_put_mag(c, m, RCU_DEPOT_KEEP(c))) {
 			slab_free_bulk(c, m->m_rounds, n);
 			depot_mag_put(m);
 		}
@@ -261,12 +273,35 @@ static void rcu_submit(struct uslab_cache *c, struct mag *m, bool may_wait)
 	m->m_rcu_cache = c;
 	if (may_wait && flight > (int64_t)c->c_rcu_cap && pgsrc_busy == 0 &&
 	    !urcu_bp_read_ongoing()) {
+		/* Past the cap (§4): into c_rcu_waitq; the free that fills it
+		 * to RCU_WAITQ magazines waits one grace period for them all. */
+		int64_t moved = 0;
+		lock_take(&c->c_rcu_lock);
+		m->m_next = c->c_rcu_waitq;
+		c->c_rcu_waitq = m;
+		__atomic_fetch_add(&c->c_rcu_queued, n, __ATOMIC_RELAXED);
+		struct mag *chain = NULL;
+		if (++c->c_rcu_waitq_n >= RCU_WAITQ) {
+			chain = c->c_rcu_waitq;
+			c->c_rcu_waitq = NULL;
+			c->c_rcu_waitq_n = 0;
+			for (struct mag *q = chain; q != NULL; q = q->m_next)
+				moved += q->m_count;
+			/* Counted apart: a fork child has no thread in here. */
+			__atomic_fetch_add(&c->c_rcu_inline, moved, __ATOMIC_RELAXED);
+			__atomic_fetch_sub(&c->c_rcu_queued, moved, __ATOMIC_RELAXED);
+		}
+		lock_drop(&c->c_rcu_lock);
+		if (chain == NULL)
+			return;
 		__atomic_fetch_add(&c->c_rcu_waits, 1, __ATOMIC_RELAXED);
 		PROBE2(rcu_wait, c, flight);
-		/* Counted apart: a fork child has no thread in here. */
-		__atomic_fetch_add(&c->c_rcu_inline, n, __ATOMIC_RELAXED);
 		urcu_bp_synchronize_rcu();
-		rcu_mag_done(c, m, &c->c_rcu_inline);
+		while (chain != NULL) {
+			struct mag *q = chain;
+			chain = q->m_next;
+			rcu_mag_done(c, q, &c->c_rcu_inline);
+		}
 		return;
 	}
 	PROBE2(rcu_submit, c, n);
@@ -326,42 +361,49 @@ static void rcu_slabs_retire(struct uslab_cache *c, struct slab *chain)
 
 /* ---- The rcu slots ---- */
 
-static size_t rcu_slots_bytes(void)
-{
-	return (size_t)rcu_nslots() * sizeof(struct rcu_slot);
-}
+/*
+ * The rcu slots are per-CPU slots of their own (struct pcpu_slot, in an
+ * arena place of the cache, c_rcu_place), with the per-CPU layer's
+ * contract: in the rseq mode free_rcu pushes with uslab_rseq_push(), no
+ * lock and no atomic read-modify-write, and a full slot gives its rounds
+ * to a fresh magazine with uslab_rseq_pop_batch(); in the locked mode the
+ * same, under the slot's spinlock (lock.h). Starting a slot (its first
+ * magazine) and owning one from another thread (the flusher, reap,
+ * destroy, barrier: pcpu_slot_stop, a fence in the rseq mode) happen under
+ * c_rcu_lock. An owner swaps the slot's magazine for an empty one and
+ * submits the old one. Frees that no slot takes (its CPU's slot stopped
+ * by an owner, a thread without rseq registration) go to c_rcu_over under
+ * c_rcu_lock. p_pad[0] is the flusher's note of the count it saw last.
+ */
 
 /* @c's rcu slots, made at its first free_rcu; NULL when out of memory. */
-static struct rcu_slot *rcu_slots(struct uslab_cache *c)
+static char *rcu_slots(struct uslab_cache *c)
 {
-	struct rcu_slot *sl = __atomic_load_n(&c->c_rcu_slots, __ATOMIC_ACQUIRE);
+	char *base = __atomic_load_n(&c->c_rcu_base, __ATOMIC_ACQUIRE);
 
-	if (__builtin_expect(sl != NULL, 1))
-		return sl;
+	if (__builtin_expect(base != NULL, 1))
+		return base;
 	if (pgsrc_busy != 0)
-		return NULL; /* a handler: meta_alloc takes a lock */
+		return NULL; /* a handler: an arena takes locks */
 	rcu_start();
-	struct rcu_slot *fresh = meta_alloc(rcu_slots_bytes()); /* zeroed */
-	if (fresh == NULL)
-		return NULL;
-	for (uint32_t i = 0; i < rcu_nslots(); i++)
-		lock_init(&fresh[i].rs_lock);
-	lock_take(&rcu_lock);
-	sl = c->c_rcu_slots;
-	if (sl == NULL) {
-		__atomic_store_n(&c->c_rcu_slots, fresh, __ATOMIC_RELEASE);
+	bool made = false;
+	lock_take(&c->c_rcu_lock);
+	if (c->c_rcu_base == NULL && arena_claim(&c->c_rcu_place) == 0) {
+		__atomic_store_n(&c->c_rcu_base, c->c_rcu_place.pl_base, __ATOMIC_RELEASE);
+		made = true;
+	}
+	base = c->c_rcu_base;
+	lock_drop(&c->c_rcu_lock);
+	if (made) { /* for the flusher and the barrier */
+		lock_take(&rcu_lock);
 		c->c_rcu_next = rcu_list;
 		c->c_rcu_prev = NULL;
 		if (rcu_list != NULL)
 			rcu_list->c_rcu_prev = c;
 		rcu_list = c;
+		lock_drop(&rcu_lock);
 	}
-	lock_drop(&rcu_lock);
-	if (sl != NULL) { /* another thread made them first */
-		meta_free(fresh, rcu_slots_bytes());
-		return sl;
-	}
-	return fresh;
+	return base;
 }
 
 /* A fresh rcu magazine: of c_mag_max rounds, or any size that has a
@@ -376,43 +418,101 @@ static struct mag *rcu_mag_new(struct uslab_cache *c)
 	return m;
 }
 
-/* Detach what slot @s holds for submission: rs_ready, and rs_mag when it
- * has objects and (unless @all) waited RCU_FLUSH_NS. Slot lock held. */
-static struct mag *rcu_slot_take(struct rcu_slot *s, bool all, uint64_t now, bool *left)
+/* Point slot @s at magazine @m, empty (owned, or not started). */
+static void rcu_slot_set(struct pcpu_slot *s, struct mag *m)
 {
-	struct mag *chain = s->rs_ready;
+	s->p_mag = m;
+	s->p_rounds = m->m_rounds;
+	__atomic_store_n(&s->p_word, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&pcpu_slot_counters(s)->pc_word, 0, __ATOMIC_RELAXED);
+}
 
-	s->rs_ready = NULL;
-	if (s->rs_mag != NULL && s->rs_mag->m_count != 0) {
-		if (all || now - s->rs_since >= RCU_FLUSH_NS) {
-			s->rs_mag->m_next = chain;
-			chain = s->rs_mag;
-			s->rs_mag = NULL;
+/* Give slot @i its first magazine. false when out of memory. */
+static bool rcu_slot_start(struct uslab_cache *c, char *base, uint32_t i)
+{
+	struct pcpu_slot *s = rcu_slot(c, base, i);
+	bool ok = true;
+
+	lock_take(&c->c_rcu_lock);
+	if (__atomic_load_n(&s->p_mag, __ATOMIC_ACQUIRE) == NULL) {
+		struct mag *m = rcu_mag_new(c);
+		uint32_t cap;
+		if (m != NULL && pcpu_slot_stop(s, i, &cap)) {
+			rcu_slot_set(s, m);
+			pcpu_slot_restart(s, rcu_rounds(c, m));
 		} else {
-			*left = true;
+			depot_mag_put(m);
+			ok = false;
 		}
 	}
-	__atomic_store_n(&s->rs_count, s->rs_mag != NULL ? s->rs_mag->m_count : 0,
-	                 __ATOMIC_RELAXED);
+	lock_drop(&c->c_rcu_lock);
+	return ok;
+}
+
+/* Take what @c's slots and c_rcu_over hold, as a chain to submit: all of
+ * it, or (the flusher) what was there at its last look too; *@left when a
+ * partial batch stays for later. c_rcu_lock held. */
+static struct mag *rcu_cache_take_locked(struct uslab_cache *c, bool all, bool *left)
+{
+	char *base = c->c_rcu_base;
+	struct mag *chain = NULL;
+
+	ASSERT_HELD(&c->c_rcu_lock);
+	for (uint32_t i = 0; base != NULL && i < pcpu_nslots; i++) {
+		struct pcpu_slot *s = rcu_slot(c, base, i);
+		if (s->p_mag == NULL)
+			continue;
+		uint64_t count = pcpu_word_count(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED));
+		uint64_t seen = s->p_pad[0];
+		s->p_pad[0] = count;
+		if (count == 0)
+			continue;
+		struct mag *fresh = all || seen != 0 ? rcu_mag_new(c) : NULL;
+		uint32_t cap;
+		if (fresh == NULL || !pcpu_slot_stop(s, i, &cap)) {
+			depot_mag_put(fresh);
+			*left = true; /* young, no memory, or no fence: later */
+			continue;
+		}
+		struct mag *m = s->p_mag;
+		m->m_count = pcpu_word_count(s->p_word);
+		rcu_slot_set(s, fresh);
+		s->p_pad[0] = 0;
+		pcpu_slot_restart(s, rcu_rounds(c, fresh));
+		m->m_next = chain;
+		chain = m;
+	}
+	struct mag *o = c->c_rcu_over;
+	if (o != NULL && o->m_count != 0) {
+		c->c_rcu_over = NULL;
+		__atomic_store_n(&c->c_rcu_over_n, 0, __ATOMIC_RELAXED);
+		o->m_next = chain;
+		chain = o;
+	}
+	/* The magazines past the cap: to liburcu now. */
+	while ((o = c->c_rcu_waitq) != NULL) {
+		c->c_rcu_waitq = o->m_next;
+		__atomic_fetch_sub(&c->c_rcu_queued, (int64_t)o->m_count, __ATOMIC_RELAXED);
+		o->m_next = chain;
+		chain = o;
+	}
+	c->c_rcu_waitq_n = 0;
 	return chain;
 }
 
 /* Submit what @c's slots hold (all, or what waited long enough); true
- * when a partial magazine was left for later. */
+ * when a partial batch was left for later. */
 static bool rcu_cache_flush(struct uslab_cache *c, bool all, bool may_wait)
 {
-	struct rcu_slot *sl = __atomic_load_n(&c->c_rcu_slots, __ATOMIC_ACQUIRE);
-	uint64_t now = uslab_coarse_ns();
 	bool left = false;
 
-	if (sl == NULL)
+	if (__atomic_load_n(&c->c_rcu_base, __ATOMIC_ACQUIRE) == NULL)
 		return false;
-	for (uint32_t i = 0; i < rcu_nslots(); i++) {
-		lock_take(&sl[i].rs_lock);
-		struct mag *chain = rcu_slot_take(&sl[i], all, now, &left);
-		lock_drop(&sl[i].rs_lock);
-		rcu_submit_chain(c, chain, may_wait);
-	}
+	lock_take(&c->c_rcu_lock);
+	struct mag *chain = rcu_cache_take_locked(c, all, &left);
+	lock_drop(&c->c_rcu_lock);
+	rcu_submit_chain(c, chain, may_wait);
+	rcu_observe_when(c, true);
 	return left;
 }
 
@@ -436,25 +536,26 @@ static bool rcu_flush_all(bool all)
 	return left;
 }
 
+/* Every RCU_FLUSH_NS while batches wait (rcu_pending), a look at every
+ * slot: a batch that had objects at the last look too is submitted, so
+ * an object waits two looks at most. With nothing waiting, a nap until a
+ * free_rcu finds rcu_pending clear and wakes it. */
 static void *rcu_flusher(void *arg)
 {
 	(void)arg;
 	pthread_mutex_lock(&rcu_flush_lock);
 	for (;;) {
-		bool pending = __atomic_exchange_n(&rcu_pending, 0, __ATOMIC_ACQUIRE) != 0;
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		uint64_t nap = pending ? RCU_FLUSH_NS : RCU_IDLE_NS;
-		until.tv_nsec += (long)(nap % 1000000000ull);
-		until.tv_sec += (time_t)(nap / 1000000000ull) + until.tv_nsec / 1000000000;
-		until.tv_nsec %= 1000000000;
-		if (!pending)
+		if (__atomic_load_n(&rcu_pending, __ATOMIC_ACQUIRE) == 0) {
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += (time_t)(RCU_IDLE_NS / 1000000000ull);
 			pthread_cond_timedwait(&rcu_flush_cond, &rcu_flush_lock, &until);
-		pthread_mutex_unlock(&rcu_flush_lock);
-		if (pending) {
-			struct timespec d = {0, (long)RCU_FLUSH_NS};
-			nanosleep(&d, NULL);
 		}
+		pthread_mutex_unlock(&rcu_flush_lock);
+		struct timespec d = {0, (long)RCU_FLUSH_NS};
+		nanosleep(&d, NULL);
+		/* Cleared before the look: a free after it sets it again. */
+		__atomic_store_n(&rcu_pending, 0, __ATOMIC_SEQ_CST);
 		if (rcu_flush_all(false))
 			__atomic_store_n(&rcu_pending, 1, __ATOMIC_RELEASE);
 		pthread_mutex_lock(&rcu_flush_lock);
@@ -462,12 +563,15 @@ static void *rcu_flusher(void *arg)
 	return NULL;
 }
 
-/* A partial magazine exists: make sure the flusher will look. */
+/* Objects wait in a slot: make sure the flusher will look (one load when
+ * it will already). */
 static void rcu_kick(void)
 {
-	if (__atomic_load_n(&rcu_pending, __ATOMIC_RELAXED) != 0)
+	if (__builtin_expect(__atomic_load_n(&rcu_pending, __ATOMIC_RELAXED) != 0, 1))
 		return;
-	__atomic_store_n(&rcu_pending, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&rcu_pending, 1, __ATOMIC_SEQ_CST);
+	if (pgsrc_busy != 0)
+		return; /* a handler: the flusher's next look, or its nap's end */
 	pthread_mutex_lock(&rcu_flush_lock);
 	if (!rcu_flusher_started && !rcu_flusher_failed) {
 		pthread_t t;
@@ -477,7 +581,7 @@ static void rcu_kick(void)
 		pthread_sigmask(SIG_BLOCK, &all, &old);
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		/* Refused (a thread limit, a sandbox): partial magazines then
+		/* Refused (a thread limit, a sandbox): partial batches then
 		 * wait for the next reap, destroy, barrier or fork. */
 		if (pthread_create(&t, &attr, rcu_flusher, NULL) == 0) {
 			rcu_flusher_started = true;
@@ -494,9 +598,9 @@ static void rcu_kick(void)
 
 /* ---- free_rcu ---- */
 
-/* No room anywhere, or no memory: wait for a grace period here, then free
- * @obj as a plain free would (never in a read-side section or a handler:
- * then there is nothing left to do but report). */
+/* No memory for a batch: wait for a grace period here, then free @obj as
+ * a plain free would (never in a read-side section or a handler: then
+ * there is nothing left to do but report). */
 static void rcu_free_waiting(struct uslab_cache *c, void *obj)
 {
 	if (pgsrc_busy != 0 || urcu_bp_read_ongoing())
@@ -506,38 +610,98 @@ static void rcu_free_waiting(struct uslab_cache *c, void *obj)
 	__atomic_load_n(&c->c_free_miss, __ATOMIC_ACQUIRE)(c, obj);
 }
 
-/* In a signal handler that interrupted uslab on this thread: never wait
- * for a lock (§6). */
-static void rcu_free_nolock(struct uslab_cache *c, struct rcu_slot *sl, uint32_t first, void *obj)
+/* The slot index of the CPU this thread probably runs on. */
+static uint32_t rcu_here(void)
 {
-	uint32_t n = rcu_nslots();
+	int cpu = sched_getcpu();
 
-	for (uint32_t k = 0; k < n; k++) {
-		struct rcu_slot *s = &sl[(first + k) % n];
-		if (!lock_try(&s->rs_lock))
-			continue;
-		struct mag *m = s->rs_mag;
-		if ((m == NULL || m->m_count >= rcu_rounds(c, m)) && s->rs_spare != NULL) {
-			if (m != NULL) {
-				m->m_next = s->rs_ready;
-				s->rs_ready = m;
-			}
-			m = s->rs_mag = s->rs_spare;
-			s->rs_spare = NULL;
-		}
-		if (m != NULL && m->m_count < rcu_rounds(c, m)) {
-			if (m->m_count == 0)
-				s->rs_since = uslab_coarse_ns();
-			m->m_rounds[m->m_count++] = obj;
-			__atomic_store_n(&s->rs_count, s->rs_count + 1, __ATOMIC_RELAXED);
-			lock_drop(&s->rs_lock);
-			__atomic_store_n(&rcu_pending, 1,
-			                 __ATOMIC_RELEASE); /* the flusher's next look */
-			return;
-		}
-		lock_drop(&s->rs_lock);
+	return cpu >= 0 && (uint32_t)cpu < pcpu_nslots ? (uint32_t)cpu : 0;
+}
+
+/* One push onto this CPU's slot: 1 done, 0 full or stopped or not
+ * started, -1 @obj is the round on top (a double free). In a handler
+ * that interrupted uslab (@busy), the locked mode only tries the lock. */
+static int rcu_push(struct uslab_cache *c, char *base, void *obj, bool busy)
+{
+#if USLAB_HAVE_ASM
+	if (pcpu_rseq) {
+		int r = uslab_rseq_push_rcu(base, __atomic_load_n(&c->c_fast, __ATOMIC_RELAXED),
+		                            obj);
+		return r > 0 ? 1 : r;
 	}
-	uslab_report(c, obj, USLAB_E_DEFER);
+#endif
+	struct pcpu_slot *s = rcu_slot(c, base, rcu_here());
+	if (busy ? !spin_try(&s->p_lock) : (spin_take(&s->p_lock), false))
+		return 0;
+	int r = pcpu_generic_push(s, obj);
+	spin_drop(&s->p_lock);
+	return r;
+}
+
+/* Up to @n rounds of this CPU's slot into @out (its top ones). */
+static size_t rcu_pop(struct uslab_cache *c, char *base, void **out, size_t n)
+{
+#if USLAB_HAVE_ASM
+	if (pcpu_rseq)
+		return uslab_rseq_pop_batch(base, PCPU_SHIFT, out, n);
+#endif
+	struct pcpu_slot *s = rcu_slot(c, base, rcu_here());
+	spin_take(&s->p_lock);
+	size_t k = pcpu_generic_pop_batch(s, out, n);
+	/* The generic push counts hits above the count: none kept here. */
+	__atomic_store_n(&s->p_word, pcpu_word_count(s->p_word), __ATOMIC_RELAXED);
+	spin_drop(&s->p_lock);
+	return k;
+}
+
+/* @obj into c_rcu_over; false if it cannot be (a handler found the lock
+ * taken or no room). A full one is submitted. */
+static bool rcu_over_push(struct uslab_cache *c, void *obj, bool busy)
+{
+	struct mag *fresh = busy ? NULL : rcu_mag_new(c);
+	struct mag *full = NULL;
+	bool done = false;
+
+	if (busy ? !lock_try(&c->c_rcu_lock) : (lock_take(&c->c_rcu_lock), false)) {
+		depot_mag_put(fresh);
+		return false;
+	}
+	struct mag *o = c->c_rcu_over;
+	if (o == NULL && fresh != NULL) {
+		o = c->c_rcu_over = fresh;
+		fresh = NULL;
+	}
+	if (o != NULL && o->m_count < rcu_rounds(c, o)) {
+		if (o->m_count != 0 && o->m_rounds[o->m_count - 1] == obj) {
+			lock_drop(&c->c_rcu_lock);
+			slab_free_dup(c, obj);
+		}
+		o->m_rounds[o->m_count++] = obj;
+		done = true;
+		if (o->m_count == rcu_rounds(c, o) && !busy) {
+			full = o;
+			c->c_rcu_over = NULL;
+		}
+	}
+	__atomic_store_n(&c->c_rcu_over_n, c->c_rcu_over != NULL ? c->c_rcu_over->m_count : 0,
+	                 __ATOMIC_RELAXED);
+	lock_drop(&c->c_rcu_lock);
+	depot_mag_put(fresh);
+	if (full != NULL)
+		rcu_submit(c, full, true);
+	return done;
+}
+
+/* The check of every free, at the call: a pointer that is no object of
+ * @c is reported here, not on liburcu's thread (a sampled object is in
+ * no slab; the debug layer checks the rest after the grace period). */
+static void rcu_check(struct uslab_cache *c, const void *obj)
+{
+	struct slab *in = slabmap_lookup(obj);
+	uint32_t idx;
+
+	if (in != NULL || !sample_is_live(c, obj))
+		slab_check_free_at(c, obj, in, &idx);
 }
 
 /* See include/uslab.h */
@@ -549,77 +713,72 @@ void uslab_cache_free_rcu(struct uslab_cache *c, void *obj)
 	}
 	if (obj == NULL)
 		return;
-	/* The check of every free, at the call: a pointer that is no object
-	 * of @c is reported here, not on liburcu's thread (a sampled object is
-	 * in no slab; the debug layer checks the rest after the grace period). */
-	if (!sample_is_live(c, obj))
-		slab_check_free(c, obj);
+#if USLAB_HAVE_ASM
+	/* The hit: pushed, and known to be an object of @c by the memo of the
+	 * magazine it came from; or pushed, then checked (a bad one aborts). */
+	char *slots = __atomic_load_n(&c->c_rcu_base, __ATOMIC_ACQUIRE);
+	if (__builtin_expect(slots != NULL && pcpu_rseq && !USLAB_RCU_NEGATIVE_CONTROL, 1)) {
+		int r = uslab_rseq_push_rcu(slots, __atomic_load_n(&c->c_fast, __ATOMIC_RELAXED),
+		                            obj);
+		if (__builtin_expect(r > 0, 1)) {
+			if (r == 2)
+				rcu_check(c, obj);
+			rcu_kick();
+			return;
+		}
+	}
+#endif
+	rcu_check(c, obj);
 #if USLAB_RCU_NEGATIVE_CONTROL
 	__atomic_load_n(&c->c_free_miss, __ATOMIC_ACQUIRE)(c, obj); /* no grace period */
 	return;
 #endif
-	struct rcu_slot *sl = rcu_slots(c);
-	if (sl == NULL) {
-		rcu_free_waiting(c, obj);
+	char *base = rcu_slots(c);
+	if (base == NULL) {
+		if (pgsrc_busy == 0 || !rcu_over_push(c, obj, true))
+			rcu_free_waiting(c, obj);
 		return;
 	}
-	int cpu = sched_getcpu();
-	uint32_t i = cpu >= 0 && (uint32_t)cpu < pcpu_slots() ? (uint32_t)cpu : pcpu_slots();
-	if (pgsrc_busy != 0) {
-		rcu_free_nolock(c, sl, i, obj);
-		return;
-	}
-	struct rcu_slot *s = &sl[i];
+	bool busy = pgsrc_busy != 0;
 	for (;;) {
-		lock_take(&s->rs_lock);
-		struct mag *m = s->rs_mag;
-		if (m != NULL && m->m_count < rcu_rounds(c, m)) {
-			uint32_t n = m->m_count;
-			if (n != 0 && m->m_rounds[n - 1] == obj) {
-				lock_drop(&s->rs_lock);
-				slab_free_dup(c, obj); /* the same object twice in a row */
+		int r = rcu_push(c, base, obj, busy);
+		if (__builtin_expect(r > 0, 1)) {
+			rcu_kick();
+			return;
+		}
+		if (r < 0)
+			slab_free_dup(c, obj); /* the same object twice in a row */
+		if (busy) {                    /* a handler: no magazine can be had here */
+			if (!rcu_over_push(c, obj, true))
+				uslab_report(c, obj, USLAB_E_DEFER);
+			return;
+		}
+		/* Full, not started, stopped by an owner, or no rseq here. */
+		uint32_t i = rcu_here();
+		if (__atomic_load_n(&rcu_slot(c, base, i)->p_mag, __ATOMIC_ACQUIRE) == NULL) {
+			if (!rcu_slot_start(c, base, i)) {
+				rcu_free_waiting(c, obj);
+				return;
 			}
-			m->m_rounds[n] = obj;
-			m->m_count = n + 1;
-			__atomic_store_n(&s->rs_count, s->rs_count + 1, __ATOMIC_RELAXED);
-			if (n == 0)
-				s->rs_since = uslab_coarse_ns();
-			struct mag *ready = s->rs_ready;
-			s->rs_ready = NULL;
-			if (ready != NULL)
-				__atomic_store_n(&s->rs_count, m->m_count, __ATOMIC_RELAXED);
-			lock_drop(&s->rs_lock);
-			rcu_submit_chain(c, ready, true);
-			if (n == 0)
-				rcu_kick();
+			continue;
+		}
+		struct mag *m = rcu_mag_new(c);
+		if (m == NULL) {
+			rcu_free_waiting(c, obj);
 			return;
 		}
-		/* Full, or none yet: the spare goes in, the full one is submitted. */
-		struct mag *full = m;
-		s->rs_mag = s->rs_spare;
-		s->rs_spare = NULL;
-		struct mag *ready = s->rs_ready;
-		s->rs_ready = NULL;
-		__atomic_store_n(&s->rs_count, s->rs_mag != NULL ? s->rs_mag->m_count : 0,
-		                 __ATOMIC_RELAXED);
-		lock_drop(&s->rs_lock);
-		if (full != NULL) {
-			full->m_next = ready;
-			ready = full;
-		}
-		rcu_submit_chain(c, ready, true);
-		struct mag *fresh = rcu_mag_new(c);
-		if (fresh == NULL) {
-			rcu_free_waiting(c, obj); /* out of memory: no batch */
+		m->m_count = (uint32_t)rcu_pop(c, base, m->m_rounds, rcu_rounds(c, m));
+		if (m->m_count == 0) { /* stopped, or no rseq registration */
+			depot_mag_put(m);
+			if (!rcu_over_push(c, obj, false))
+				rcu_free_waiting(c, obj);
+			rcu_kick();
 			return;
 		}
-		lock_take(&s->rs_lock);
-		if (s->rs_spare == NULL) {
-			s->rs_spare = fresh;
-			fresh = NULL;
-		}
-		lock_drop(&s->rs_lock);
-		depot_mag_put(fresh);
+		/* A full slot misses before the on-top check: compare here. */
+		if (m->m_rounds[m->m_count - 1] == obj)
+			slab_free_dup(c, obj);
+		rcu_submit(c, m, true);
 	}
 }
 
@@ -644,8 +803,9 @@ void uslab_rcu_barrier(void)
 void rcu_cache_init(struct uslab_cache *c)
 {
 	uint64_t cap = RCU_WAIT_BYTES / c->c_slot;
-	uint64_t least = 4ull * rcu_nslots() * c->c_mag_max;
+	uint64_t least = 4ull * (pcpu_slots() + 1) * c->c_mag_max;
 
+	lock_init(&c->c_rcu_lock);
 	c->c_rcu_cap = cap > least ? cap : least;
 	if ((c->c_flags & USLAB_TYPESAFE_BY_RCU) != 0)
 		c->c_slab_retire = rcu_slabs_retire;
@@ -659,7 +819,7 @@ size_t rcu_cache_reap(struct uslab_cache *c)
 
 int rcu_cache_quiesce(struct uslab_cache *c)
 {
-	bool slots = __atomic_load_n(&c->c_rcu_slots, __ATOMIC_ACQUIRE) != NULL;
+	bool slots = __atomic_load_n(&c->c_rcu_base, __ATOMIC_ACQUIRE) != NULL;
 
 	if (!slots && (c->c_flags & USLAB_TYPESAFE_BY_RCU) == 0)
 		return 0;
@@ -676,35 +836,42 @@ int rcu_cache_quiesce(struct uslab_cache *c)
 
 void rcu_cache_fini(struct uslab_cache *c)
 {
-	struct rcu_slot *sl = __atomic_load_n(&c->c_rcu_slots, __ATOMIC_ACQUIRE);
+	char *base = __atomic_load_n(&c->c_rcu_base, __ATOMIC_ACQUIRE);
 
 	/* The slabs slab_release_all() retired, and nothing left in flight. */
 	if ((c->c_flags & USLAB_TYPESAFE_BY_RCU) != 0 &&
 	    __atomic_load_n(&rcu_used, __ATOMIC_RELAXED) != 0)
 		urcu_bp_barrier();
 	RCU_TSAN_ACQUIRE(&rcu_barrier_token);
-	if (sl == NULL)
-		return;
-	lock_take(&rcu_lock);
-	if (c->c_rcu_prev != NULL)
-		c->c_rcu_prev->c_rcu_next = c->c_rcu_next;
-	else
-		rcu_list = c->c_rcu_next;
-	if (c->c_rcu_next != NULL)
-		c->c_rcu_next->c_rcu_prev = c->c_rcu_prev;
-	lock_drop(&rcu_lock);
-	/* A flusher that took @c before it left the list: until it is done. */
-	while (__atomic_load_n(&c->c_rcu_flushing, __ATOMIC_ACQUIRE) != 0)
-		sched_yield();
-	for (uint32_t i = 0; i < rcu_nslots(); i++) {
-		VERIFY(sl[i].rs_ready == NULL &&
-		       (sl[i].rs_mag == NULL || sl[i].rs_mag->m_count == 0));
-		depot_mag_put(sl[i].rs_mag);
-		depot_mag_put(sl[i].rs_spare);
-		lock_fini(&sl[i].rs_lock);
+	if (base != NULL) {
+		lock_take(&rcu_lock);
+		if (c->c_rcu_prev != NULL)
+			c->c_rcu_prev->c_rcu_next = c->c_rcu_next;
+		else
+			rcu_list = c->c_rcu_next;
+		if (c->c_rcu_next != NULL)
+			c->c_rcu_next->c_rcu_prev = c->c_rcu_prev;
+		lock_drop(&rcu_lock);
+		/* A flusher that took @c before it left the list: until it is done. */
+		while (__atomic_load_n(&c->c_rcu_flushing, __ATOMIC_ACQUIRE) != 0)
+			sched_yield();
+		for (uint32_t i = 0; i < pcpu_nslots; i++) {
+			struct pcpu_slot *s = rcu_slot(c, base, i);
+			VERIFY(pcpu_word_count(s->p_word) == 0); /* quiesced */
+			depot_mag_put(s->p_mag);
+			s->p_mag = NULL;
+			s->p_rounds = NULL;
+			s->p_cap = 0;
+			s->p_pad[0] = 0;
+		}
+		arena_release(&c->c_rcu_place);
+		c->c_rcu_base = NULL;
 	}
-	meta_free(sl, rcu_slots_bytes());
-	c->c_rcu_slots = NULL;
+	VERIFY(c->c_rcu_over == NULL || c->c_rcu_over->m_count == 0);
+	VERIFY(c->c_rcu_waitq == NULL);
+	depot_mag_put(c->c_rcu_over);
+	c->c_rcu_over = NULL;
+	lock_fini(&c->c_rcu_lock);
 }
 
 /* ---- Fork ---- */
@@ -735,18 +902,20 @@ void rcu_atfork_locks(void)
 
 void rcu_lock_all(struct uslab_cache *c)
 {
-	struct rcu_slot *sl = c->c_rcu_slots;
+	char *base = c->c_rcu_base;
 
-	for (uint32_t i = 0; sl != NULL && i < rcu_nslots(); i++)
-		lock_take(&sl[i].rs_lock);
+	lock_take(&c->c_rcu_lock);
+	for (uint32_t i = 0; base != NULL && !pcpu_rseq && i < pcpu_nslots; i++)
+		spin_take(&rcu_slot(c, base, i)->p_lock);
 }
 
 void rcu_unlock_all(struct uslab_cache *c)
 {
-	struct rcu_slot *sl = c->c_rcu_slots;
+	char *base = c->c_rcu_base;
 
-	for (uint32_t i = 0; sl != NULL && i < rcu_nslots(); i++)
-		lock_drop(&sl[i].rs_lock);
+	for (uint32_t i = 0; base != NULL && !pcpu_rseq && i < pcpu_nslots; i++)
+		spin_drop(&rcu_slot(c, base, i)->p_lock);
+	lock_drop(&c->c_rcu_lock);
 }
 
 void rcu_atfork_parent(void)

@@ -77,7 +77,8 @@ static void usage(FILE *f)
 	fprintf(f,
 	        "usage: uslab-bench [options]\n"
 	        "  --workload LIST  pair,batch1k,batch100k,threads,prodcons,fresh,mem (default all;\n"
-	        "                   \"batch\" = batch1k,batch100k)\n"
+	        "                   \"batch\" = batch1k,batch100k), and rcu (only when named:\n"
+	        "                   free_rcu against call_rcu and synchronize_rcu, 1 and 2 threads)\n"
 	        "  --size LIST      object sizes (default 24,64,256,4096)\n"
 	        "  --backend LIST   floor,uslab,uslab-locked,glibc,jemalloc,tcmalloc,mimalloc\n"
 	        "  --runs N         timed runs per cell (default 5; --quick: 3), as rounds: each\n"
@@ -180,6 +181,7 @@ static void opts_defaults(struct bench *bn, const char **names, int nnames, bool
 		bool ok = false;
 		for (size_t k = 0; k < NWORKLOADS; k++)
 			ok = ok || strcmp(o->o_workloads[i], workload_names[k]) == 0;
+		ok = ok || strcmp(o->o_workloads[i], "rcu") == 0; /* bench-rcu.c, only when named */
 		if (!ok)
 			bad_usage("unknown workload %s", o->o_workloads[i]);
 	}
@@ -352,8 +354,20 @@ int main(int argc, char **argv)
 		bn->bn_self[len] = '\0';
 		bn->bn_opt.o_self = bn->bn_self;
 	}
-	bench_run(bn);
-	bench_report(bn);
+	/* "rcu" is a table of its own, run in this process (bench-rcu.c). */
+	struct bench_opts *o = &bn->bn_opt;
+	bool rcu = false;
+	for (int i = 0; i < o->o_nworkloads; i++)
+		if (strcmp(o->o_workloads[i], "rcu") == 0) {
+			rcu = true;
+			o->o_workloads[i--] = o->o_workloads[--o->o_nworkloads];
+		}
+	if (o->o_nworkloads > 0) {
+		bench_run(bn);
+		bench_report(bn);
+	}
+	if (rcu)
+		bench_rcu(bn);
 	free(bn->bn_results);
 	free(bn->bn_mem);
 	for (int i = (int)NBUILTIN; i < bn->bn_nbackends; i++)

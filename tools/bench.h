@@ -292,4 +292,7 @@ double median(const double *v, int n);
 double minimum(const double *v, int n);
 double maximum(const double *v, int n);
 
+/** The rcu workload's own table (bench-rcu.c), printed to stdout. */
+void bench_rcu(const struct bench *bn);
+
 #endif /* USLAB_BENCH_H */

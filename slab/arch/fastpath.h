@@ -276,6 +276,20 @@ int uslab_rseq_push(char *base, unsigned shift, void *obj);
 int pcpu_generic_push(struct pcpu_slot *slot, void *obj);
 int pcpu_generic_push_memo(struct pcpu_slot *slot, void *obj);
 
+/* int push_rcu(rcu, fast, obj), free_rcu's push (rcu.c) onto the slot of
+ * this CPU in region rcu, whose word is its count alone, with the memo
+ * test on this CPU's slot of region fast (obj is the round that slot
+ * handed out last: an object of the cache), in one section (x86_64.S only):
+ *	if (rcu->p_word >= rcu->p_cap) return 0;               (cap loaded first)
+ *	if (rcu->p_rounds[rcu->p_word - 1] == obj) return -1;  (rounds[-1]: m_floor)
+ *	w = fast->p_word;                                      (cap loaded first)
+ *	k = count(w) < fast->p_cap && fast->p_rounds[count(w)] == obj;
+ *	rcu->p_rounds[rcu->p_word] = obj;
+ *	rcu->p_word += 1;                                      (commit; no copy)
+ *	return k ? 1 : 2;
+ */
+int uslab_rseq_push_rcu(char *rcu, char *fast, void *obj);
+
 /* size_t pop_batch(slot, out, n):
  *	w = slot->p_word;                                     (cap loaded first)
  *	if (slot->p_cap == 0) return 0;

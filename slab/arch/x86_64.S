@@ -45,6 +45,77 @@ FUNC uslab_rseq_push, hidden
 	RSEQ_ABORT .Lpush
 ENDFUNC uslab_rseq_push
 
+/* int uslab_rseq_push_rcu(char *rcu, char *fast, void *obj): free_rcu's
+ * push (rcu.c) onto this CPU's rcu slot in region rcu, with the memo test
+ * of this CPU's slot in region fast (the cache's c_fast) in the same
+ * section. 0 on a miss (nothing pushed), -1 when obj is the round on top
+ * (a double free), 1 pushed and known (obj is the entry just above the
+ * fast slot's count: an object of the cache), 2 pushed, not known. The
+ * rcu slot's count is its whole word (no hits), and no counters copy:
+ * nobody reads an rcu slot's counters. */
+FUNC uslab_rseq_push_rcu, hidden
+	pushq %rbx
+	.cfi_adjust_cfa_offset 8
+	.cfi_rel_offset %rbx, 0
+	movq uslab_rseq_off(%rip), %r8
+.Lprcu_retry:
+	RSEQ_ARM .Lprcu_cs
+.Lprcu_start:
+	movslq %fs:RSEQ_CPU_ID_OFF(%r8), %rax	/* cpu_id, sign-extended */
+	shlq $PCPU_SHIFT, %rax
+	leaq (%rdi,%rax), %r9			/* the rcu slot (or a guard) */
+	addq %rsi, %rax				/* the fast slot (or a guard) */
+	movl SLOT_CAP(%r9), %r11d		/* cap first */
+	movq SLOT_WORD(%r9), %r10		/* then the word: the count */
+	cmpl %r11d, %r10d
+	jae .Lprcu_fail				/* full, stopped, or not started */
+	movq SLOT_ROUNDS(%r9), %r11		/* the rounds array */
+	cmpq %rdx, -8(%r11,%r10,8)		/* the round on top (rounds[-1]: m_floor) */
+	je .Lprcu_dup
+	movl SLOT_CAP(%rax), %ecx		/* the memo: cap first */
+	movzwl SLOT_WORD(%rax), %ebx		/* then the count */
+	cmpl %ecx, %ebx
+	jae .Lprcu_unknown			/* full or stopped: nothing above */
+	movq SLOT_ROUNDS(%rax), %rcx
+	cmpq %rdx, (%rcx,%rbx,8)
+	sete %bl
+	movzbl %bl, %ebx			/* known: 1 */
+	jmp .Lprcu_store
+.Lprcu_unknown:
+	xorl %ebx, %ebx
+.Lprcu_store:
+	movq %rdx, (%r11,%r10,8)		/* unseen until the commit */
+	incq %r10
+	movq %r10, SLOT_WORD(%r9)		/* commit */
+.Lprcu_commit:
+	movl $2, %eax
+	subl %ebx, %eax				/* 1 known, 2 not */
+	popq %rbx
+	.cfi_adjust_cfa_offset -8
+	.cfi_restore %rbx
+	ret
+	.cfi_adjust_cfa_offset 8
+	.cfi_rel_offset %rbx, 0
+.Lprcu_fail:
+	xorl %eax, %eax
+	popq %rbx
+	.cfi_adjust_cfa_offset -8
+	.cfi_restore %rbx
+	ret
+	.cfi_adjust_cfa_offset 8
+	.cfi_rel_offset %rbx, 0
+.Lprcu_dup:
+	movl $-1, %eax
+	popq %rbx
+	.cfi_adjust_cfa_offset -8
+	.cfi_restore %rbx
+	ret
+	.cfi_adjust_cfa_offset 8
+	.cfi_rel_offset %rbx, 0
+	RSEQ_TABLES .Lprcu, .Lprcu_start, .Lprcu_commit, .Lprcu_abort, .Lprcu_fail, .Lprcu_dup
+	RSEQ_ABORT .Lprcu
+ENDFUNC uslab_rseq_push_rcu
+
 /* size_t uslab_rseq_pop_batch(char *base, unsigned shift, void **out, size_t n) */
 	.p2align 4, 0xcc				/* int3 padding, never run */
 	.globl uslab_rseq_pop_batch
