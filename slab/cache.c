@@ -300,6 +300,7 @@ static void cache_publish(struct uslab_cache *c)
 		.si_mag_size = c->c_mag_size,
 		.si_mag_max = c->c_mag_max,
 		.si_ctr_index = c->c_place.pl_index,
+		.si_rcu_cap = c->c_rcu_cap,
 	};
 	uint64_t off, stride;
 	if (arena_counters_in_file(&c->c_place, &off, &stride))

@@ -627,6 +627,51 @@ START_TEST(fastpath_rseq_on_cache_region)
 }
 END_TEST
 
+/* free_rcu's push (arch/fastpath.h, push_rcu) on a real cache: known when
+ * the object is the round this CPU's magazine handed out last, a miss on a
+ * slot that has not started, the double free on top caught, and the count
+ * is the whole word. */
+START_TEST(fastpath_rseq_push_rcu)
+{
+	cpu_set_t saved;
+	unsigned cpu = pin_cpu(&saved);
+	struct uslab_cache *c = uslab_cache_create("fastpath_rcu", 64, NULL);
+	void *a = uslab_cache_alloc(c), *b = uslab_cache_alloc(c);
+
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_nonnull(b);
+	uslab_cache_free_rcu(c, a); /* makes and starts the rcu slots */
+	char *rcu = c->c_rcu_base;
+	ck_assert_ptr_nonnull(rcu);
+	struct pcpu_slot *r = (struct pcpu_slot *)(rcu + ((size_t)cpu << PCPU_SHIFT));
+	uint64_t w = r->p_word;
+	ck_assert_uint_eq(w, 1);
+	ck_assert_ptr_eq(r->p_rounds[0], a);
+	/* b is the round handed out last: the memo */
+	ck_assert_int_eq(uslab_rseq_push_rcu(rcu, c->c_fast, b), 1);
+	ck_assert_uint_eq(r->p_word, 2);
+	ck_assert_int_eq(uslab_rseq_push_rcu(rcu, c->c_fast, b), -1); /* on top */
+	ck_assert_uint_eq(r->p_word, 2);
+	void *x = uslab_cache_alloc(c), *y = uslab_cache_alloc(c);
+	ck_assert_ptr_nonnull(y);
+	ck_assert_int_eq(uslab_rseq_push_rcu(rcu, c->c_fast, x), 2); /* y is the memo */
+	ck_assert_uint_eq(r->p_word, 3);
+	uslab_cache_free(c, y);
+	/* A stopped slot: a miss, nothing pushed. */
+	uint32_t cap = r->p_cap;
+	r->p_cap = 0;
+	void *e = uslab_cache_alloc(c);
+	ck_assert_int_eq(uslab_rseq_push_rcu(rcu, c->c_fast, e), 0);
+	ck_assert_uint_eq(r->p_word, 3);
+	r->p_cap = cap;
+	uslab_cache_free_rcu(c, e);
+	uslab_rcu_barrier();
+	ck_assert(cache_is_valid(c));
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof saved, &saved), 0);
+}
+END_TEST
+
 #if USLAB_HAVE_SYS_RSEQ_H
 /* A thread without an rseq registration: the entry points index a guard
  * slot with its cpu_id (-1, or -2 when registration failed) and miss, and
@@ -750,6 +795,7 @@ static Suite *fastpath_suite(void)
 		tcase_add_test(tc, fastpath_rseq_matches_generic);
 		tcase_add_test(tc, fastpath_rseq_matches_generic_edges);
 		tcase_add_test(tc, fastpath_rseq_on_cache_region);
+		tcase_add_test(tc, fastpath_rseq_push_rcu);
 		tcase_add_test(tc, fastpath_hits_fold_at_a_miss);
 #if USLAB_HAVE_SYS_RSEQ_H
 		tcase_add_test(tc, fastpath_unregistered_thread_uses_guard);

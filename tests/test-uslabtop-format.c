@@ -143,6 +143,7 @@ int main(void)
 	later[0].fast_allocs = 400;
 	later[0].frees = 100;
 	later[0].fast_frees = 100;
+	later[0].rcu_objs = 37; /* waiting for a grace period: RCU WAIT */
 	p.tp_prev = p.tp_snap;
 	p.tp_have_prev = true;
 	p.tp_snap.caches = later;
@@ -156,7 +157,7 @@ int main(void)
 	top_format_row(buf, sizeof buf, &rows[0], top_name_width(rows, n, true), true);
 	check_str("row with rates", buf,
 	          "  1008    900  89%    0.06K     16       63        64K 4242:conn                "
-	          "     500       100");
+	          "     500       100        37");
 
 	/* JSON keeps the API's field names and the per-CPU counts. */
 	char *json = NULL;
@@ -166,6 +167,7 @@ int main(void)
 	fclose(f);
 	CHECK(strstr(json, "\"pid\":4242,\"comm\":\"server\",\"mode\":\"rseq cpu_id\"") != NULL);
 	CHECK(strstr(json, "{\"name\":\"conn\",\"obj_size\":64,\"slot_size\":64,") != NULL);
+	CHECK(strstr(json, "\"rcu_objs\":37,\"rcu_bytes\":0,\"rcu_slabs\":0,") != NULL);
 	CHECK(strstr(json, "\"alloc_rate\":500.000,\"free_rate\":100.000,\"cpu_objs\":[5,7]") !=
 	      NULL);
 	CHECK(strstr(json, "\"active_objs\":1400,\"total_objs\":1508") != NULL);

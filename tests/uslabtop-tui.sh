@@ -92,7 +92,7 @@ screen_line_has 1 '^ Active / Total Objects (% used)    : ' || fail "summary lin
 screen_line_has 5 '^ Minimum / Average / Maximum Object : ' || fail "summary line 5"
 screen_line_has 6 "pid $pid1" || fail "status line lacks the pid"
 screen_line_has 6 "mode: " || fail "status line lacks the mode"
-screen_line_has 7 '^  OBJS ACTIVE  USE OBJ SIZE  SLABS OBJ/SLAB CACHE SIZE NAME  *ALLOC/s    FREE/s$' ||
+screen_line_has 7 '^  OBJS ACTIVE  USE OBJ SIZE  SLABS OBJ/SLAB CACHE SIZE NAME  *ALLOC/s    FREE/s  RCU WAIT$' ||
 	fail "column header"
 # Default sort (objects, as slabtop): the OBJS column never increases.
 screen | sed -n '8,12p' | awk '{ if (NR > 1 && $1 > prev) bad = 1; prev = $1 } END { exit bad }' ||

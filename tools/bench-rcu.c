@@ -188,8 +188,8 @@ void bench_rcu(const struct bench *bn)
 			double v[MAX_RUNS];
 			memcpy(v, ns[t][m], sizeof(double) * (size_t)runs);
 			double med = rcu_median(v, runs);
-			printf("| %s | %d | %.1f | %.1f | %llu |\n", rcu_method_names[m], t + 1, med,
-			       v[0], (unsigned long long)peak[t][m]);
+			printf("| %s | %d | %.1f | %.1f | %llu |\n", rcu_method_names[m], t + 1,
+			       med, v[0], (unsigned long long)peak[t][m]);
 		}
 	printf("\n| ratio (per round, median [min, max]) | threads | value |\n|---|---:|---:|\n");
 	for (int t = 0; t < RCU_MAX_THREADS; t++) {
@@ -198,8 +198,8 @@ void bench_rcu(const struct bench *bn)
 			ratio_sync[t][r] = ns[t][M_SYNC][r] / ns[t][M_FREE_RCU][r];
 		}
 		double med = rcu_median(ratio_call[t], runs);
-		printf("| call_rcu / free_rcu (time per object) | %d | %.1fx [%.1f, %.1f] |\n", t + 1,
-		       med, ratio_call[t][0], ratio_call[t][runs - 1]);
+		printf("| call_rcu / free_rcu (time per object) | %d | %.1fx [%.1f, %.1f] |\n",
+		       t + 1, med, ratio_call[t][0], ratio_call[t][runs - 1]);
 		med = rcu_median(ratio_sync[t], runs);
 		printf("| synchronize_rcu / free_rcu (time per object) | %d | %.0fx [%.0f, %.0f] |\n",
 		       t + 1, med, ratio_sync[t][0], ratio_sync[t][runs - 1]);

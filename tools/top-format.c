@@ -25,6 +25,9 @@
  *   SLABS = total_slabs, OBJ/SLAB = objs_per_slab,
  *   CACHE SIZE = bytes_total (slabs * slab size) in KiB, NAME = name.
  * The "Size" summary line counts objects times slot size, as slabtop does.
+ * After slabtop's columns, where rates are shown (the screen, --once with
+ * -d): ALLOC/s, FREE/s, and RCU WAIT = rcu_objs, the objects freed with
+ * uslab_cache_free_rcu() that wait for their grace period.
  */
 
 /* Wide enough for 100 * any 64-bit count (uslabtop is built by gcc or clang). */
@@ -347,7 +350,7 @@ void top_format_header(char *buf, size_t len, int namew, bool rates)
 	int n = snprintf(buf, len, "%6s %6s %4s %8s %6s %8s %10s %-*s", "OBJS", "ACTIVE", "USE",
 	                 "OBJ SIZE", "SLABS", "OBJ/SLAB", "CACHE SIZE", namew, "NAME");
 	if (rates && n > 0 && (size_t)n < len)
-		snprintf(buf + n, len - (size_t)n, " %9s %9s", "ALLOC/s", "FREE/s");
+		snprintf(buf + n, len - (size_t)n, " %9s %9s %9s", "ALLOC/s", "FREE/s", "RCU WAIT");
 }
 
 /* A rate column: whole objects per second, or "-" before two readings. */
@@ -376,7 +379,7 @@ void top_format_row(char *buf, size_t len, const struct top_row *r, int namew, b
 		char a[24], f[24];
 		format_rate(a, sizeof a, r->r_alloc_rate);
 		format_rate(f, sizeof f, r->r_free_rate);
-		snprintf(buf + n, len - (size_t)n, " %9s %9s", a, f);
+		snprintf(buf + n, len - (size_t)n, " %9s %9s %9" PRIu64, a, f, st->rcu_objs);
 	}
 }
 
@@ -447,7 +450,8 @@ static void json_rate(FILE *out, const char *key, double r)
 	X(active_objs) X(total_objs) X(active_slabs) X(total_slabs) X(bytes_active)      \
 	X(bytes_total) X(allocs) X(frees) X(fast_allocs) X(fast_frees) X(alloc_failures) \
 	X(pcpu_objs) X(depot_objs) X(depot_full) X(depot_empty) X(mag_size) X(mag_max)   \
-	X(depot_contended) X(slabs_created) X(slabs_released)
+	X(depot_contended) X(slabs_created) X(slabs_released) X(rcu_objs) X(rcu_bytes)    \
+	X(rcu_slabs) X(rcu_peak) X(rcu_waits) X(rcu_cap)
 /* clang-format on */
 
 static void json_cache(FILE *out, const struct top_row *r)

@@ -84,6 +84,8 @@ static void usage(FILE *out)
 	      " NAME        cache name (pid:name when several processes are shown)\n"
 	      " ALLOC/s     allocations per second over the last interval (screen,\n"
 	      " FREE/s      or --once with -d); '-' before two readings\n"
+	      " RCU WAIT    objects freed with uslab_cache_free_rcu() waiting for their\n"
+	      "             grace period\n"
 	      "\n"
 	      "Keys while running:\n"
 	      " a b c l v n o p s u  sort, as above\n"

@@ -488,7 +488,7 @@ static struct seg_wrec *seg_publish_locked(const struct seg_info *info)
 	SEG_PUT(r->r_rcu_peak, 0);
 	SEG_PUT(r->r_rcu_waits, 0);
 	SEG_PUT(r->r_rcu_freed, 0);
-	SEG_PUT(r->r_rcu_cap, 0);
+	SEG_PUT(r->r_rcu_cap, info->si_rcu_cap);
 	SEG_PUT(r->r_state, SEG_REC_LIVE);
 	seg_rec_end(w);
 

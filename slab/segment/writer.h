@@ -15,6 +15,7 @@ struct seg_info {
 	uint32_t si_flags, si_objs_per_slab, si_mag_size, si_mag_max;
 	uint64_t si_ctr_base;  /* its arena's counters in the file (0: private) */
 	uint32_t si_ctr_index; /* its index in the arena */
+	uint64_t si_rcu_cap;   /* objects waiting at most for grace periods */
 };
 
 /** The hooks (observe.h) of a published cache; their record is what
