@@ -355,6 +355,16 @@ void pcpu_cache_stop(struct uslab_cache *c);
 bool pcpu_slot_stop(struct pcpu_slot *s, uint32_t i, uint32_t *cap);
 /** Give slot @s back with capacity @cap, after its count was set. */
 void pcpu_slot_restart(struct pcpu_slot *s, uint32_t cap);
+/** In a signal handler that interrupted uslab on this thread: keep @obj in
+ *  the thread's short list of deferred frees (a free_rcu when @rcu, given
+ *  to the hook below), freed by the interrupted call before it returns;
+ *  false when the list is full. */
+bool pcpu_defer_free(struct uslab_cache *c, void *obj, bool rcu);
+/** Give this thread a reserve of more such entries (once; not in a
+ *  handler): free_rcu does, since its objects cannot hold a link. */
+void pcpu_defer_reserve(void);
+/** Where deferred free_rcu calls go (rcu.c sets it). */
+void pcpu_set_rcu_hook(void (*hook)(struct uslab_cache *c, void *obj));
 /** Free what signal handlers deferred on this thread, when it holds no
  *  uslab lock; a no-op otherwise (a test of two words). */
 void pcpu_deferred_flush(void);

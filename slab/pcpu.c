@@ -735,12 +735,27 @@ static bool pcpu_locked_push(struct uslab_cache *c, void *obj)
 struct pcpu_deferred {
 	struct uslab_cache *d_cache;
 	void *d_obj;
+	bool d_rcu; /* a free_rcu (rcu.c): through pcpu_rcu_hook */
 };
+
+/* Where a deferred free_rcu goes once the handlers returned (set by
+ * rcu.c, the layer beside this one; this layer does not know it). */
+static void (*pcpu_rcu_hook)(struct uslab_cache *c, void *obj);
+
+void pcpu_set_rcu_hook(void (*hook)(struct uslab_cache *c, void *obj))
+{
+	__atomic_store_n(&pcpu_rcu_hook, hook, __ATOMIC_RELEASE);
+}
 
 static __thread struct pcpu_deferred pcpu_defer[PCPU_DEFER]
 	__attribute__((tls_model("initial-exec")));
 static __thread unsigned pcpu_ndefer __attribute__((tls_model("initial-exec")));
 static __thread void *pcpu_defer_chain __attribute__((tls_model("initial-exec")));
+/* A thread's reserve of PCPU_DEFER_MORE more entries, made by
+ * pcpu_defer_reserve() (a free_rcu cannot link through its object), freed
+ * when the thread exits. */
+#define PCPU_DEFER_MORE 256
+static __thread struct pcpu_deferred *pcpu_defer_more __attribute__((tls_model("initial-exec")));
 
 /* Locked mode, in a handler: slot @i of this CPU if its lock is free. */
 static bool pcpu_slot_try(struct pcpu_slot *s)
@@ -766,6 +781,61 @@ static void *pcpu_alloc_nolock(struct uslab_cache *c)
 	return NULL;
 }
 
+/* Entry @i of the thread's list: the static ones, then its reserve. */
+static struct pcpu_deferred *pcpu_defer_at(unsigned i)
+{
+	return i < PCPU_DEFER ? &pcpu_defer[i] : &pcpu_defer_more[i - PCPU_DEFER];
+}
+
+static pthread_key_t pcpu_defer_key;
+static pthread_once_t pcpu_defer_once = PTHREAD_ONCE_INIT;
+
+static void pcpu_defer_gone(void *d)
+{
+	pcpu_defer_more = NULL;
+	meta_free(d, PCPU_DEFER_MORE * sizeof(struct pcpu_deferred));
+}
+
+static void pcpu_defer_key_make(void)
+{
+	if (pthread_key_create(&pcpu_defer_key, pcpu_defer_gone) != 0)
+		pcpu_defer_key = (pthread_key_t)-1;
+}
+
+void pcpu_defer_reserve(void)
+{
+	if (__builtin_expect(pcpu_defer_more != NULL, 1) || pgsrc_busy != 0)
+		return;
+	pthread_once(&pcpu_defer_once, pcpu_defer_key_make);
+	if (pcpu_defer_key == (pthread_key_t)-1)
+		return; /* no key, no reserve: the 16 entries only */
+	struct pcpu_deferred *d = meta_alloc(PCPU_DEFER_MORE * sizeof *d);
+	if (d == NULL || pthread_setspecific(pcpu_defer_key, d) != 0) {
+		meta_free(d, PCPU_DEFER_MORE * sizeof *d);
+		return;
+	}
+	__atomic_signal_fence(__ATOMIC_SEQ_CST); /* filled before a handler sees it */
+	pcpu_defer_more = d;
+}
+
+bool pcpu_defer_free(struct uslab_cache *c, void *obj, bool rcu)
+{
+	/* Handlers nest (another signal, SA_NODEFER): claim an entry with
+	 * one read-modify-write, which no signal can split, before filling
+	 * it; the list is only read once every handler has returned. */
+	unsigned cap = PCPU_DEFER + (pcpu_defer_more != NULL ? PCPU_DEFER_MORE : 0);
+	unsigned n = __atomic_fetch_add(&pcpu_ndefer, 1, __ATOMIC_RELAXED);
+	if (n < cap) {
+		struct pcpu_deferred *d = pcpu_defer_at(n);
+		d->d_cache = c;
+		d->d_obj = obj;
+		d->d_rcu = rcu;
+		return true;
+	}
+	__atomic_fetch_sub(&pcpu_ndefer, 1, __ATOMIC_RELAXED);
+	return false;
+}
+
 static void pcpu_free_nolock(struct uslab_cache *c, void *obj)
 {
 	if (!pcpu_rseq && !pcpu_off(c)) {
@@ -781,16 +851,8 @@ static void pcpu_free_nolock(struct uslab_cache *c, void *obj)
 				return;
 		}
 	}
-	/* Handlers nest (another signal, SA_NODEFER): claim an entry with
-	 * one read-modify-write, which no signal can split, before filling
-	 * it; the list is only read once every handler has returned. */
-	unsigned n = __atomic_fetch_add(&pcpu_ndefer, 1, __ATOMIC_RELAXED);
-	if (n < PCPU_DEFER) {
-		pcpu_defer[n].d_cache = c;
-		pcpu_defer[n].d_obj = obj;
+	if (pcpu_defer_free(c, obj, false))
 		return;
-	}
-	__atomic_fetch_sub(&pcpu_ndefer, 1, __ATOMIC_RELAXED);
 	/* The list is full. A free object's bytes are the allocator's when
 	 * the cache has no ctor (DESIGN.md §2): link it through them. */
 	if (c->c_ctor == NULL && c->c_slot >= 2 * sizeof(void *)) {
@@ -810,23 +872,36 @@ void pcpu_deferred_flush(void)
 {
 	if (__builtin_expect(pcpu_ndefer == 0 && pcpu_defer_chain == NULL, 1) || pgsrc_busy != 0)
 		return;
-	/* Take the list with signals blocked: a handler appends to it. */
-	struct pcpu_deferred local[PCPU_DEFER];
+	/* Take entries from the end with signals blocked, a handful at a
+	 * time: a handler appends meanwhile, and a free here may defer no
+	 * more (nothing is held), but the hook's free_rcu flushes too. */
+	unsigned cap = PCPU_DEFER + (pcpu_defer_more != NULL ? PCPU_DEFER_MORE : 0);
 	sigset_t all, old;
 	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	unsigned n = pcpu_ndefer < PCPU_DEFER ? pcpu_ndefer : PCPU_DEFER;
-	memcpy(local, pcpu_defer, n * sizeof local[0]);
-	pcpu_ndefer = 0;
-	void *chain = pcpu_defer_chain;
-	pcpu_defer_chain = NULL;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	for (unsigned i = 0; i < n; i++)
-		pcpu_free_slow(local[i].d_cache, local[i].d_obj);
-	while (chain != NULL) {
-		void **o = chain;
-		chain = o[0];
-		pcpu_free_slow(o[1], o);
+	for (;;) {
+		struct pcpu_deferred local[PCPU_DEFER];
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		unsigned n = pcpu_ndefer < cap ? pcpu_ndefer : cap;
+		unsigned k = n < PCPU_DEFER ? n : PCPU_DEFER;
+		for (unsigned i = 0; i < k; i++)
+			local[i] = *pcpu_defer_at(n - k + i);
+		pcpu_ndefer = n - k;
+		void *chain = pcpu_defer_chain;
+		pcpu_defer_chain = NULL;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (k == 0 && chain == NULL)
+			return;
+		for (unsigned i = 0; i < k; i++)
+			if (local[i].d_rcu)
+				__atomic_load_n(&pcpu_rcu_hook, __ATOMIC_ACQUIRE)(local[i].d_cache,
+				                                                  local[i].d_obj);
+			else
+				pcpu_free_slow(local[i].d_cache, local[i].d_obj);
+		while (chain != NULL) {
+			void **o = chain;
+			chain = o[0];
+			pcpu_free_slow(o[1], o);
+		}
 	}
 }
 

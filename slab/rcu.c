@@ -69,11 +69,14 @@
  *    an object that was freed meanwhile: the memory is an object of the
  *    same cache, constructed, and the reader re-checks its identity.
  *
- * 6. Signals: in a handler that interrupted uslab on this thread
- *    (pgsrc_busy != 0) free_rcu never waits for a lock: it tries each rcu
- *    slot's lock in turn, uses the slot's spare magazine when the current
- *    one is full (keeping the full one on rs_ready for the next caller or
- *    the flusher to submit), and reports only when no slot has room.
+ * 6. Signals: the rseq push is async-signal-safe. In a handler that
+ *    interrupted uslab on this thread (pgsrc_busy != 0) free_rcu never
+ *    waits for a lock nor allocates: when this CPU's slot has no room (or
+ *    its lock is taken, in the locked mode) the object goes to c_rcu_over
+ *    if its lock is free and it has room, else to the thread's short list
+ *    of deferred frees (pcpu_defer_free), which the interrupted call
+ *    hands back to free_rcu before it returns; only when that list is
+ *    full too is it reported.
  *
  * 7. Fork: liburcu does not register its fork helpers; this layer calls
  *    them from the library's own atfork handlers (cache.c), first in
@@ -110,6 +113,16 @@ static unsigned rcu_pending; /* a partial magazine exists (atomic) */
 static unsigned rcu_used;      /* 0, 1 starting, 2 liburcu in use (atomic): see rcu_start */
 static bool rcu_fork_helpers;  /* prepare called them (the forking thread) */
 static char rcu_barrier_token; /* TSan: what the callbacks release, the barrier acquires */
+
+/* A call into liburcu counts as busy (pgsrc_busy): it takes its own
+ * mutexes and is not async-signal-safe, so a signal handler that
+ * interrupted one must not call into it again (free_rcu then defers, §6). */
+#define RCU_LIB(call)                                                                              \
+	do {                                                                                       \
+		pgsrc_busy_enter();                                                                \
+		(void)call;                                                                        \
+		pgsrc_busy_leave();                                                                \
+	} while (0)
 
 #if USLAB_RCU_NEGATIVE_CONTROL
 #warning "negative-control build: uslab_cache_free_rcu() frees at once, with no grace period"
@@ -212,7 +225,7 @@ static void rcu_start(void)
 		return;
 	if (__atomic_compare_exchange_n(&rcu_used, &zero, 1, false, __ATOMIC_ACQ_REL,
 	                                __ATOMIC_ACQUIRE)) {
-		(void)urcu_bp_get_default_call_rcu_data();
+		RCU_LIB(urcu_bp_get_default_call_rcu_data());
 		__atomic_store_n(&rcu_used, 2, __ATOMIC_RELEASE);
 		return;
 	}
@@ -296,7 +309,7 @@ static void rcu_submit(struct uslab_cache *c, struct mag *m, bool may_wait)
 			return;
 		__atomic_fetch_add(&c->c_rcu_waits, 1, __ATOMIC_RELAXED);
 		PROBE2(rcu_wait, c, flight);
-		urcu_bp_synchronize_rcu();
+		RCU_LIB(urcu_bp_synchronize_rcu());
 		while (chain != NULL) {
 			struct mag *q = chain;
 			chain = q->m_next;
@@ -310,7 +323,7 @@ static void rcu_submit(struct uslab_cache *c, struct mag *m, bool may_wait)
 	 * below zero meanwhile, read as 0): a fork between the two leaves the
 	 * child's copy of @m in no layer and in no count, like a slow path's
 	 * local buffer (cache.c §4). */
-	urcu_bp_call_rcu((struct rcu_head *)(void *)m->m_rcu, rcu_mag_cb);
+	RCU_LIB(urcu_bp_call_rcu((struct rcu_head *)(void *)m->m_rcu, rcu_mag_cb));
 	__atomic_fetch_add(&c->c_rcu_flight, n, __ATOMIC_RELAXED);
 	rcu_observe(c);
 }
@@ -356,7 +369,7 @@ static void rcu_slabs_retire(struct uslab_cache *c, struct slab *chain)
 	PROBE2(rcu_retire, c, n);
 	rcu_observe(c);
 	RCU_TSAN_RELEASE(chain);
-	urcu_bp_call_rcu((struct rcu_head *)(void *)chain->s_rcu, rcu_slabs_cb);
+	RCU_LIB(urcu_bp_call_rcu((struct rcu_head *)(void *)chain->s_rcu, rcu_slabs_cb));
 }
 
 /* ---- The rcu slots ---- */
@@ -571,7 +584,8 @@ static void rcu_kick(void)
 		return;
 	__atomic_store_n(&rcu_pending, 1, __ATOMIC_SEQ_CST);
 	if (pgsrc_busy != 0)
-		return; /* a handler: the flusher's next look, or its nap's end */
+		return;     /* a handler: the flusher's next look, or its nap's end */
+	pgsrc_busy_enter(); /* a handler must not wait for this mutex */
 	pthread_mutex_lock(&rcu_flush_lock);
 	if (!rcu_flusher_started && !rcu_flusher_failed) {
 		pthread_t t;
@@ -594,6 +608,7 @@ static void rcu_kick(void)
 	}
 	pthread_cond_signal(&rcu_flush_cond);
 	pthread_mutex_unlock(&rcu_flush_lock);
+	pgsrc_busy_leave();
 }
 
 /* ---- free_rcu ---- */
@@ -606,7 +621,7 @@ static void rcu_free_waiting(struct uslab_cache *c, void *obj)
 	if (pgsrc_busy != 0 || urcu_bp_read_ongoing())
 		uslab_report(c, obj, USLAB_E_RCU_NOMEM);
 	__atomic_fetch_add(&c->c_rcu_waits, 1, __ATOMIC_RELAXED);
-	urcu_bp_synchronize_rcu();
+	RCU_LIB(urcu_bp_synchronize_rcu());
 	__atomic_load_n(&c->c_free_miss, __ATOMIC_ACQUIRE)(c, obj);
 }
 
@@ -704,42 +719,21 @@ static void rcu_check(struct uslab_cache *c, const void *obj)
 		slab_check_free_at(c, obj, in, &idx);
 }
 
-/* See include/uslab.h */
-void uslab_cache_free_rcu(struct uslab_cache *c, void *obj)
+/* free_rcu past the hit: slots to make, a full or stopped slot, a
+ * handler, no memory. */
+static void rcu_free_slow(struct uslab_cache *c, void *obj)
 {
-	if (c == NULL) {
-		errno = EINVAL;
-		return;
-	}
-	if (obj == NULL)
-		return;
-#if USLAB_HAVE_ASM
-	/* The hit: pushed, and known to be an object of @c by the memo of the
-	 * magazine it came from; or pushed, then checked (a bad one aborts). */
-	char *slots = __atomic_load_n(&c->c_rcu_base, __ATOMIC_ACQUIRE);
-	if (__builtin_expect(slots != NULL && pcpu_rseq && !USLAB_RCU_NEGATIVE_CONTROL, 1)) {
-		int r = uslab_rseq_push_rcu(slots, __atomic_load_n(&c->c_fast, __ATOMIC_RELAXED),
-		                            obj);
-		if (__builtin_expect(r > 0, 1)) {
-			if (r == 2)
-				rcu_check(c, obj);
-			rcu_kick();
-			return;
-		}
-	}
-#endif
-	rcu_check(c, obj);
-#if USLAB_RCU_NEGATIVE_CONTROL
-	__atomic_load_n(&c->c_free_miss, __ATOMIC_ACQUIRE)(c, obj); /* no grace period */
-	return;
-#endif
 	char *base = rcu_slots(c);
 	if (base == NULL) {
-		if (pgsrc_busy == 0 || !rcu_over_push(c, obj, true))
+		if (pgsrc_busy == 0)
 			rcu_free_waiting(c, obj);
+		else if (!rcu_over_push(c, obj, true) && !pcpu_defer_free(c, obj, true))
+			uslab_report(c, obj, USLAB_E_DEFER);
 		return;
 	}
 	bool busy = pgsrc_busy != 0;
+	if (!busy)
+		pcpu_defer_reserve(); /* room for what a handler may defer here */
 	for (;;) {
 		int r = rcu_push(c, base, obj, busy);
 		if (__builtin_expect(r > 0, 1)) {
@@ -749,7 +743,7 @@ void uslab_cache_free_rcu(struct uslab_cache *c, void *obj)
 		if (r < 0)
 			slab_free_dup(c, obj); /* the same object twice in a row */
 		if (busy) {                    /* a handler: no magazine can be had here */
-			if (!rcu_over_push(c, obj, true))
+			if (!rcu_over_push(c, obj, true) && !pcpu_defer_free(c, obj, true))
 				uslab_report(c, obj, USLAB_E_DEFER);
 			return;
 		}
@@ -783,6 +777,39 @@ void uslab_cache_free_rcu(struct uslab_cache *c, void *obj)
 }
 
 /* See include/uslab.h */
+void uslab_cache_free_rcu(struct uslab_cache *c, void *obj)
+{
+	if (c == NULL) {
+		errno = EINVAL;
+		return;
+	}
+	if (obj == NULL)
+		return;
+#if USLAB_HAVE_ASM
+	/* The hit: pushed, and known to be an object of @c by the memo of the
+	 * magazine it came from; or pushed, then checked (a bad one aborts). */
+	char *slots = __atomic_load_n(&c->c_rcu_base, __ATOMIC_ACQUIRE);
+	if (__builtin_expect(slots != NULL && pcpu_rseq && !USLAB_RCU_NEGATIVE_CONTROL, 1)) {
+		int r = uslab_rseq_push_rcu(slots, __atomic_load_n(&c->c_fast, __ATOMIC_RELAXED),
+		                            obj);
+		if (__builtin_expect(r > 0, 1)) {
+			if (r == 2)
+				rcu_check(c, obj);
+			rcu_kick();
+			return;
+		}
+	}
+#endif
+	rcu_check(c, obj);
+#if USLAB_RCU_NEGATIVE_CONTROL
+	__atomic_load_n(&c->c_free_miss, __ATOMIC_ACQUIRE)(c, obj); /* no grace period */
+	return;
+#endif
+	rcu_free_slow(c, obj);
+	pcpu_deferred_flush(); /* what handlers deferred meanwhile */
+}
+
+/* See include/uslab.h */
 void uslab_rcu_barrier(void)
 {
 	if (urcu_bp_read_ongoing())
@@ -793,9 +820,10 @@ void uslab_rcu_barrier(void)
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
 	rcu_flush_all(true);
 	if (__atomic_load_n(&rcu_used, __ATOMIC_RELAXED) != 0)
-		urcu_bp_barrier();
+		RCU_LIB(urcu_bp_barrier());
 	RCU_TSAN_ACQUIRE(&rcu_barrier_token);
 	pthread_setcancelstate(old, NULL);
+	pcpu_deferred_flush();
 }
 
 /* ---- The cache's life ---- */
@@ -807,6 +835,7 @@ void rcu_cache_init(struct uslab_cache *c)
 
 	lock_init(&c->c_rcu_lock);
 	c->c_rcu_cap = cap > least ? cap : least;
+	pcpu_set_rcu_hook(uslab_cache_free_rcu); /* deferred by a handler (§6) */
 	if ((c->c_flags & USLAB_TYPESAFE_BY_RCU) != 0)
 		c->c_slab_retire = rcu_slabs_retire;
 }
@@ -829,7 +858,7 @@ int rcu_cache_quiesce(struct uslab_cache *c)
 	}
 	rcu_cache_flush(c, true, false);
 	if (__atomic_load_n(&rcu_used, __ATOMIC_RELAXED) != 0)
-		urcu_bp_barrier();
+		RCU_LIB(urcu_bp_barrier());
 	RCU_TSAN_ACQUIRE(&rcu_barrier_token);
 	return 0;
 }
@@ -841,7 +870,7 @@ void rcu_cache_fini(struct uslab_cache *c)
 	/* The slabs slab_release_all() retired, and nothing left in flight. */
 	if ((c->c_flags & USLAB_TYPESAFE_BY_RCU) != 0 &&
 	    __atomic_load_n(&rcu_used, __ATOMIC_RELAXED) != 0)
-		urcu_bp_barrier();
+		RCU_LIB(urcu_bp_barrier());
 	RCU_TSAN_ACQUIRE(&rcu_barrier_token);
 	if (base != NULL) {
 		lock_take(&rcu_lock);

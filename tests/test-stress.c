@@ -331,7 +331,8 @@ static void worker_alloc(struct worker *w, int ci, size_t n)
 }
 
 /* Free @n of the worker's objects of cache @ci: newest, oldest or random ones,
- * one by one or in bulk (with a NULL or two that free_bulk skips). */
+ * one by one, in bulk (with a NULL or two that free_bulk skips), or with
+ * free_rcu. */
 static void worker_free(struct worker *w, int ci, size_t n)
 {
 	void *objs[HOLD_MAX + HOLD_MAX / 32]; /* room for the NULLs */
@@ -349,8 +350,12 @@ static void worker_free(struct worker *w, int ci, size_t n)
 		if (k % 64 == 17) /* one NULL per 64 */
 			objs[k++] = NULL;
 	}
-	if (rnd(&w->w_rng) % 3 == 0) {
+	unsigned way = (unsigned)(rnd(&w->w_rng) % 4);
+	if (way == 0) {
 		uslab_cache_free_bulk(g_cache[ci], objs, k);
+	} else if (way == 1) { /* after a grace period: back some ms later */
+		for (size_t i = 0; i < k; i++)
+			uslab_cache_free_rcu(g_cache[ci], objs[i]);
 	} else {
 		for (size_t i = 0; i < k; i++)
 			uslab_cache_free(g_cache[ci], objs[i]);
@@ -430,7 +435,11 @@ static void handler_ops(struct worker *w)
 	if (b != NULL && obj_claim(C_PLAIN, b, tag))
 		obj_release(C_PLAIN, b, tag, b->o_stamp);
 	uslab_cache_free(g_cache[C_PLAIN], b);
-	uslab_cache_free(g_cache[C_PLAIN], a);
+	/* free_rcu from a handler too: never waits for a lock there */
+	if (w->w_sig_ops % 2 == 0)
+		uslab_cache_free_rcu(g_cache[C_PLAIN], a);
+	else
+		uslab_cache_free(g_cache[C_PLAIN], a);
 	w->w_sig_ops++;
 }
 
