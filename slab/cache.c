@@ -475,6 +475,7 @@ static int cache_destroy(struct uslab_cache *c)
 	lock_drop(&cache_list_lock);
 
 	PROBE2(cache_destroy, c, c->c_name);
+	rcu_cache_unlist(c); /* no flusher reports to the record any more */
 	/* The record goes first: the writer retires it while the cache's
 	 * counters are still where the record says. */
 	void *rec = c->c_obs_rec;

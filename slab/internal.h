@@ -502,6 +502,9 @@ size_t rcu_cache_reap(struct uslab_cache *c);
 /** Destroy, first: submit everything of @c and wait for every callback.
  *  -1 with EDEADLK inside a read-side critical section (nothing done). */
 int rcu_cache_quiesce(struct uslab_cache *c);
+/** Destroy, once it cannot fail: the flusher and the barrier forget @c
+ *  (before its observer goes). */
+void rcu_cache_unlist(struct uslab_cache *c);
 /** Destroy, after slab_release_all(): wait for retired slabs, free the
  *  rcu slots. */
 void rcu_cache_fini(struct uslab_cache *c);

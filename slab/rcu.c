@@ -434,7 +434,7 @@ static struct mag *rcu_mag_new(struct uslab_cache *c)
 /* Point slot @s at magazine @m, empty (owned, or not started). */
 static void rcu_slot_set(struct pcpu_slot *s, struct mag *m)
 {
-	s->p_mag = m;
+	__atomic_store_n(&s->p_mag, m, __ATOMIC_RELEASE); /* free_rcu peeks at it */
 	s->p_rounds = m->m_rounds;
 	__atomic_store_n(&s->p_word, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&pcpu_slot_counters(s)->pc_word, 0, __ATOMIC_RELAXED);
@@ -863,6 +863,24 @@ int rcu_cache_quiesce(struct uslab_cache *c)
 	return 0;
 }
 
+void rcu_cache_unlist(struct uslab_cache *c)
+{
+	if (__atomic_load_n(&c->c_rcu_base, __ATOMIC_ACQUIRE) == NULL)
+		return;
+	lock_take(&rcu_lock);
+	if (c->c_rcu_prev != NULL)
+		c->c_rcu_prev->c_rcu_next = c->c_rcu_next;
+	else if (rcu_list == c)
+		rcu_list = c->c_rcu_next;
+	if (c->c_rcu_next != NULL)
+		c->c_rcu_next->c_rcu_prev = c->c_rcu_prev;
+	c->c_rcu_next = c->c_rcu_prev = NULL;
+	lock_drop(&rcu_lock);
+	/* A flusher that took @c before it left the list: until it is done. */
+	while (__atomic_load_n(&c->c_rcu_flushing, __ATOMIC_ACQUIRE) != 0)
+		sched_yield();
+}
+
 void rcu_cache_fini(struct uslab_cache *c)
 {
 	char *base = __atomic_load_n(&c->c_rcu_base, __ATOMIC_ACQUIRE);
@@ -873,17 +891,6 @@ void rcu_cache_fini(struct uslab_cache *c)
 		RCU_LIB(urcu_bp_barrier());
 	RCU_TSAN_ACQUIRE(&rcu_barrier_token);
 	if (base != NULL) {
-		lock_take(&rcu_lock);
-		if (c->c_rcu_prev != NULL)
-			c->c_rcu_prev->c_rcu_next = c->c_rcu_next;
-		else
-			rcu_list = c->c_rcu_next;
-		if (c->c_rcu_next != NULL)
-			c->c_rcu_next->c_rcu_prev = c->c_rcu_prev;
-		lock_drop(&rcu_lock);
-		/* A flusher that took @c before it left the list: until it is done. */
-		while (__atomic_load_n(&c->c_rcu_flushing, __ATOMIC_ACQUIRE) != 0)
-			sched_yield();
 		for (uint32_t i = 0; i < pcpu_nslots; i++) {
 			struct pcpu_slot *s = rcu_slot(c, base, i);
 			VERIFY(pcpu_word_count(s->p_word) == 0); /* quiesced */
