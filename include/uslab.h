@@ -296,7 +296,7 @@ USLAB_API int uslab_cache_destroy(struct uslab_cache *cache);
  * RCU reader (urcu_bp_read_lock) that was in its section at this call has
  * left it. Nothing is written into @obj, which needs no rcu_head. Objects
  * are batched per CPU, one grace period per magazine; a partial batch
- * waits at most about 10 ms (and reap, destroy, uslab_rcu_barrier() and
+ * waits about 10 to 20 ms (and reap, destroy, uslab_rcu_barrier() and
  * fork submit it at once). @obj is checked as uslab_cache_free() checks it.
  * NULL @obj does nothing; NULL @cache: nothing, EINVAL.
  * Blocking: free_rcu waits (for one grace period) only when the cache

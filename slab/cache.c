@@ -44,9 +44,11 @@
  *    and a deferred free's link, slab/pcpu.c, for caches without a ctor).
  *
  * 3. Invariants. Every object is in exactly one place: with the program,
- *    in a per-CPU magazine, in a depot magazine, or free in its slab.
- *    Hence, at quiescence:
- *        allocated by the program == sum(s_inuse) - objects in magazines.
+ *    in a per-CPU magazine, in a depot magazine, waiting for a grace
+ *    period (slab/rcu.c: an rcu slot, a magazine submitted or queued), or
+ *    free in its slab. Hence, at quiescence:
+ *        allocated by the program == sum(s_inuse) - objects in magazines
+ *                                    - objects waiting for grace periods.
  *    uslab_cache_destroy() relies on it: it drains every magazine to the
  *    slabs, then refuses (EBUSY) while sum(s_inuse) != 0. cache_is_valid()
  *    checks each layer's invariants (slab_cache_is_valid, depot_is_valid,

@@ -225,7 +225,13 @@ static void rcu_start(void)
 		return;
 	if (__atomic_compare_exchange_n(&rcu_used, &zero, 1, false, __ATOMIC_ACQ_REL,
 	                                __ATOMIC_ACQUIRE)) {
+		/* Its worker inherits this mask: no signal of the program's
+		 * lands on liburcu's thread. */
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
 		RCU_LIB(urcu_bp_get_default_call_rcu_data());
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		__atomic_store_n(&rcu_used, 2, __ATOMIC_RELEASE);
 		return;
 	}
@@ -979,6 +985,10 @@ void rcu_atfork_child(void)
 	pthread_mutex_unlock(&rcu_flush_lock);
 	if (rcu_fork_helpers) {
 		urcu_bp_after_fork_child();
+		sigset_t all, old; /* the child's new worker: no signals, as in rcu_start */
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
 		urcu_bp_call_rcu_after_fork_child();
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
 }
