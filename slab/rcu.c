@@ -223,20 +223,21 @@ static void rcu_start(void)
 
 	if (__builtin_expect(__atomic_load_n(&rcu_used, __ATOMIC_ACQUIRE) == 2, 1))
 		return;
+	/* Signals blocked from before the claim: a handler on this thread
+	 * must not find the start half done and wait for itself. And the
+	 * worker inherits this mask: no signal of the program's lands on
+	 * liburcu's thread. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
 	if (__atomic_compare_exchange_n(&rcu_used, &zero, 1, false, __ATOMIC_ACQ_REL,
 	                                __ATOMIC_ACQUIRE)) {
-		/* Its worker inherits this mask: no signal of the program's
-		 * lands on liburcu's thread. */
-		sigset_t all, old;
-		sigfillset(&all);
-		pthread_sigmask(SIG_BLOCK, &all, &old);
 		RCU_LIB(urcu_bp_get_default_call_rcu_data());
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		__atomic_store_n(&rcu_used, 2, __ATOMIC_RELEASE);
-		return;
 	}
 	while (__atomic_load_n(&rcu_used, __ATOMIC_ACQUIRE) != 2)
-		sched_yield();
+		sched_yield(); /* another thread starts it */
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* ---- Completion: after the grace period ---- */
