@@ -312,7 +312,7 @@ USLAB_API void uslab_cache_free_rcu(struct uslab_cache *cache, void *obj);
  * completed (its object is back in its cache), and every slab a
  * type-safe cache released before it has gone back. Must not be called
  * inside a read-side section (reported: it would never return), nor from
- * a dtor or ctor that liburcu's worker runs.
+ * a dtor or ctor that liburcu's worker runs, nor from a signal handler.
  */
 USLAB_API void uslab_rcu_barrier(void);
 

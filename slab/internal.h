@@ -642,7 +642,9 @@ struct uslab_cache {
 	uint64_t c_rcu_peak;           /* most objects submitted at once, ever */
 	uint64_t c_rcu_waits;          /* free_rcu calls that waited for a grace period */
 	uint64_t c_rcu_freed;          /* objects completed straight to depot or slabs */
-	unsigned c_rcu_flushing;       /* the flusher works on this cache (atomic) */
+	unsigned c_rcu_flushing;       /* a walker (flusher, barrier) works on it (atomic) */
+	int c_rcu_submitting;          /* magazines between a list and liburcu (atomic) */
+	bool c_rcu_listed;             /* on rcu_list (rcu_lock) */
 	uint64_t c_rcu_observed;       /* coarse ns: figures last sent to the observer */
 	struct uslab_cache *c_rcu_next, *c_rcu_prev; /* caches with rcu slots (rcu_lock) */
 	/* The slab layer hands released slabs here instead of destroying them

@@ -792,6 +792,7 @@ static pthread_once_t pcpu_defer_once = PTHREAD_ONCE_INIT;
 
 static void pcpu_defer_gone(void *d)
 {
+	pcpu_deferred_flush(); /* nothing deferred is lost with the thread */
 	pcpu_defer_more = NULL;
 	meta_free(d, PCPU_DEFER_MORE * sizeof(struct pcpu_deferred));
 }

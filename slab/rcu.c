@@ -110,7 +110,8 @@ static pthread_cond_t rcu_flush_cond = PTHREAD_COND_INITIALIZER;
 static bool rcu_flusher_started, rcu_flusher_failed;
 static unsigned rcu_pending; /* a partial magazine exists (atomic) */
 
-static unsigned rcu_used;      /* 0, 1 starting, 2 liburcu in use (atomic): see rcu_start */
+static unsigned rcu_used; /* 2 once liburcu's worker exists (atomic): see rcu_start */
+static pthread_mutex_t rcu_start_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool rcu_fork_helpers;  /* prepare called them (the forking thread) */
 static char rcu_barrier_token; /* TSan: what the callbacks release, the barrier acquires */
 
@@ -219,24 +220,22 @@ static void rcu_observe(struct uslab_cache *c)
  */
 static void rcu_start(void)
 {
-	unsigned zero = 0;
-
 	if (__builtin_expect(__atomic_load_n(&rcu_used, __ATOMIC_ACQUIRE) == 2, 1))
 		return;
-	/* Signals blocked from before the claim: a handler on this thread
-	 * must not find the start half done and wait for itself. And the
-	 * worker inherits this mask: no signal of the program's lands on
-	 * liburcu's thread. */
+	/* Signals blocked first: a handler on this thread must not find the
+	 * start half done and wait for itself. The worker inherits the mask:
+	 * no signal of the program's lands on liburcu's thread. fork's
+	 * prepare takes rcu_start_lock too, so a child never inherits a start
+	 * half made (rcu_atfork_prepare). */
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
-	if (__atomic_compare_exchange_n(&rcu_used, &zero, 1, false, __ATOMIC_ACQ_REL,
-	                                __ATOMIC_ACQUIRE)) {
+	pthread_mutex_lock(&rcu_start_lock);
+	if (__atomic_load_n(&rcu_used, __ATOMIC_ACQUIRE) != 2) {
 		RCU_LIB(urcu_bp_get_default_call_rcu_data());
 		__atomic_store_n(&rcu_used, 2, __ATOMIC_RELEASE);
 	}
-	while (__atomic_load_n(&rcu_used, __ATOMIC_ACQUIRE) != 2)
-		sched_yield(); /* another thread starts it */
+	pthread_mutex_unlock(&rcu_start_lock);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
@@ -310,6 +309,7 @@ static void rcu_submit(struct uslab_cache *c, struct mag *m, bool may_wait)
 			/* Counted apart: a fork child has no thread in here. */
 			__atomic_fetch_add(&c->c_rcu_inline, moved, __ATOMIC_RELAXED);
 			__atomic_fetch_sub(&c->c_rcu_queued, moved, __ATOMIC_RELAXED);
+			__atomic_fetch_add(&c->c_rcu_submitting, 1, __ATOMIC_ACQ_REL);
 		}
 		lock_drop(&c->c_rcu_lock);
 		if (chain == NULL)
@@ -322,14 +322,15 @@ static void rcu_submit(struct uslab_cache *c, struct mag *m, bool may_wait)
 			chain = q->m_next;
 			rcu_mag_done(c, q, &c->c_rcu_inline);
 		}
+		__atomic_fetch_sub(&c->c_rcu_submitting, 1, __ATOMIC_ACQ_REL);
 		return;
 	}
 	PROBE2(rcu_submit, c, n);
 	RCU_TSAN_RELEASE(m);
 	/* Counted once submitted (the callback may run first: the count dips
-	 * below zero meanwhile, read as 0): a fork between the two leaves the
-	 * child's copy of @m in no layer and in no count, like a slow path's
-	 * local buffer (cache.c §4). */
+	 * below zero meanwhile, read as 0). A fork between the two leaves
+	 * the child's count n low for good (liburcu moves the callback to
+	 * the child's worker), clamped at 0 where it is read. */
 	RCU_LIB(urcu_bp_call_rcu((struct rcu_head *)(void *)m->m_rcu, rcu_mag_cb));
 	__atomic_fetch_add(&c->c_rcu_flight, n, __ATOMIC_RELAXED);
 	rcu_observe(c);
@@ -396,7 +397,9 @@ static void rcu_slabs_retire(struct uslab_cache *c, struct slab *chain)
  * c_rcu_lock. p_pad[0] is the flusher's note of the count it saw last.
  */
 
-/* @c's rcu slots, made at its first free_rcu; NULL when out of memory. */
+/* @c's rcu slots, made at its first free_rcu; NULL when out of memory.
+ * The cache joins the flusher's and the barrier's list first, so that no
+ * object can be in a slot that a barrier does not visit. */
 static char *rcu_slots(struct uslab_cache *c)
 {
 	char *base = __atomic_load_n(&c->c_rcu_base, __ATOMIC_ACQUIRE);
@@ -406,23 +409,21 @@ static char *rcu_slots(struct uslab_cache *c)
 	if (pgsrc_busy != 0)
 		return NULL; /* a handler: an arena takes locks */
 	rcu_start();
-	bool made = false;
-	lock_take(&c->c_rcu_lock);
-	if (c->c_rcu_base == NULL && arena_claim(&c->c_rcu_place) == 0) {
-		__atomic_store_n(&c->c_rcu_base, c->c_rcu_place.pl_base, __ATOMIC_RELEASE);
-		made = true;
-	}
-	base = c->c_rcu_base;
-	lock_drop(&c->c_rcu_lock);
-	if (made) { /* for the flusher and the barrier */
-		lock_take(&rcu_lock);
+	lock_take(&rcu_lock);
+	if (!c->c_rcu_listed) {
 		c->c_rcu_next = rcu_list;
 		c->c_rcu_prev = NULL;
 		if (rcu_list != NULL)
 			rcu_list->c_rcu_prev = c;
 		rcu_list = c;
-		lock_drop(&rcu_lock);
+		c->c_rcu_listed = true;
 	}
+	lock_drop(&rcu_lock);
+	lock_take(&c->c_rcu_lock);
+	if (c->c_rcu_base == NULL && arena_claim(&c->c_rcu_place) == 0)
+		__atomic_store_n(&c->c_rcu_base, c->c_rcu_place.pl_base, __ATOMIC_RELEASE);
+	base = c->c_rcu_base;
+	lock_drop(&c->c_rcu_lock);
 	return base;
 }
 
@@ -447,7 +448,10 @@ static void rcu_slot_set(struct pcpu_slot *s, struct mag *m)
 	__atomic_store_n(&pcpu_slot_counters(s)->pc_word, 0, __ATOMIC_RELAXED);
 }
 
-/* Give slot @i its first magazine. false when out of memory. */
+/* Give slot @i its first magazine. false when out of memory. A slot that
+ * never started has cap 0, so no section can commit on it: the magazine
+ * is set, then the cap stored (release; sections load the cap first), no
+ * fence needed. */
 static bool rcu_slot_start(struct uslab_cache *c, char *base, uint32_t i)
 {
 	struct pcpu_slot *s = rcu_slot(c, base, i);
@@ -456,12 +460,14 @@ static bool rcu_slot_start(struct uslab_cache *c, char *base, uint32_t i)
 	lock_take(&c->c_rcu_lock);
 	if (__atomic_load_n(&s->p_mag, __ATOMIC_ACQUIRE) == NULL) {
 		struct mag *m = rcu_mag_new(c);
-		uint32_t cap;
-		if (m != NULL && pcpu_slot_stop(s, i, &cap)) {
+		if (m != NULL) {
+			if (!pcpu_rseq)
+				spin_take(&s->p_lock);
 			rcu_slot_set(s, m);
-			pcpu_slot_restart(s, rcu_rounds(c, m));
+			__atomic_store_n(&s->p_cap, rcu_rounds(c, m), __ATOMIC_RELEASE);
+			if (!pcpu_rseq)
+				spin_drop(&s->p_lock);
 		} else {
-			depot_mag_put(m);
 			ok = false;
 		}
 	}
@@ -520,6 +526,19 @@ static struct mag *rcu_cache_take_locked(struct uslab_cache *c, bool all, bool *
 	return chain;
 }
 
+/* Magazines out of every list of @c, on their way to liburcu or to an
+ * inline completion: the barrier waits for none to be left. */
+static void rcu_submitting(struct uslab_cache *c, int d)
+{
+	__atomic_fetch_add(&c->c_rcu_submitting, d, __ATOMIC_ACQ_REL);
+}
+
+static void rcu_submitting_wait(struct uslab_cache *c)
+{
+	while (__atomic_load_n(&c->c_rcu_submitting, __ATOMIC_ACQUIRE) != 0)
+		sched_yield();
+}
+
 /* Submit what @c's slots hold (all, or what waited long enough); true
  * when a partial batch was left for later. */
 static bool rcu_cache_flush(struct uslab_cache *c, bool all, bool may_wait)
@@ -530,8 +549,13 @@ static bool rcu_cache_flush(struct uslab_cache *c, bool all, bool may_wait)
 		return false;
 	lock_take(&c->c_rcu_lock);
 	struct mag *chain = rcu_cache_take_locked(c, all, &left);
+	if (chain != NULL)
+		rcu_submitting(c, 1);
 	lock_drop(&c->c_rcu_lock);
-	rcu_submit_chain(c, chain, may_wait);
+	if (chain != NULL) {
+		rcu_submit_chain(c, chain, may_wait);
+		rcu_submitting(c, -1);
+	}
 	rcu_observe_when(c, true);
 	return left;
 }
@@ -540,15 +564,20 @@ static bool rcu_cache_flush(struct uslab_cache *c, bool all, bool may_wait)
 
 /* Every cache's slots (rcu_lock held around the walk, c_rcu_flushing
  * counting the cache while its magazines are submitted without it). */
-static bool rcu_flush_all(bool all)
+static bool rcu_flush_all(bool all, bool wait)
 {
 	bool left = false;
 
 	lock_take(&rcu_lock);
 	for (struct uslab_cache *c = rcu_list; c != NULL; c = c->c_rcu_next) {
+		/* Counted under rcu_lock, and uncounted with the read of the
+		 * next cache under it too: rcu_cache_unlist() takes @c off the
+		 * list only with no walker on it. */
 		__atomic_fetch_add(&c->c_rcu_flushing, 1, __ATOMIC_ACQUIRE);
 		lock_drop(&rcu_lock);
 		left |= rcu_cache_flush(c, all, false);
+		if (wait) /* the barrier: what other threads are submitting too */
+			rcu_submitting_wait(c);
 		lock_take(&rcu_lock);
 		__atomic_fetch_sub(&c->c_rcu_flushing, 1, __ATOMIC_RELEASE);
 	}
@@ -562,10 +591,15 @@ static bool rcu_flush_all(bool all)
  * free_rcu finds rcu_pending clear and wakes it. */
 static void *rcu_flusher(void *arg)
 {
+	unsigned empty = 0; /* looks in a row that found nothing */
+
 	(void)arg;
 	pthread_mutex_lock(&rcu_flush_lock);
 	for (;;) {
-		if (__atomic_load_n(&rcu_pending, __ATOMIC_ACQUIRE) == 0) {
+		/* Nap long only after two empty looks: a free whose store the
+		 * first look missed (still in its CPU's store buffer, while
+		 * that free saw rcu_pending still set) is seen by the second. */
+		if (__atomic_load_n(&rcu_pending, __ATOMIC_ACQUIRE) == 0 && empty >= 2) {
 			struct timespec until;
 			clock_gettime(CLOCK_REALTIME, &until);
 			until.tv_sec += (time_t)(RCU_IDLE_NS / 1000000000ull);
@@ -576,8 +610,12 @@ static void *rcu_flusher(void *arg)
 		nanosleep(&d, NULL);
 		/* Cleared before the look: a free after it sets it again. */
 		__atomic_store_n(&rcu_pending, 0, __ATOMIC_SEQ_CST);
-		if (rcu_flush_all(false))
+		if (rcu_flush_all(false, false)) {
 			__atomic_store_n(&rcu_pending, 1, __ATOMIC_RELEASE);
+			empty = 0;
+		} else {
+			empty++;
+		}
 		pthread_mutex_lock(&rcu_flush_lock);
 	}
 	return NULL;
@@ -616,6 +654,7 @@ static void rcu_kick(void)
 	pthread_cond_signal(&rcu_flush_cond);
 	pthread_mutex_unlock(&rcu_flush_lock);
 	pgsrc_busy_leave();
+	pcpu_deferred_flush(); /* what a handler deferred in that window */
 }
 
 /* ---- free_rcu ---- */
@@ -703,14 +742,17 @@ static bool rcu_over_push(struct uslab_cache *c, void *obj, bool busy)
 		if (o->m_count == rcu_rounds(c, o) && !busy) {
 			full = o;
 			c->c_rcu_over = NULL;
+			rcu_submitting(c, 1);
 		}
 	}
 	__atomic_store_n(&c->c_rcu_over_n, c->c_rcu_over != NULL ? c->c_rcu_over->m_count : 0,
 	                 __ATOMIC_RELAXED);
 	lock_drop(&c->c_rcu_lock);
 	depot_mag_put(fresh);
-	if (full != NULL)
+	if (full != NULL) {
 		rcu_submit(c, full, true);
+		rcu_submitting(c, -1);
+	}
 	return done;
 }
 
@@ -768,8 +810,10 @@ static void rcu_free_slow(struct uslab_cache *c, void *obj)
 			rcu_free_waiting(c, obj);
 			return;
 		}
+		rcu_submitting(c, 1); /* from the pop to the submission */
 		m->m_count = (uint32_t)rcu_pop(c, base, m->m_rounds, rcu_rounds(c, m));
 		if (m->m_count == 0) { /* stopped, or no rseq registration */
+			rcu_submitting(c, -1);
 			depot_mag_put(m);
 			if (!rcu_over_push(c, obj, false))
 				rcu_free_waiting(c, obj);
@@ -780,6 +824,7 @@ static void rcu_free_slow(struct uslab_cache *c, void *obj)
 		if (m->m_rounds[m->m_count - 1] == obj)
 			slab_free_dup(c, obj);
 		rcu_submit(c, m, true);
+		rcu_submitting(c, -1);
 	}
 }
 
@@ -825,7 +870,7 @@ void uslab_rcu_barrier(void)
 		uslab_report(NULL, NULL, USLAB_E_REENTRY);
 	int old;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-	rcu_flush_all(true);
+	rcu_flush_all(true, true);
 	if (__atomic_load_n(&rcu_used, __ATOMIC_RELAXED) != 0)
 		RCU_LIB(urcu_bp_barrier());
 	RCU_TSAN_ACQUIRE(&rcu_barrier_token);
@@ -864,6 +909,7 @@ int rcu_cache_quiesce(struct uslab_cache *c)
 		return -1;
 	}
 	rcu_cache_flush(c, true, false);
+	rcu_submitting_wait(c);
 	if (__atomic_load_n(&rcu_used, __ATOMIC_RELAXED) != 0)
 		RCU_LIB(urcu_bp_barrier());
 	RCU_TSAN_ACQUIRE(&rcu_barrier_token);
@@ -872,20 +918,30 @@ int rcu_cache_quiesce(struct uslab_cache *c)
 
 void rcu_cache_unlist(struct uslab_cache *c)
 {
-	if (__atomic_load_n(&c->c_rcu_base, __ATOMIC_ACQUIRE) == NULL)
+	/* A type-safe cache's slabs that the drains retired: their callbacks
+	 * report to the observer, which destroy takes away next. */
+	if ((c->c_flags & USLAB_TYPESAFE_BY_RCU) != 0 &&
+	    __atomic_load_n(&rcu_used, __ATOMIC_ACQUIRE) == 2) {
+		RCU_LIB(urcu_bp_barrier());
+		RCU_TSAN_ACQUIRE(&rcu_barrier_token);
+	}
+	if (!c->c_rcu_listed)
 		return;
 	lock_take(&rcu_lock);
+	/* No walker on @c (rcu_flush_all counts it under this lock). */
+	while (__atomic_load_n(&c->c_rcu_flushing, __ATOMIC_ACQUIRE) != 0) {
+		lock_drop(&rcu_lock);
+		sched_yield();
+		lock_take(&rcu_lock);
+	}
 	if (c->c_rcu_prev != NULL)
 		c->c_rcu_prev->c_rcu_next = c->c_rcu_next;
-	else if (rcu_list == c)
+	else
 		rcu_list = c->c_rcu_next;
 	if (c->c_rcu_next != NULL)
 		c->c_rcu_next->c_rcu_prev = c->c_rcu_prev;
-	c->c_rcu_next = c->c_rcu_prev = NULL;
+	c->c_rcu_listed = false;
 	lock_drop(&rcu_lock);
-	/* A flusher that took @c before it left the list: until it is done. */
-	while (__atomic_load_n(&c->c_rcu_flushing, __ATOMIC_ACQUIRE) != 0)
-		sched_yield();
 }
 
 void rcu_cache_fini(struct uslab_cache *c)
@@ -924,14 +980,12 @@ void rcu_cache_fini(struct uslab_cache *c)
  * pauses between callbacks, which take cache locks. */
 void rcu_atfork_prepare(void)
 {
-	unsigned used;
-	while ((used = __atomic_load_n(&rcu_used, __ATOMIC_ACQUIRE)) == 1)
-		sched_yield(); /* another thread makes liburcu's worker */
-	rcu_fork_helpers = used == 2;
+	pthread_mutex_lock(&rcu_start_lock); /* until after: no start half made */
+	rcu_fork_helpers = __atomic_load_n(&rcu_used, __ATOMIC_ACQUIRE) == 2;
 	if (!rcu_fork_helpers)
 		return;
 	if (pgsrc_busy == 0)
-		rcu_flush_all(true);
+		rcu_flush_all(true, false); /* no wait: fork may come from a handler */
 	urcu_bp_call_rcu_before_fork();
 	urcu_bp_before_fork();
 }
@@ -945,9 +999,9 @@ void rcu_atfork_locks(void)
 
 void rcu_lock_all(struct uslab_cache *c)
 {
+	lock_take(&c->c_rcu_lock); /* then the base: made under this lock */
 	char *base = c->c_rcu_base;
 
-	lock_take(&c->c_rcu_lock);
 	for (uint32_t i = 0; base != NULL && !pcpu_rseq && i < pcpu_nslots; i++)
 		spin_take(&rcu_slot(c, base, i)->p_lock);
 }
@@ -969,6 +1023,7 @@ void rcu_atfork_parent(void)
 		urcu_bp_after_fork_parent();
 		urcu_bp_call_rcu_after_fork_parent();
 	}
+	pthread_mutex_unlock(&rcu_start_lock);
 }
 
 void rcu_atfork_child(void)
@@ -981,6 +1036,7 @@ void rcu_atfork_child(void)
 	for (struct uslab_cache *c = rcu_list; c != NULL; c = c->c_rcu_next) {
 		c->c_rcu_flushing = 0;
 		c->c_rcu_inline = 0;
+		c->c_rcu_submitting = 0; /* those threads are the parent's */
 	}
 	lock_drop(&rcu_lock);
 	pthread_mutex_unlock(&rcu_flush_lock);
@@ -992,4 +1048,5 @@ void rcu_atfork_child(void)
 		urcu_bp_call_rcu_after_fork_child();
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
+	pthread_mutex_unlock(&rcu_start_lock);
 }
