@@ -238,6 +238,7 @@ static void cache_once_init(void)
 	seg_configure(pcpu_slots(), uslab_mode());
 	arena_set_counters_ops(&seg_counters);
 	pcpu_set_mode_hook(seg_mode_changed);
+	pcpu_set_rcu_hook(uslab_cache_free_rcu); /* a handler's deferred free_rcu (rcu.c §6) */
 	debug_before_abort = seg_before_abort;
 	pthread_atfork(cache_atfork_prepare, cache_atfork_parent, cache_atfork_child);
 }

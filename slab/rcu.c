@@ -150,9 +150,8 @@ static uint32_t rcu_rounds(const struct uslab_cache *c, const struct mag *m)
 
 /* ---- Figures ---- */
 
-static struct pcpu_slot *rcu_slot(const struct uslab_cache *c, char *base, uint32_t i)
+static struct pcpu_slot *rcu_slot(char *base, uint32_t i)
 {
-	(void)c;
 	return (struct pcpu_slot *)(base + ((size_t)i << PCPU_SHIFT));
 }
 
@@ -162,8 +161,7 @@ static uint64_t rcu_slot_objects(struct uslab_cache *c)
 	uint64_t n = __atomic_load_n(&c->c_rcu_over_n, __ATOMIC_RELAXED);
 
 	for (uint32_t i = 0; base != NULL && i < pcpu_nslots; i++)
-		n += pcpu_word_count(
-			__atomic_load_n(&rcu_slot(c, base, i)->p_word, __ATOMIC_RELAXED));
+		n += pcpu_word_count(__atomic_load_n(&rcu_slot(base, i)->p_word, __ATOMIC_RELAXED));
 	return n;
 }
 
@@ -454,7 +452,7 @@ static void rcu_slot_set(struct pcpu_slot *s, struct mag *m)
  * fence needed. */
 static bool rcu_slot_start(struct uslab_cache *c, char *base, uint32_t i)
 {
-	struct pcpu_slot *s = rcu_slot(c, base, i);
+	struct pcpu_slot *s = rcu_slot(base, i);
 	bool ok = true;
 
 	lock_take(&c->c_rcu_lock);
@@ -485,7 +483,7 @@ static struct mag *rcu_cache_take_locked(struct uslab_cache *c, bool all, bool *
 
 	ASSERT_HELD(&c->c_rcu_lock);
 	for (uint32_t i = 0; base != NULL && i < pcpu_nslots; i++) {
-		struct pcpu_slot *s = rcu_slot(c, base, i);
+		struct pcpu_slot *s = rcu_slot(base, i);
 		if (s->p_mag == NULL)
 			continue;
 		uint64_t count = pcpu_word_count(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED));
@@ -691,7 +689,7 @@ static int rcu_push(struct uslab_cache *c, char *base, void *obj, bool busy)
 		return r > 0 ? 1 : r;
 	}
 #endif
-	struct pcpu_slot *s = rcu_slot(c, base, rcu_here());
+	struct pcpu_slot *s = rcu_slot(base, rcu_here());
 	if (busy ? !spin_try(&s->p_lock) : (spin_take(&s->p_lock), false))
 		return 0;
 	int r = pcpu_generic_push(s, obj);
@@ -700,13 +698,13 @@ static int rcu_push(struct uslab_cache *c, char *base, void *obj, bool busy)
 }
 
 /* Up to @n rounds of this CPU's slot into @out (its top ones). */
-static size_t rcu_pop(struct uslab_cache *c, char *base, void **out, size_t n)
+static size_t rcu_pop(char *base, void **out, size_t n)
 {
 #if USLAB_HAVE_ASM
 	if (pcpu_rseq)
 		return uslab_rseq_pop_batch(base, PCPU_SHIFT, out, n);
 #endif
-	struct pcpu_slot *s = rcu_slot(c, base, rcu_here());
+	struct pcpu_slot *s = rcu_slot(base, rcu_here());
 	spin_take(&s->p_lock);
 	size_t k = pcpu_generic_pop_batch(s, out, n);
 	/* The generic push counts hits above the count: none kept here. */
@@ -798,7 +796,7 @@ static void rcu_free_slow(struct uslab_cache *c, void *obj)
 		}
 		/* Full, not started, stopped by an owner, or no rseq here. */
 		uint32_t i = rcu_here();
-		if (__atomic_load_n(&rcu_slot(c, base, i)->p_mag, __ATOMIC_ACQUIRE) == NULL) {
+		if (__atomic_load_n(&rcu_slot(base, i)->p_mag, __ATOMIC_ACQUIRE) == NULL) {
 			if (!rcu_slot_start(c, base, i)) {
 				rcu_free_waiting(c, obj);
 				return;
@@ -811,7 +809,7 @@ static void rcu_free_slow(struct uslab_cache *c, void *obj)
 			return;
 		}
 		rcu_submitting(c, 1); /* from the pop to the submission */
-		m->m_count = (uint32_t)rcu_pop(c, base, m->m_rounds, rcu_rounds(c, m));
+		m->m_count = (uint32_t)rcu_pop(base, m->m_rounds, rcu_rounds(c, m));
 		if (m->m_count == 0) { /* stopped, or no rseq registration */
 			rcu_submitting(c, -1);
 			depot_mag_put(m);
@@ -887,7 +885,6 @@ void rcu_cache_init(struct uslab_cache *c)
 
 	lock_init(&c->c_rcu_lock);
 	c->c_rcu_cap = cap > least ? cap : least;
-	pcpu_set_rcu_hook(uslab_cache_free_rcu); /* deferred by a handler (§6) */
 	if ((c->c_flags & USLAB_TYPESAFE_BY_RCU) != 0)
 		c->c_slab_retire = rcu_slabs_retire;
 }
@@ -955,7 +952,7 @@ void rcu_cache_fini(struct uslab_cache *c)
 	RCU_TSAN_ACQUIRE(&rcu_barrier_token);
 	if (base != NULL) {
 		for (uint32_t i = 0; i < pcpu_nslots; i++) {
-			struct pcpu_slot *s = rcu_slot(c, base, i);
+			struct pcpu_slot *s = rcu_slot(base, i);
 			VERIFY(pcpu_word_count(s->p_word) == 0); /* quiesced */
 			depot_mag_put(s->p_mag);
 			s->p_mag = NULL;
@@ -1003,7 +1000,7 @@ void rcu_lock_all(struct uslab_cache *c)
 	char *base = c->c_rcu_base;
 
 	for (uint32_t i = 0; base != NULL && !pcpu_rseq && i < pcpu_nslots; i++)
-		spin_take(&rcu_slot(c, base, i)->p_lock);
+		spin_take(&rcu_slot(base, i)->p_lock);
 }
 
 void rcu_unlock_all(struct uslab_cache *c)
@@ -1011,7 +1008,7 @@ void rcu_unlock_all(struct uslab_cache *c)
 	char *base = c->c_rcu_base;
 
 	for (uint32_t i = 0; base != NULL && !pcpu_rseq && i < pcpu_nslots; i++)
-		spin_drop(&rcu_slot(c, base, i)->p_lock);
+		spin_drop(&rcu_slot(base, i)->p_lock);
 	lock_drop(&c->c_rcu_lock);
 }
 
