@@ -15,8 +15,12 @@
  * root regions, so a malloc'd block reachable only from a uslab object is
  * not reported as leaked. */
 #if defined(__SANITIZE_ADDRESS__)
-#define SLAB_LSAN_ROOT(p, n) __lsan_register_root_region((p), (n))
-#define SLAB_LSAN_UNROOT(p, n) __lsan_unregister_root_region((p), (n))
+/* LSan's lock: a signal handler that interrupted it must not take it
+ * again (free_rcu's slow path in a handler makes slabs): busy meanwhile. */
+#define SLAB_LSAN_ROOT(p, n)                                                                       \
+	(pgsrc_busy_enter(), __lsan_register_root_region((p), (n)), pgsrc_busy_leave())
+#define SLAB_LSAN_UNROOT(p, n)                                                                     \
+	(pgsrc_busy_enter(), __lsan_unregister_root_region((p), (n)), pgsrc_busy_leave())
 #else
 #define SLAB_LSAN_ROOT(p, n) ((void)(p), (void)(n))
 #define SLAB_LSAN_UNROOT(p, n) ((void)(p), (void)(n))
