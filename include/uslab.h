@@ -443,6 +443,8 @@ struct uslab_global_stats {
 	uint64_t bytes_mapped;   /* got from page sources and not yet given back */
 	uint64_t bytes_got;      /* ever got from page sources */
 	uint64_t bytes_returned; /* ever given back */
+	uint64_t large_blocks;   /* uslab_alloc() blocks above USLAB_CLASS_MAX, live */
+	uint64_t large_bytes;    /* their usable bytes */
 };
 
 /** Fill @st. Returns 0, or -1 with errno EINVAL (NULL), or EDEADLK (in a
@@ -455,6 +457,67 @@ USLAB_API int uslab_global_stats(struct uslab_global_stats *st);
  * Returns 0, or -1 with errno (EINVAL for NULL, or the stdio error).
  */
 USLAB_API int uslab_slabinfo(FILE *out);
+
+/* ---- Size classes: uslab_alloc() and the malloc built on it ----
+ *
+ * A general allocator on the same caches, as kmalloc() sits on the
+ * kernel's kmalloc-<n> caches: 41 classes of 8, 16, 32, 48 and 64 bytes,
+ * then four per doubling (80, 96, 112, 128, 160, ...) up to
+ * USLAB_CLASS_MAX. Each class is a cache named "size-<bytes>" (in
+ * uslab_foreach_cache(), slabinfo and uslabtop; made at its first use; it
+ * cannot be destroyed). Every object of 16 bytes or more is 16-aligned,
+ * and a class's objects are aligned to the largest power of two dividing
+ * its size (at most the page size). Requests above USLAB_CLASS_MAX are
+ * "large": a block straight from the mmap page source, its size recorded
+ * outside it. No header sits in front of any object: uslab_free() finds the
+ * class through the slab map. USLAB_DEBUG names a class like any cache
+ * ("USLAB_DEBUG=size-64:FZ").
+ * libuslab-malloc.so exports malloc(), free() and the rest of the family
+ * over these functions, for LD_PRELOAD (README, "malloc").
+ */
+
+/** The largest size served by a class; above it, a large block. */
+#define USLAB_CLASS_MAX ((size_t)32768)
+
+/** @size bytes, 16-aligned from 16 bytes up (8-aligned below). Size 0
+ *  gives a unique pointer (a class-8 object). NULL with errno ENOMEM. */
+USLAB_API void *uslab_alloc(size_t size);
+/** @n * @size zeroed bytes. NULL with ENOMEM, also when @n * @size
+ *  overflows. */
+USLAB_API void *uslab_calloc(size_t n, size_t size);
+/**
+ * Resize @ptr to @size bytes, keeping the contents up to the smaller size.
+ * NULL @ptr: uslab_alloc(@size). @size 0: @ptr is freed and NULL returned
+ * (glibc's behaviour). The object stays where it is while @size fits its
+ * class and is above half of it (a large block: while it fits the block);
+ * else it moves. On failure NULL with ENOMEM, and @ptr is unchanged.
+ */
+USLAB_API void *uslab_realloc(void *ptr, size_t size);
+/** @size bytes aligned to @align, any power of two (up to 2^40). NULL with
+ *  EINVAL for another @align, ENOMEM when there is no memory. Freed with
+ *  uslab_free(). */
+USLAB_API void *uslab_aligned_alloc(size_t align, size_t size);
+/**
+ * Free what uslab_alloc() and its family returned. NULL does nothing. A
+ * pointer that did not come from them (another cache's object, an
+ * interior pointer, a stack or malloc pointer, a large block freed twice)
+ * is reported in one line and aborts, as uslab_cache_free() does. The
+ * errno value is preserved.
+ */
+USLAB_API void uslab_free(void *ptr);
+/** The bytes usable at @ptr (at least what was asked): its class size, or
+ *  a large block's size rounded up to the page. NULL: 0. A pointer not
+ *  from uslab_alloc() is reported, as for uslab_free(). */
+USLAB_API size_t uslab_usable_size(const void *ptr);
+
+/**
+ * Give back what every cache keeps unused, as uslab_cache_reap() does for
+ * one, the size classes and the magazine caches included (malloc_trim()
+ * calls it). Returns the bytes given back to the page sources. 0 with
+ * errno EDEADLK in a uslab_foreach_cache() callback or a signal handler
+ * that interrupted uslab.
+ */
+USLAB_API size_t uslab_reap_all(void);
 
 /* ---- Typed caches (in the spirit of the kernel's KMEM_CACHE) ---- */
 

@@ -250,12 +250,18 @@ __attribute__((constructor)) static void cache_init(void)
 	pthread_once(&cache_once, cache_once_init);
 }
 
+void cache_ensure_init(void)
+{
+	pthread_once(&cache_once, cache_once_init);
+}
+
 /* ---- Create and destroy ---- */
 
 static struct uslab_cache *cache_create(const char *name, size_t size,
                                         const struct uslab_cache_conf *conf, unsigned internal);
 static int cache_destroy(struct uslab_cache *c);
 static void cache_teardown(struct uslab_cache *c);
+static size_t cache_reap(struct uslab_cache *c);
 
 /* Create the magazine caches that @c's depot may ask for, unless they
  * exist. Only from uslab_cache_create(), before @c is listed: never from an
@@ -419,8 +425,8 @@ int uslab_cache_destroy(struct uslab_cache *c)
 		errno = EINVAL;
 		return -1;
 	}
-	if ((c->c_flags & CACHE_INTERNAL) != 0) {
-		errno = EPERM; /* a magazine cache: the depots point at it */
+	if ((c->c_flags & CACHE_INTERNAL) != 0 || c->c_kmalloc != 0) {
+		errno = EPERM; /* a magazine cache (the depots point at it) or a size class */
 		return -1;
 	}
 	if (cache_registry_busy()) {
@@ -545,15 +551,43 @@ size_t uslab_cache_reap(struct uslab_cache *c)
 	if (slab_in_callback(c))
 		uslab_report(c, NULL, USLAB_E_REENTRY);
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	size_t bytes = cache_reap(c);
+	/* The magazine structures the drain gave up: their own cache's pages,
+	 * not counted as this cache's. */
+	depot_mag_reap();
+	pthread_setcancelstate(old, NULL);
+	pcpu_deferred_flush();
+	return bytes;
+}
+
+/* The reap of one cache, with the registry held or not. */
+static size_t cache_reap(struct uslab_cache *c)
+{
 	size_t bytes = rcu_cache_reap(c); /* partial rcu magazines: submitted */
 	bytes += pcpu_drain(c, false);
 	bytes += depot_drain(c);
 	pcpu_sweep(c); /* after this, the slabs the drains emptied may go */
 	bytes += slab_reap(c);
 	PROBE2(reap, c, bytes);
-	/* The magazine structures the drain gave up: their own cache's pages,
-	 * not counted as this cache's. */
-	depot_mag_reap();
+	return bytes;
+}
+
+/* See include/uslab.h */
+size_t uslab_reap_all(void)
+{
+	int old;
+
+	if (cache_registry_busy()) {
+		errno = EDEADLK;
+		return 0;
+	}
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	size_t bytes = 0;
+	lock_take(&cache_list_lock);
+	for (struct uslab_cache *c = cache_list; c != NULL; c = c->c_next)
+		bytes += cache_reap(c);
+	lock_drop(&cache_list_lock);
+	depot_mag_reap(); /* the magazine structures the drains gave up */
 	pthread_setcancelstate(old, NULL);
 	pcpu_deferred_flush();
 	return bytes;

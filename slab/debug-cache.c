@@ -268,14 +268,18 @@ static void dbg_free(struct uslab_cache *c, void *obj)
 {
 	struct slab *s = slabmap_lookup(obj);
 	uint32_t idx;
+	int err = errno; /* a free keeps errno (pcpu_free_slow) */
 
-	if (s == NULL && debug_sample_period != 0 && sample_free(c, obj))
-		return;                      /* a sample is in no slab */
+	if (s == NULL && debug_sample_period != 0 && sample_free(c, obj)) {
+		errno = err;
+		return; /* a sample is in no slab */
+	}
 	slab_check_free_at(c, obj, s, &idx); /* not an object of this cache, interior */
 	unsigned flags = __atomic_load_n(&c->c_debug, __ATOMIC_RELAXED);
 	if (flags != 0 || debug_tools)
 		dbg_in(c, obj, flags, s, idx);
 	pcpu_free_magazine(c, obj);
+	errno = err;
 }
 
 static size_t dbg_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)

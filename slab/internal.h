@@ -483,6 +483,8 @@ bool sample_free(struct uslab_cache *c, void *obj);
 void sample_init(uint64_t period);
 /** Whether @obj is a live sampled object of @c (no lock, as the handler). */
 bool sample_is_live(const struct uslab_cache *c, const void *obj);
+/** The cache of @obj if it is a sampled object (live or freed), else NULL. */
+struct uslab_cache *sample_owner(const void *obj);
 /** Across fork: the sample pool's lock (a leaf). */
 void sample_atfork_prepare(void);
 void sample_atfork_release(void);
@@ -533,6 +535,7 @@ struct uslab_cache {
 	uint64_t c_chk_inv;  /* inverse of c_slot's odd part, mod 2^64 */
 	uint64_t c_chk_objs; /* c_slab_objs */
 	uint8_t c_chk_tz;    /* trailing zero bits of c_slot */
+	uint8_t c_kmalloc;   /* a size class (kmalloc.c): 1 + its index; 0 otherwise */
 	/* Where a miss goes (the asm tail-calls them): pcpu_alloc_slow and
 	 * pcpu_free_slow, or a debug cache's (pcpu_route). */
 	void *(*c_alloc_miss)(struct uslab_cache *c);
@@ -684,6 +687,10 @@ void cache_walk_end(bool took);
 /** Whether a walk or a count may take the registry here: not in a signal
  *  handler that interrupted uslab on this thread outside a walk. */
 bool cache_walk_possible(void);
+
+/** The library's one-time start (the observers, the fork handlers), if
+ *  it has not run yet. */
+void cache_ensure_init(void);
 
 /** Test hook: full invariant check of a cache (slab, depot and pcpu). */
 bool cache_is_valid(struct uslab_cache *c);

@@ -953,7 +953,19 @@ void *pcpu_alloc_slow(struct uslab_cache *c)
 	return obj;
 }
 
+static void pcpu_free_slow_body(struct uslab_cache *c, void *obj);
+
+/* A free never changes errno (POSIX 2024, and the preloaded free()): the
+ * slow path's syscalls (futex, membarrier, munmap) may. */
 void pcpu_free_slow(struct uslab_cache *c, void *obj)
+{
+	int err = errno;
+
+	pcpu_free_slow_body(c, obj);
+	errno = err;
+}
+
+static void pcpu_free_slow_body(struct uslab_cache *c, void *obj)
 {
 	void *buf[PCPU_BUF];
 

@@ -254,6 +254,13 @@ bool sample_is_live(const struct uslab_cache *c, const void *obj)
 	       __atomic_load_n(&sm->sm_state, __ATOMIC_ACQUIRE) == 1;
 }
 
+struct uslab_cache *sample_owner(const void *obj)
+{
+	const struct sample *sm = sample_find(obj);
+
+	return sm != NULL && sm->sm_obj == obj ? sm->sm_cache : NULL;
+}
+
 bool sample_free(struct uslab_cache *c, void *obj)
 {
 	struct sample *sm = sample_find(obj);

@@ -7,6 +7,7 @@
 
 #include "derive.h"
 #include "internal.h"
+#include "kmalloc.h"
 #include "segment/writer.h"
 
 /*
@@ -126,6 +127,7 @@ int uslab_global_stats(struct uslab_global_stats *st)
 	pgsrc_totals(&t);
 	st->bytes_got = t.pt_got;
 	st->bytes_returned = t.pt_put;
+	km_large_totals(&st->large_blocks, &st->large_bytes);
 	st->bytes_mapped = t.pt_got - t.pt_put;
 	bool took = cache_list_enter();
 	for (const struct uslab_cache *c = cache_list; c != NULL; c = c->c_next)

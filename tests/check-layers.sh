@@ -39,6 +39,7 @@ segment_common.c.o
 segment_reader.c.o
 segment_writer.c.o
 cache.c.o
+kmalloc.c.o
 stats.c.o
 '
 
