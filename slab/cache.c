@@ -588,6 +588,7 @@ size_t uslab_reap_all(void)
 		bytes += cache_reap(c);
 	lock_drop(&cache_list_lock);
 	depot_mag_reap(); /* the magazine structures the drains gave up */
+	meta_trim();      /* and the headers' spare blocks */
 	pthread_setcancelstate(old, NULL);
 	pcpu_deferred_flush();
 	return bytes;

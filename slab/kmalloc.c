@@ -59,10 +59,9 @@
 #define KM_LARGE_MAX ((size_t)1 << 40)
 
 const uint32_t km_sizes[KM_NCLASSES] = {
-	8,     16,    32,    48,    64,    80,    96,    112,   128,   160,   192,
-	224,   256,   320,   384,   448,   512,   640,   768,   896,   1024,  1280,
-	1536,  1792,  2048,  2560,  3072,  3584,  4096,  5120,  6144,  7168,  8192,
-	10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768,
+	8,    16,   32,   48,   64,   80,    96,    112,   128,   160,   192,   224,   256,   320,
+	384,  448,  512,  640,  768,  896,   1024,  1280,  1536,  1792,  2048,  2560,  3072,  3584,
+	4096, 5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768,
 };
 
 /* Class of sizes (8(i-1), 8i], i = (size + 7) / 8; i = 0 is size 0. */
@@ -127,8 +126,8 @@ static void *km_boot_alloc(size_t size, size_t align)
 			errno = ENOMEM;
 			return NULL;
 		}
-	} while (!__atomic_compare_exchange_n(&km_boot_used, &old, start + KM_BOOT_HDR + need,
-	                                      true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+	} while (!__atomic_compare_exchange_n(&km_boot_used, &old, start + KM_BOOT_HDR + need, true,
+	                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 	size_t *hdr = (size_t *)(km_boot_area + start);
 	hdr[0] = size;
 	return km_boot_area + start + KM_BOOT_HDR;
@@ -214,8 +213,9 @@ static struct uslab_cache *km_make(unsigned i)
 		char name[USLAB_NAME_MAX + 1];
 		snprintf(name, sizeof name, "size-%u", (unsigned)km_sizes[i]);
 		km_creating++;
-		c = uslab_cache_create(name, km_sizes[i],
-		                       &(struct uslab_cache_conf){.align = km_align_of(km_sizes[i])});
+		c = uslab_cache_create(
+			name, km_sizes[i],
+			&(struct uslab_cache_conf){.align = km_align_of(km_sizes[i])});
 		km_creating--;
 		if (c != NULL) {
 			c->c_kmalloc = (uint8_t)(i + 1);
@@ -236,8 +236,9 @@ void *km_alloc_class(unsigned i)
 	if (__builtin_expect(c == NULL, 0)) {
 		c = km_make(i);
 		if (c == NULL)
-			return errno == EAGAIN ? km_boot_alloc(km_sizes[i], km_align_of(km_sizes[i]))
-			                       : NULL;
+			return errno == EAGAIN
+			               ? km_boot_alloc(km_sizes[i], km_align_of(km_sizes[i]))
+			               : NULL;
 	}
 	return uslab_cache_alloc(c);
 }
@@ -378,7 +379,8 @@ static enum km_kind km_kind_of(const void *p, struct slab **sp, struct uslab_cac
 		if (s->s_cache->c_kmalloc != 0)
 			return KM_CLASS;
 		/* Another cache's object, freed as uslab_alloc() memory. */
-		uslab_report_detail(s->s_cache, p, USLAB_E_FOREIGN, "freed as uslab_alloc() memory");
+		uslab_report_detail(s->s_cache, p, USLAB_E_FOREIGN,
+		                    "freed as uslab_alloc() memory");
 	}
 	if (p == NULL)
 		return KM_NONE;

@@ -33,7 +33,8 @@
  *      free list and a count each (the chunk's first block holds that
  *      bookkeeping, one entry per META_BLOCK window), and larger ones as
  *      whole blocks. A class block whose structures have all come back is
- *      given back, but one empty block per class is kept.
+ *      given back, but one empty block per class is kept (until
+ *      meta_trim(), which uslab_reap_all() calls).
  *    Blocks given back (an empty class block, a reaped magazine slab, a
  *    large structure) have their pages released with MADV_DONTNEED, so
  *    what slab headers and magazines held leaves RSS when a reap frees
@@ -330,6 +331,22 @@ void meta_free(void *p, size_t size)
 			old->b_free = NULL;
 			meta_block_put_locked(old->b_base, META_BLOCK);
 		}
+	}
+	lock_drop(&meta_lock);
+}
+
+void meta_trim(void)
+{
+	lock_take(&meta_lock);
+	for (unsigned k = 0; k < META_CLASSES; k++) {
+		struct meta_blk *b = meta_spare[k];
+		if (b == NULL)
+			continue;
+		meta_spare[k] = NULL;
+		meta_partial_del(k, b);
+		b->b_class = 0;
+		b->b_free = NULL;
+		meta_block_put_locked(b->b_base, META_BLOCK);
 	}
 	lock_drop(&meta_lock);
 }

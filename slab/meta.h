@@ -15,6 +15,8 @@ void *meta_alloc(size_t size);
 void meta_free(void *p, size_t size);
 /** The page source of the library's internal caches. */
 const struct uslab_pagesrc *meta_pagesrc(void);
+/** Give back the empty block each structure class keeps for reuse. */
+void meta_trim(void);
 /** Bytes of metadata chunks mapped. */
 uint64_t meta_mapped(void);
 /** Across fork (cache.c): meta_lock, taken last, released first. */
