@@ -3,7 +3,8 @@
 #   1. release build (-Dwerror=true): all tests, in rseq mode and in locked mode
 #   2. ASan+UBSan at debug level 3: all tests, both modes
 #   3. valgrind memcheck on the unit suites but reliability (locked mode, since valgrind has no rseq)
-#   4. ThreadSanitizer on the stress and RCU suites
+#   4. programs nobody here wrote under the preloaded malloc (tests/programs.sh), and
+#      ThreadSanitizer on the stress and RCU suites
 #   5. the negative controls: a build without the rseq arming store must FAIL the stress
 #      test, and one whose free_rcu skips the grace period must FAIL the RCU test
 #   6. the stats-segment reader fuzzer for a bounded time (when clang's libFuzzer is present)
@@ -30,9 +31,9 @@ setup() { # dir, meson options...
 
 step "release build, rseq mode"
 setup build-release -Dbuildtype=release -Dwerror=true
-meson test -C build-release --print-errorlogs
+meson test -C build-release --no-suite programs --print-errorlogs
 step "release build, locked mode (USLAB_RSEQ=0)"
-USLAB_RSEQ=0 meson test -C build-release --print-errorlogs
+USLAB_RSEQ=0 meson test -C build-release --no-suite programs --print-errorlogs
 step "formatting (clang-format 14, .clang-format)"
 if clang-format --version 2>/dev/null | grep -q 'version 14\.'; then
 	ninja -C build-release clang-format-check >/dev/null 2>&1 ||
@@ -48,9 +49,9 @@ slow=(-t 5)
 export CK_TIMEOUT_MULTIPLIER=5
 step "ASan+UBSan build (debug level 3), rseq mode"
 setup build-asan -Db_sanitize=address,undefined -Ddebug_level=3 -Dwerror=true
-meson test -C build-asan "${slow[@]}" --print-errorlogs
+meson test -C build-asan "${slow[@]}" --no-suite programs --print-errorlogs
 step "ASan+UBSan build, locked mode"
-USLAB_RSEQ=0 meson test -C build-asan "${slow[@]}" --print-errorlogs
+USLAB_RSEQ=0 meson test -C build-asan "${slow[@]}" --no-suite programs --print-errorlogs
 
 [ $quick -eq 1 ] && { echo "check: quick run passed"; exit 0; }
 
@@ -60,6 +61,9 @@ step "valgrind memcheck (unit suites)"
 # install, does not follow, or serialises away; it runs in steps 1 and 2.
 meson test -C build-release --setup valgrind --suite unit --no-suite script \
 	--no-suite reliability --print-errorlogs
+
+step "programs under LD_PRELOAD=libuslab-malloc.so (both modes, sqlite3 under valgrind)"
+meson test -C build-release --suite programs --print-errorlogs
 
 step "ThreadSanitizer (stress and rcu suites)"
 setup build-tsan -Db_sanitize=thread

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install what uslab needs on Debian 12 (idempotent). Usage:
-#   scripts/install-deps.sh [bench] [fuzz] [perf] [all]
+#   scripts/install-deps.sh [bench] [fuzz] [perf] [programs] [all]
 #   core (always): compiler, meson, Check, liburcu, ncurses, sdt headers, valgrind, tmux,
 #                  clang-format (14 on Debian 12, the version .clang-format is written for)
 #   bench: jemalloc, tcmalloc, mimalloc (benchmark peers)
 #   fuzz:  clang, its libFuzzer runtime and llvm-symbolizer
 #   perf:  linux-perf (USDT probes, abort counting)
+#   programs: what tests/programs.sh runs under the preloaded malloc: CPython's test
+#          suite, stress-ng, sqlite3, redis (server, benchmark, cli)
 set -euo pipefail
 
 pkgs=(build-essential meson ninja-build pkg-config check liburcu-dev libncurses-dev
@@ -15,9 +17,12 @@ for group in "$@"; do
 	bench) pkgs+=(libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev) ;;
 	fuzz) pkgs+=(clang libclang-rt-14-dev llvm) ;;
 	perf) pkgs+=(linux-perf) ;;
+	programs) pkgs+=(libpython3.11-testsuite python3.11 stress-ng sqlite3 libsqlite3-0 redis-server
+	                 redis-tools) ;;
 	all) pkgs+=(libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev clang libclang-rt-14-dev
-	            llvm linux-perf) ;;
-	*) echo "install-deps: unknown group '$group' (bench, fuzz, perf, all)" >&2; exit 2 ;;
+	            llvm linux-perf libpython3.11-testsuite python3.11 stress-ng sqlite3 libsqlite3-0
+	            redis-server redis-tools) ;;
+	*) echo "install-deps: unknown group '$group' (bench, fuzz, perf, programs, all)" >&2; exit 2 ;;
 	esac
 done
 

@@ -61,7 +61,8 @@ static void check_glibc_pointers(void)
 		CHECK(malloc_usable_size(p) >= 100, "usable %zu", malloc_usable_size(p));
 		if (i % 2 == 0) {
 			char *q = realloc(p, 5000);
-			CHECK(q != NULL && q[0] == 'g' && q[99] == 'g', "realloc lost glibc's bytes");
+			CHECK(q != NULL && q[0] == 'g' && q[99] == 'g',
+			      "realloc lost glibc's bytes");
 			p = q;
 		}
 		int e = errno = 77;
@@ -82,7 +83,8 @@ static void check_errno_and_family(void)
 	for (size_t a = sizeof(void *); a <= 65536; a *= 2) {
 		void *p = NULL;
 		int e = errno = 55;
-		CHECK(posix_memalign(&p, a, 100) == 0 && (uintptr_t)p % a == 0, "posix_memalign %zu", a);
+		CHECK(posix_memalign(&p, a, 100) == 0 && (uintptr_t)p % a == 0,
+		      "posix_memalign %zu", a);
 		CHECK(errno == e, "posix_memalign changed errno");
 		free(p);
 		p = aligned_alloc(a, 3 * a);

@@ -6,9 +6,12 @@
 # (without the preload the probe must fail: its first checks see glibc's
 # malloc), and uslabtop -p showing a preloaded program's size classes live.
 #
-# Usage: preload.sh PROBE LIBUSLAB-MALLOC USLABTOP
+# Usage: preload.sh PROBE LIBUSLAB-MALLOC USLABTOP [SANITIZE]
+# Skips (77) in a sanitizer build: its runtime must be the first library
+# loaded, and the probe is a plain program.
 set -u
 probe=$1 lib=$2 top=$3
+case ${4:-none} in none | '') ;; *) echo "SKIP: sanitizer build ($4)"; exit 77 ;; esac
 status=0
 dir=$(mktemp -d "${TMPDIR:-/tmp}/uslab-preload.XXXXXX") || exit 99
 trap 'rm -rf "$dir"' EXIT
