@@ -79,6 +79,8 @@ static void usage(FILE *f)
 	        "  --workload LIST  pair,batch1k,batch100k,threads,prodcons,fresh,mem (default all;\n"
 	        "                   \"batch\" = batch1k,batch100k), and rcu (only when named:\n"
 	        "                   free_rcu against call_rcu and synchronize_rcu, 1 and 2 threads)\n"
+	        "                   and classes (only when named: uslab_alloc against the mallocs,\n"
+	        "                   sizes 8..1024 B with random lifetimes, 1 and 2 threads)\n"
 	        "  --size LIST      object sizes (default 24,64,256,4096)\n"
 	        "  --backend LIST   floor,uslab,uslab-locked,glibc,jemalloc,tcmalloc,mimalloc\n"
 	        "  --runs N         timed runs per cell (default 5; --quick: 3), as rounds: each\n"
@@ -182,6 +184,7 @@ static void opts_defaults(struct bench *bn, const char **names, int nnames, bool
 		for (size_t k = 0; k < NWORKLOADS; k++)
 			ok = ok || strcmp(o->o_workloads[i], workload_names[k]) == 0;
 		ok = ok || strcmp(o->o_workloads[i], "rcu") == 0; /* bench-rcu.c, only when named */
+		ok = ok || strcmp(o->o_workloads[i], "classes") == 0; /* bench-classes.c, too */
 		if (!ok)
 			bad_usage("unknown workload %s", o->o_workloads[i]);
 	}
@@ -334,6 +337,8 @@ int main(int argc, char **argv)
 	struct bench bench;
 	struct bench *bn = &bench;
 
+	if (argc == 5 && strcmp(argv[1], "--classes-child") == 0)
+		return bench_classes_child(atoi(argv[2]), atoi(argv[3]), atol(argv[4]));
 	memset(bn, 0, sizeof *bn);
 	memcpy(bn->bn_backends, builtin_backends, sizeof builtin_backends);
 	bn->bn_nbackends = (int)NBUILTIN;
@@ -356,10 +361,13 @@ int main(int argc, char **argv)
 	}
 	/* "rcu" is a table of its own, run in this process (bench-rcu.c). */
 	struct bench_opts *o = &bn->bn_opt;
-	bool rcu = false;
+	bool rcu = false, classes = false;
 	for (int i = 0; i < o->o_nworkloads; i++)
 		if (strcmp(o->o_workloads[i], "rcu") == 0) {
 			rcu = true;
+			o->o_workloads[i--] = o->o_workloads[--o->o_nworkloads];
+		} else if (strcmp(o->o_workloads[i], "classes") == 0) {
+			classes = true; /* a table of its own too (bench-classes.c) */
 			o->o_workloads[i--] = o->o_workloads[--o->o_nworkloads];
 		}
 	if (o->o_nworkloads > 0) {
@@ -368,6 +376,8 @@ int main(int argc, char **argv)
 	}
 	if (rcu)
 		bench_rcu(bn);
+	if (classes)
+		bench_classes(bn);
 	free(bn->bn_results);
 	free(bn->bn_mem);
 	for (int i = (int)NBUILTIN; i < bn->bn_nbackends; i++)

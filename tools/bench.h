@@ -295,4 +295,9 @@ double maximum(const double *v, int n);
 /** The rcu workload's own table (bench-rcu.c), printed to stdout. */
 void bench_rcu(const struct bench *bn);
 
+/** The classes workload's own table (bench-classes.c), printed to stdout. */
+void bench_classes(struct bench *bn);
+/** A classes run in this process ("--classes-child B T N"); the exit status. */
+int bench_classes_child(int backend, int threads, long n);
+
 #endif /* USLAB_BENCH_H */
