@@ -14,6 +14,12 @@
 
 #include "testutil.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#else
+#define UNDER_ASAN 0
+#endif
+
 /* The classes as include/uslab.h and the README document them. */
 static const size_t classes[] = {
 	8,    16,   32,   48,   64,   80,    96,    112,   128,   160,   192,   224,   256,   320,
@@ -663,9 +669,8 @@ static Suite *kmalloc_suite(void)
 	if (test_can_fork()) {
 		tcase_add_test(tc, kmalloc_misuse_reported);
 		/* ASan's shadow and quarantine are in the resident set too. */
-#ifndef __SANITIZE_ADDRESS__
-		tcase_add_test(tc, kmalloc_rss_back_after_trim);
-#endif
+		if (!UNDER_ASAN)
+			tcase_add_test(tc, kmalloc_rss_back_after_trim);
 	}
 	suite_add_tcase(s, tc);
 	return s;
