@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The size classes: uslab_alloc() and its family (API test, shared library). */
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -8,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <uslab.h>
@@ -305,6 +309,54 @@ START_TEST(kmalloc_errno)
 	uslab_reap_all();
 	uslab_free(NULL);
 	ck_assert_int_eq(errno, 4242);
+}
+END_TEST
+
+/* A free keeps errno even when a syscall under it fails: munmap and
+ * madvise are refused (seccomp, EPERM) while large blocks are freed. (A
+ * class free makes no syscall that could fail: slabs are released on the
+ * allocation side and by reap.) */
+static int deny_unmap(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_munmap, 2, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_madvise, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+	};
+	struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		return -1;
+	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
+}
+
+static int errno_refused(void *arg)
+{
+	int bad = 0;
+	(void)arg;
+
+	void *big[8];
+	for (int i = 0; i < 8; i++)
+		big[i] = uslab_alloc(40000 << i);
+	if (deny_unmap() != 0)
+		return 77;
+	for (int i = 0; i < 8; i++) {
+		errno = 4242;
+		uslab_free(big[i]); /* its munmap fails */
+		bad += errno != 4242;
+	}
+	fprintf(stderr, "%d frees changed errno\n", bad);
+	return bad == 0 ? 0 : 1;
+}
+
+START_TEST(kmalloc_errno_when_syscalls_fail)
+{
+	char err[512];
+	int rc = test_run_child(errno_refused, NULL, 60, err, sizeof err);
+	if (rc == 77)
+		return; /* no seccomp here */
+	ck_assert_msg(rc == 0, "status %d: %s", rc, err);
 }
 END_TEST
 
@@ -668,6 +720,7 @@ static Suite *kmalloc_suite(void)
 	tcase_set_timeout(tc, 120);
 	if (test_can_fork()) {
 		tcase_add_test(tc, kmalloc_misuse_reported);
+		tcase_add_test(tc, kmalloc_errno_when_syscalls_fail);
 		/* ASan's shadow and quarantine are in the resident set too. */
 		if (!UNDER_ASAN)
 			tcase_add_test(tc, kmalloc_rss_back_after_trim);
