@@ -313,9 +313,10 @@ START_TEST(kmalloc_errno)
 END_TEST
 
 /* A free keeps errno even when a syscall under it fails: munmap and
- * madvise are refused (seccomp, EPERM) while large blocks are freed. (A
- * class free makes no syscall that could fail: slabs are released on the
- * allocation side and by reap.) */
+ * madvise are refused (seccomp, EPERM) while large blocks are freed. (The
+ * same restore in the per-CPU layer's free path, pcpu_free_slow, is for a
+ * slab released inside a free, which no test here could provoke: slabs go
+ * on the allocation side and at reap.) */
 static int deny_unmap(void)
 {
 	struct sock_filter f[] = {

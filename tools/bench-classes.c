@@ -173,7 +173,8 @@ void bench_classes(struct bench *bn)
 {
 	int runs = bn->bn_opt.o_runs;
 	long n = bn->bn_opt.o_quick ? 200000 : 2000000;
-	static double ns[CL_MAX_THREADS][CL_BACKENDS][MAX_RUNS], kib[CL_MAX_THREADS][CL_BACKENDS][MAX_RUNS];
+	static double ns[CL_MAX_THREADS][CL_BACKENDS][MAX_RUNS],
+		kib[CL_MAX_THREADS][CL_BACKENDS][MAX_RUNS];
 	static double vs_mi[CL_MAX_THREADS][MAX_RUNS], vs_best[CL_MAX_THREADS][MAX_RUNS];
 	bool have[CL_BACKENDS] = {false};
 
@@ -184,7 +185,8 @@ void bench_classes(struct bench *bn)
 	for (int r = 0; r < runs; r++)
 		for (int t = 1; t <= CL_MAX_THREADS; t++)
 			for (int b = 0; b < CL_BACKENDS; b++)
-				have[b] |= cl_fork(bn, b, t, n, &ns[t - 1][b][r], &kib[t - 1][b][r]);
+				have[b] |=
+					cl_fork(bn, b, t, n, &ns[t - 1][b][r], &kib[t - 1][b][r]);
 	printf("\n### classes: sizes %d..%d B, random lifetimes over %d slots (%d rounds, uslab %s)\n\n",
 	       CL_MIN, CL_MAX, CL_SLOTS, runs, uslab_mode());
 	printf("| backend | threads | ns/op median | min | peak RSS MiB |\n|---|---:|---:|---:|---:|\n");
@@ -206,9 +208,11 @@ void bench_classes(struct bench *bn)
 		}
 		if (have[4])
 			printf("| uslab / mimalloc (time) | %d | %.2f [%.2f, %.2f] |\n", t + 1,
-			       median(vs_mi[t], runs), minimum(vs_mi[t], runs), maximum(vs_mi[t], runs));
+			       median(vs_mi[t], runs), minimum(vs_mi[t], runs),
+			       maximum(vs_mi[t], runs));
 		printf("| uslab / best peer (time) | %d | %.2f [%.2f, %.2f] |\n", t + 1,
-		       median(vs_best[t], runs), minimum(vs_best[t], runs), maximum(vs_best[t], runs));
+		       median(vs_best[t], runs), minimum(vs_best[t], runs),
+		       maximum(vs_best[t], runs));
 	}
 	fflush(stdout);
 }
