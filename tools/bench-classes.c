@@ -12,12 +12,15 @@
 #include "bench.h"
 
 /*
- * Larson-like: T threads share W slots. An operation allocates a block of
- * a size drawn uniformly from 8..1024 bytes, writes a word in it, swaps it
- * into a random slot and frees what the slot held: lifetimes are random,
- * and with two threads half the frees are of another thread's blocks.
- * The slots are filled before the timing and emptied after it. ns/op is
- * wall time over all threads' operations (one alloc and one free each).
+ * Larson-like (Larson and Krishnan's server benchmark, as mimalloc-bench
+ * runs it): each of T threads owns CL_SLOTS slots of live blocks. An
+ * operation frees the block of a random slot and puts a new one there, of
+ * a size drawn uniformly from 8..1024 bytes, with a word written in it:
+ * lifetimes are random. Every CL_ROUND operations the threads pass their
+ * slots on to the next thread (a barrier), so with two threads the blocks
+ * one thread allocated are freed by the other. The slots are filled before
+ * the timing and emptied after it. ns/op is wall time over all threads'
+ * operations (one alloc and one free each).
  * Backends: uslab (uslab_alloc/uslab_free, the size classes), glibc,
  * jemalloc, tcmalloc, mimalloc (malloc/free, the library preloaded), each
  * in a new process of its own (this program, "--classes-child"), called
@@ -27,7 +30,8 @@
  * ratios are per round (uslab / mimalloc, uslab / the best peer).
  */
 
-#define CL_SLOTS 20000
+#define CL_SLOTS 1000
+#define CL_ROUND 20000
 #define CL_MIN 8
 #define CL_MAX 1024
 #define CL_MAX_THREADS 2
@@ -39,13 +43,15 @@ static const char *const cl_names[CL_BACKENDS] = {"uslab", "glibc", "jemalloc", 
 struct cl_run {
 	void *(*r_malloc)(size_t);
 	void (*r_free)(void *);
-	void **r_slots;
+	void **r_slots[CL_MAX_THREADS]; /* thread t works on r_slots[(t + pass) % T] */
+	int r_threads;
 	long r_n;
-	pthread_barrier_t r_start;
+	pthread_barrier_t r_start, r_pass;
 };
 
 struct cl_thread {
 	struct cl_run *t_run;
+	int t_index;
 	unsigned t_seed;
 	pthread_t t_id;
 };
@@ -65,18 +71,23 @@ static void *cl_work(void *arg)
 	unsigned s = t->t_seed;
 
 	pthread_barrier_wait(&r->r_start);
-	for (long i = 0; i < r->r_n; i++) {
-		size_t size = CL_MIN + cl_rand(&s) % (CL_MAX - CL_MIN + 1);
-		void *(*m)(size_t) = __atomic_load_n(&r->r_malloc, __ATOMIC_RELAXED);
-		char *p = m(size);
-		if (p == NULL)
-			abort();
-		*(long *)p = i;
-		__asm__ volatile("" : : "r"(p) : "memory");
-		void *old = __atomic_exchange_n(&r->r_slots[cl_rand(&s) % CL_SLOTS], p,
-		                                __ATOMIC_ACQ_REL);
-		void (*f)(void *) = __atomic_load_n(&r->r_free, __ATOMIC_RELAXED);
-		f(old);
+	for (long done = 0, pass = 0; done < r->r_n; pass++) {
+		void **slots = r->r_slots[(t->t_index + pass) % r->r_threads];
+		long end = done + CL_ROUND < r->r_n ? done + CL_ROUND : r->r_n;
+		for (; done < end; done++) {
+			unsigned i = cl_rand(&s) % CL_SLOTS;
+			void (*f)(void *) = __atomic_load_n(&r->r_free, __ATOMIC_RELAXED);
+			f(slots[i]);
+			size_t size = CL_MIN + cl_rand(&s) % (CL_MAX - CL_MIN + 1);
+			void *(*m)(size_t) = __atomic_load_n(&r->r_malloc, __ATOMIC_RELAXED);
+			char *p = m(size);
+			if (p == NULL)
+				abort();
+			*(long *)p = done;
+			__asm__ volatile("" : : "r"(p) : "memory");
+			slots[i] = p;
+		}
+		pthread_barrier_wait(&r->r_pass); /* the slots go on to the next thread */
 	}
 	return NULL;
 }
@@ -100,14 +111,19 @@ int bench_classes_child(int b, int threads, long n)
 		return 2;
 	r.r_malloc = b == 0 ? uslab_alloc : malloc;
 	r.r_free = b == 0 ? uslab_free : free;
-	r.r_slots = map(CL_SLOTS * sizeof(void *));
+	r.r_threads = threads;
 	unsigned s = 12345;
-	for (int i = 0; i < CL_SLOTS; i++)
-		r.r_slots[i] = r.r_malloc(CL_MIN + cl_rand(&s) % (CL_MAX - CL_MIN + 1));
+	for (int k = 0; k < threads; k++) {
+		r.r_slots[k] = map(CL_SLOTS * sizeof(void *));
+		for (int i = 0; i < CL_SLOTS; i++)
+			r.r_slots[k][i] = r.r_malloc(CL_MIN + cl_rand(&s) % (CL_MAX - CL_MIN + 1));
+	}
 	struct cl_thread t[CL_MAX_THREADS];
 	pthread_barrier_init(&r.r_start, NULL, (unsigned)threads + 1);
+	pthread_barrier_init(&r.r_pass, NULL, (unsigned)threads);
 	for (int i = 0; i < threads; i++) {
-		t[i] = (struct cl_thread){.t_run = &r, .t_seed = 2463534242u + (unsigned)i * 7919u};
+		t[i] = (struct cl_thread){
+			.t_run = &r, .t_index = i, .t_seed = 2463534242u + (unsigned)i * 7919u};
 		if (pthread_create(&t[i].t_id, NULL, cl_work, &t[i]) != 0)
 			die("pthread_create");
 	}
@@ -116,8 +132,9 @@ int bench_classes_child(int b, int threads, long n)
 	for (int i = 0; i < threads; i++)
 		pthread_join(t[i].t_id, NULL);
 	double ns = (cl_now() - t0) / ((double)n * threads);
-	for (int i = 0; i < CL_SLOTS; i++)
-		r.r_free(r.r_slots[i]);
+	for (int k = 0; k < threads; k++)
+		for (int i = 0; i < CL_SLOTS; i++)
+			r.r_free(r.r_slots[k][i]);
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	printf("%.3f %ld\n", ns, ru.ru_maxrss);
@@ -187,8 +204,9 @@ void bench_classes(struct bench *bn)
 			for (int b = 0; b < CL_BACKENDS; b++)
 				have[b] |=
 					cl_fork(bn, b, t, n, &ns[t - 1][b][r], &kib[t - 1][b][r]);
-	printf("\n### classes: sizes %d..%d B, random lifetimes over %d slots (%d rounds, uslab %s)\n\n",
-	       CL_MIN, CL_MAX, CL_SLOTS, runs, uslab_mode());
+	printf("\n### classes: sizes %d..%d B, random lifetimes, %d slots per thread passed on every "
+	       "%d operations (%d rounds, uslab %s)\n\n",
+	       CL_MIN, CL_MAX, CL_SLOTS, CL_ROUND, runs, uslab_mode());
 	printf("| backend | threads | ns/op median | min | peak RSS MiB |\n|---|---:|---:|---:|---:|\n");
 	for (int t = 0; t < CL_MAX_THREADS; t++)
 		for (int b = 0; b < CL_BACKENDS; b++)
