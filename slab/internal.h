@@ -663,6 +663,7 @@ _Static_assert(offsetof(struct uslab_cache, c_chk_inv) == PCPU_CACHE_CHK_INV, "P
 _Static_assert(offsetof(struct uslab_cache, c_chk_objs) == PCPU_CACHE_CHK_OBJS,
                "PCPU_CACHE_CHK_OBJS");
 _Static_assert(offsetof(struct uslab_cache, c_chk_tz) == PCPU_CACHE_CHK_TZ, "PCPU_CACHE_CHK_TZ");
+_Static_assert(offsetof(struct uslab_cache, c_kmalloc) == PCPU_CACHE_KMALLOC, "PCPU_CACHE_KMALLOC");
 _Static_assert(offsetof(struct uslab_cache, c_alloc_miss) == PCPU_CACHE_ALLOC_MISS,
                "PCPU_CACHE_ALLOC_MISS");
 _Static_assert(offsetof(struct uslab_cache, c_free_miss) == PCPU_CACHE_FREE_MISS,

@@ -422,7 +422,9 @@ void km_free_slow(void *p)
 	errno = err;
 }
 
-void uslab_free(void *p)
+/* uslab_free() in C: arch/x86_64-kmalloc.S is the same in assembly, with
+ * the lookup done once. */
+static void km_free(void *p)
 {
 	struct slab *s = slabmap_lookup(p);
 
@@ -432,6 +434,13 @@ void uslab_free(void *p)
 	}
 	km_free_slow(p);
 }
+
+#if !USLAB_HAVE_ASM
+void uslab_free(void *p)
+{
+	km_free(p);
+}
+#endif
 
 size_t uslab_usable_size(const void *p)
 {
@@ -474,7 +483,7 @@ void *uslab_realloc(void *p, size_t size)
 	if (p == NULL)
 		return uslab_alloc(size);
 	if (size == 0) {
-		uslab_free(p);
+		km_free(p);
 		return NULL;
 	}
 	size_t old = 0;
@@ -504,7 +513,7 @@ void *uslab_realloc(void *p, size_t size)
 	if (n == NULL)
 		return NULL;
 	memcpy(n, p, old < size ? old : size);
-	uslab_free(p);
+	km_free(p);
 	return n;
 }
 
@@ -516,9 +525,11 @@ void *uslab_realloc(void *p, size_t size)
 	extern __typeof(target) name __attribute__((alias(#target), visibility("default")))
 KM_ALIAS(malloc, uslab_alloc);
 KM_ALIAS(__libc_malloc, uslab_alloc);
+#if !USLAB_HAVE_ASM
 KM_ALIAS(free, uslab_free);
 KM_ALIAS(__libc_free, uslab_free);
 KM_ALIAS(cfree, uslab_free);
+#endif
 KM_ALIAS(calloc, uslab_calloc);
 KM_ALIAS(__libc_calloc, uslab_calloc);
 KM_ALIAS(realloc, uslab_realloc);

@@ -40,6 +40,7 @@ segment_reader.c.o
 segment_writer.c.o
 cache.c.o
 kmalloc.c.o
+arch_x86_64-kmalloc.S.o
 stats.c.o
 '
 

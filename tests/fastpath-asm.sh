@@ -7,7 +7,7 @@
 lib="$1"
 command -v objdump >/dev/null || { echo "objdump missing"; exit 77; }
 status=0
-for fn in uslab_cache_alloc uslab_cache_free; do
+for fn in uslab_cache_alloc uslab_cache_free uslab_free; do
 	body=$(objdump -d --no-show-raw-insn "$lib" | awk -v f="<$fn>:" '$2 == f {on=1; next} on && /^$/ {exit} on')
 	if [ -z "$body" ]; then
 		echo "$fn: not an assembly entry point in $lib (built without asm?)"

@@ -27,6 +27,7 @@
 #define PCPU_CACHE_CHK_INV 8     /* offsetof(struct uslab_cache, c_chk_inv) */
 #define PCPU_CACHE_CHK_OBJS 16   /* offsetof(struct uslab_cache, c_chk_objs) */
 #define PCPU_CACHE_CHK_TZ 24     /* offsetof(struct uslab_cache, c_chk_tz) */
+#define PCPU_CACHE_KMALLOC 25    /* offsetof(struct uslab_cache, c_kmalloc) */
 #define PCPU_CACHE_ALLOC_MISS 32 /* offsetof(struct uslab_cache, c_alloc_miss) */
 #define PCPU_CACHE_FREE_MISS 40  /* offsetof(struct uslab_cache, c_free_miss) */
 #define PCPU_SLAB_CACHE 8        /* offsetof(struct slab, s_cache) */
