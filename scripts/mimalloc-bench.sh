@@ -24,7 +24,8 @@
 #
 # Arguments, after mimalloc-bench's bench.sh run lines with its --procs set to 2 (this
 # script's target is a 2-core machine), sized so that 10 programs x 5 mallocs x 3 rounds
-# take about 10 minutes there:
+# take about 12 minutes there (4 of them are rptest's fixed sleeps, ~16 s a run, which no
+# argument shortens; alloc-test, espresso and glibc-simple do fixed work too):
 #   cfrac          a 42-digit semiprime, 300000000000000000053 * 333333333333333333409
 #                  (bench.sh factors a 44-digit number: 7 s here, every 2 digits double it)
 #   espresso       bench/espresso/largest.espresso, as bench.sh (the only input shipped)
@@ -225,7 +226,7 @@ for p in "${progs[@]}"; do
 	# LD_PRELOAD only replaces the malloc of a dynamically linked program that imports it
 	if ! readelf -d "$out/bin/$p" 2>/dev/null | awk '/NEEDED/ { f = 1 } END { exit !f }'; then
 		note "$p is statically linked: LD_PRELOAD has no effect on it, every column measures its built-in malloc"
-	elif ! nm -D --undefined-only "$out/bin/$p" | awk '$2 ~ /^(malloc|calloc|_Znwm)(@|$)/ { f = 1 } END { exit !f }'; then
+	elif ! nm -D --undefined-only "$out/bin/$p" | awk '$2 ~ /^(malloc|calloc|realloc|posix_memalign|aligned_alloc|_Zn[wa]m)(@|$)/ { f = 1 } END { exit !f }'; then
 		note "$p imports neither malloc nor operator new: LD_PRELOAD may not reach its allocations"
 	fi
 	echo "  built $p"
@@ -356,7 +357,7 @@ ref = "mimalloc" if "mimalloc" in allocs else None
 def ratio(d, p, a):
     x, y = med(d, (p, a)), med(d, (p, ref)) if ref else None
     return x / y if x is not None and y else None
-def fmt_t(x): return "FAIL" if x is None else (f"{x:.3g}" if x < 10 else f"{x:.1f}")
+def fmt_t(x): return "FAIL" if x is None else (f"{x:.2f}" if x < 10 else f"{x:.1f}")
 def fmt_r(x): return "n/a" if x is None else f"{x:.2f}"
 def gmean(xs):
     xs = [x for x in xs if x]
