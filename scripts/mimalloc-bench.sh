@@ -314,7 +314,11 @@ run_one() {
 echo
 echo "== machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(uname -sr)"
 echo "== compiler: $(gcc --version | head -n 1)"
-echo "== uslab: $uslab ($(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" diff --quiet HEAD 2>/dev/null || echo ', work tree modified'))"
+rev="not in a git checkout"
+if rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null); then
+	git -C "$repo" diff --quiet HEAD 2>/dev/null || rev+=", work tree modified"
+fi
+echo "== uslab: $uslab ($rev)"
 for a in "${active[@]}"; do
 	[ -n "${alloc_lib[$a]}" ] && echo "   $a: sha256 $(sha256sum <"${alloc_lib[$a]}" | cut -c1-16)"
 done
