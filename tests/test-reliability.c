@@ -567,7 +567,11 @@ static int cycles_child(void *arg)
 	fprintf(stderr,
 	        "# %d cycles: mappings %ld -> %ld, descriptors %ld -> %ld, RSS %lld -> %lld KiB\n",
 	        n, maps, maps2, fds, fds2, rss >> 10, rss2 >> 10);
-	if (maps2 != maps)
+	/* Two mappings of slack: adjacent anonymous mappings merge or not
+	 * depending on where the kernel placed them (one check.sh run saw a
+	 * difference with nothing leaked); a leak grows by one per 16 MiB
+	 * chunk (the control: 53 -> 69). */
+	if (maps2 > maps + 2)
 		return 12;
 	if (fds2 != fds)
 		return 13;
