@@ -129,9 +129,13 @@ struct uslab_cache;
 /**
  * A page source: where a cache's slabs come from. uslab calls get() for a
  * block of @size bytes aligned to @size (a power of two, at least the page
- * size) and put() to give a block back. purge() (optional, may be NULL) is
- * reserved: a hint that a block's contents are no longer needed while it
- * stays mapped, which this version never calls.
+ * size) and put() to give a block back. purge() (optional, may be NULL)
+ * says that the contents of a page-aligned range inside a block it gave
+ * out are no longer needed, while the block stays in use: the source may
+ * give the pages to the kernel (the range must stay readable and writable,
+ * and reads before a write may give zeros or the old bytes). uslab purges
+ * the empty slabs it keeps and, in uslab_cache_reap(), the pages that lie
+ * wholly inside free objects (caches without a ctor or debug flags).
  * get() returns NULL when it has no memory; the cache then fails the
  * allocation with ENOMEM. The callbacks may be called concurrently from
  * several threads and must be thread-safe. The structure must outlive every
@@ -146,7 +150,11 @@ struct uslab_pagesrc {
 };
 
 /** The default page source: anonymous private mappings (MAP_NORESERVE),
- *  given back with munmap, purged with MADV_DONTNEED. */
+ *  given back with munmap, purged with MADV_FREE (the kernel takes the
+ *  pages when it needs memory; until then they count in the RSS, as
+ *  LazyFree in smaps). USLAB_PURGE=dontneed, read once, purges with
+ *  MADV_DONTNEED instead: the RSS falls at once, a page used again costs a
+ *  fault. */
 USLAB_API const struct uslab_pagesrc *uslab_pagesrc_mmap(void);
 
 /**
@@ -164,6 +172,36 @@ USLAB_API const struct uslab_pagesrc *uslab_pagesrc_mmap(void);
  */
 USLAB_API struct uslab_pagesrc *uslab_pagesrc_region(void *base, size_t len);
 
+/**
+ * The program break (sbrk) as a page source. It grows the break for each
+ * block (aligned to its size: the gap below a block is used by smaller
+ * blocks later) and gives blocks back: the ones at the top shrink the
+ * break again, the others are kept (purged with MADV_DONTNEED) for reuse.
+ * glibc's malloc moves the break too: when the break is not where this
+ * source left it, memory below the foreign end is never given back by
+ * moving the break, only reused. Blocks come from one range between two
+ * foreign moves, so a program whose malloc keeps moving the break gets a
+ * heap with holes; it never loses memory. get() fails (ENOMEM) when the
+ * kernel refuses to move the break. Thread-safe.
+ */
+USLAB_API const struct uslab_pagesrc *uslab_pagesrc_brk(void);
+
+/**
+ * Huge pages: blocks carved from 2 MiB-aligned areas of 2 MiB pages. With
+ * pages reserved in the kernel's hugetlb pool (vm.nr_hugepages) the areas
+ * are MAP_HUGETLB mappings; otherwise anonymous mappings with
+ * MADV_HUGEPAGE (transparent huge pages, when the kernel has them in
+ * "always" or "madvise" mode); else plain pages. Blocks given back are
+ * kept for reuse (purged), an area goes back when all its blocks are back.
+ * uslab_pagesrc_hugepage_mode() says which is in use. Thread-safe.
+ */
+USLAB_API const struct uslab_pagesrc *uslab_pagesrc_hugepage(void);
+
+/** What uslab_pagesrc_hugepage() gives, as a static string: "hugetlb",
+ *  "thp", or "off: <why>" (plain pages); decided at its first get(). Also
+ *  in uslab_global_stats (hugepage). */
+USLAB_API const char *uslab_pagesrc_hugepage_mode(void);
+
 /** Cache configuration. Every field is optional: a zeroed structure (or a
  *  NULL pointer) means the defaults. */
 struct uslab_cache_conf {
@@ -173,6 +211,13 @@ struct uslab_cache_conf {
 	void (*dtor)(void *obj, void *arg);  /* object leaves the cache */
 	void *arg;                           /* passed to ctor and dtor */
 	const struct uslab_pagesrc *pagesrc; /* NULL = uslab_pagesrc_mmap() */
+	/* At the limit (uslab_cache_set_limit): called once per refused
+	 * allocation, outside every uslab lock, before it is retried once. */
+	void (*limit_hit)(struct uslab_cache *cache, void *arg);
+	/* A page source failed: give memory back (uslab_cache_reclaim). */
+	void (*reclaim)(void *arg);
+	/* Compaction: relocate @old to @new_ (uslab_cache_compact). */
+	int (*move)(void *old, void *new_, void *arg);
 };
 
 /**
@@ -355,6 +400,82 @@ USLAB_API size_t uslab_cache_size(const struct uslab_cache *cache);
  *  drain"); nothing aborts. */
 USLAB_API const char *uslab_mode(void);
 
+/* ---- Memory: limits, reserves, reclaim, compaction ---- */
+
+/**
+ * Bound @cache to @max_objs objects held by the program at once (0: no
+ * bound), at any time, objects allocated included: past it,
+ * uslab_cache_alloc() fails with ENOBUFS (counted in limit_failures).
+ * When the conf has limit_hit, a refused allocation calls it (outside
+ * every uslab lock; it may free and reap, not create or destroy caches,
+ * and an allocation from the same cache inside it is not called back
+ * again) and is then retried once. A cache with a limit leaves the
+ * assembly hit path: each allocation and free adds an atomic operation.
+ * The count starts from the objects held when the limit is first set
+ * (exact when no thread is using the cache then). Objects in a reserve
+ * (uslab_cache_reserve) count as held. Returns 0, or -1 with errno EINVAL
+ * (NULL cache, a size class or a magazine cache) or ENOMEM.
+ */
+USLAB_API int uslab_cache_set_limit(struct uslab_cache *cache, size_t max_objs);
+
+/**
+ * A reserve: @n objects of @cache taken now, so that the @n allocations a
+ * critical section needs cannot fail there (SLUB's prefilled sheaves).
+ * Returns NULL with errno (ENOMEM, ENOBUFS at the limit, a ctor's value,
+ * EINVAL for a NULL cache or @n 0 or above 65536) and nothing taken. A
+ * reserve belongs to one thread at a time; it takes no lock.
+ */
+USLAB_API struct uslab_reserve *uslab_cache_reserve(struct uslab_cache *cache, size_t n);
+/** One object of the reserve: never fails while uslab_reserve_left() > 0
+ *  (then NULL with ENOBUFS). Freed with uslab_cache_free() as any object. */
+USLAB_API void *uslab_reserve_alloc(struct uslab_reserve *res);
+/** Objects the reserve still holds. */
+USLAB_API size_t uslab_reserve_left(const struct uslab_reserve *res);
+/** Give back what is left of @res (freed to its cache) and @res itself.
+ *  Returns how many objects went back. NULL: 0. */
+USLAB_API size_t uslab_reserve_return(struct uslab_reserve *res);
+
+/**
+ * Reclaim: when a page source fails, before an allocation fails with
+ * ENOMEM, uslab reaps every cache (uslab_reap_all), calls the reclaim
+ * callback of every cache whose conf has one (outside every uslab lock, at
+ * most one reclaim pass at a time per thread: an allocation that fails
+ * inside a callback does not reclaim again), and retries once. A callback
+ * frees what the program can rebuild (a cache of computed results). It may
+ * allocate, free and reap; uslab_cache_destroy() waits for callbacks in
+ * progress, and fails with EDEADLK inside one. uslab_cache_reclaim() runs
+ * the same pass on demand and returns the bytes given back to the page
+ * sources by the reaps. Not in a signal handler that interrupted uslab
+ * (the allocation fails at once there).
+ */
+USLAB_API size_t uslab_cache_reclaim(void);
+
+/**
+ * Compaction: move live objects out of @cache's sparsest slabs into its
+ * densest ones, and release the slabs that empties. Needs the conf's
+ * move(old, new_, arg) callback (else -1, EINVAL), the owner's side:
+ *   - uslab calls it with an object @old of a slab being evacuated and a
+ *     fresh object @new_ (constructed, when the cache has a ctor), with no
+ *     uslab lock held, from the thread calling compact;
+ *   - it returns 0 when it moved: under the owner's own lock it copied
+ *     what @old holds to @new_ and replaced every reference to @old with
+ *     @new_; uslab then frees @old, which must be left in its constructed
+ *     state (a cache with a ctor);
+ *   - it returns non-zero to refuse, and must refuse an object it does not
+ *     own at that moment: one being freed, one held by another thread
+ *     outside the owner's lock, one with a reference the owner cannot
+ *     update, or any object @old it does not know (uslab may offer objects
+ *     that were freed a moment ago and sit in a magazine). @new_ is then
+ *     freed by uslab.
+ * While compact runs, allocations may still come from the slabs being
+ * evacuated (they are drawn from other slabs first). Objects freed with
+ * free_rcu and a cache with USLAB_TYPESAFE_BY_RCU are refused (EINVAL: a
+ * reader may hold @old). Returns the number of objects moved, or -1 with
+ * errno (EINVAL, EDEADLK in a callback or a signal handler). The bytes
+ * released show in the stats (slabs_released, bytes_total).
+ */
+USLAB_API long uslab_cache_compact(struct uslab_cache *cache);
+
 /* ---- Statistics ---- */
 
 /**
@@ -402,6 +523,12 @@ struct uslab_stats {
 	uint64_t rcu_peak;  /* most objects submitted to grace periods at once */
 	uint64_t rcu_waits; /* free_rcu calls that waited for a grace period (at the cap) */
 	uint64_t rcu_cap;   /* objects submitted at most before free_rcu waits (fixed) */
+	/* Memory (limits, purge, compaction) */
+	uint64_t limit;          /* uslab_cache_set_limit(); 0: none */
+	uint64_t limit_failures; /* counter: allocations refused at the limit (ENOBUFS) */
+	uint64_t purged_slabs;   /* exact: empty slabs whose pages were purged, kept */
+	uint64_t bytes_purged;   /* counter: bytes purged (empty slabs, free objects' pages) */
+	uint64_t moved;          /* counter: objects moved by uslab_cache_compact() */
 };
 
 /** Fill @st for @cache. Returns 0, or -1 with errno EINVAL (NULL argument). */
@@ -445,6 +572,10 @@ struct uslab_global_stats {
 	uint64_t bytes_returned; /* ever given back */
 	uint64_t large_blocks;   /* uslab_alloc() blocks above USLAB_CLASS_MAX, live */
 	uint64_t large_bytes;    /* their usable bytes */
+	const char *hugepage;    /* as uslab_pagesrc_hugepage_mode() */
+	uint64_t bytes_purged;   /* ever purged by page sources */
+	uint64_t pagesrc_calls;  /* system calls made by the library's page
+	                          * sources (mmap, munmap, madvise, brk) */
 };
 
 /** Fill @st. Returns 0, or -1 with errno EINVAL (NULL), or EDEADLK (in a

@@ -3,6 +3,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #include "pagesrc.h"
@@ -28,6 +30,7 @@ static uintptr_t mm_hint;
 static void *mm_trimmed(size_t size)
 {
 	size_t len = size * 2;
+	pgsrc_count_call();
 	char *raw = mmap(NULL, len, PROT_READ | PROT_WRITE,
 	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (raw == MAP_FAILED)
@@ -35,10 +38,14 @@ static void *mm_trimmed(size_t size)
 	uintptr_t start = ((uintptr_t)raw + size - 1) & ~(uintptr_t)(size - 1);
 	size_t head = start - (uintptr_t)raw;
 	size_t tail = len - head - size;
-	if (head != 0)
+	if (head != 0) {
+		pgsrc_count_call();
 		munmap(raw, head);
-	if (tail != 0)
+	}
+	if (tail != 0) {
+		pgsrc_count_call();
 		munmap((char *)start + size, tail);
+	}
 	return (void *)start;
 }
 
@@ -52,11 +59,13 @@ static void *mm_get(void *arg, size_t size)
 	uintptr_t hint = __atomic_load_n(&mm_hint, __ATOMIC_RELAXED);
 	void *p = NULL;
 	if (hint != 0 && hint > size && (hint & (size - 1)) == 0) {
+		pgsrc_count_call();
 		p = mmap((void *)(hint - size), size, PROT_READ | PROT_WRITE,
 		         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 		if (p == MAP_FAILED) {
 			p = NULL;
 		} else if (((uintptr_t)p & (size - 1)) != 0) {
+			pgsrc_count_call();
 			munmap(p, size);
 			p = NULL;
 		}
@@ -71,13 +80,36 @@ static void *mm_get(void *arg, size_t size)
 static void mm_put(void *arg, void *block, size_t size)
 {
 	(void)arg;
+	pgsrc_count_call();
 	munmap(block, size);
 }
 
+/*
+ * Purge. MADV_FREE by default: the kernel takes the pages when it needs
+ * memory (until then they still count in the RSS, as LazyFree in
+ * /proc/<pid>/smaps), and a page written before that comes back without a
+ * fault. USLAB_PURGE=dontneed (read once) uses MADV_DONTNEED: the RSS falls
+ * at once, and each page costs a fault and zeroing when it is used again.
+ * A kernel without MADV_FREE (before 4.5) gets MADV_DONTNEED.
+ */
+static int mm_advice; /* 0: not read yet */
+
 static void mm_purge(void *arg, void *block, size_t size)
 {
+	int advice = __atomic_load_n(&mm_advice, __ATOMIC_RELAXED);
+
 	(void)arg;
-	madvise(block, size, MADV_DONTNEED);
+	if (advice == 0) {
+		const char *env = secure_getenv("USLAB_PURGE");
+		advice = env != NULL && strcmp(env, "dontneed") == 0 ? MADV_DONTNEED : MADV_FREE;
+		__atomic_store_n(&mm_advice, advice, __ATOMIC_RELAXED);
+	}
+	pgsrc_count_call();
+	if (madvise(block, size, advice) != 0 && errno == EINVAL && advice == MADV_FREE) {
+		__atomic_store_n(&mm_advice, MADV_DONTNEED, __ATOMIC_RELAXED); /* no MADV_FREE */
+		pgsrc_count_call();
+		(void)madvise(block, size, MADV_DONTNEED);
+	}
 }
 
 static const struct uslab_pagesrc mm_source = {

@@ -2,6 +2,7 @@
 /* Counting wrappers around any page source. */
 #include "config.h"
 
+#include <errno.h>
 #include <unistd.h>
 
 #include "pagesrc.h"
@@ -9,7 +10,12 @@
 __thread unsigned pgsrc_busy __attribute__((tls_model("initial-exec")));
 
 /* Process-wide byte counts; relaxed atomics, only the slow path updates them. */
-static uint64_t pgsrc_got, pgsrc_returned, pgsrc_purged, pgsrc_failed;
+static uint64_t pgsrc_got, pgsrc_returned, pgsrc_purged, pgsrc_failed, pgsrc_calls;
+
+void pgsrc_count_call(void)
+{
+	__atomic_fetch_add(&pgsrc_calls, 1, __ATOMIC_RELAXED);
+}
 
 void *pgsrc_get(const struct uslab_pagesrc *src, size_t size)
 {
@@ -33,7 +39,9 @@ void pgsrc_purge(const struct uslab_pagesrc *src, void *block, size_t size)
 {
 	if (src->purge == NULL)
 		return;
+	int err = errno; /* a free that purges keeps errno */
 	src->purge(src->arg, block, size);
+	errno = err;
 	__atomic_fetch_add(&pgsrc_purged, size, __ATOMIC_RELAXED);
 }
 
@@ -43,6 +51,7 @@ void pgsrc_totals(struct pgsrc_totals *out)
 	out->pt_put = __atomic_load_n(&pgsrc_returned, __ATOMIC_RELAXED);
 	out->pt_purged = __atomic_load_n(&pgsrc_purged, __ATOMIC_RELAXED);
 	out->pt_failures = __atomic_load_n(&pgsrc_failed, __ATOMIC_RELAXED);
+	out->pt_calls = __atomic_load_n(&pgsrc_calls, __ATOMIC_RELAXED);
 }
 
 size_t pgsrc_page_size(void)

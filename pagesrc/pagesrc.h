@@ -31,7 +31,11 @@ struct pgsrc_totals {
 	uint64_t pt_put;      /* bytes given back by put(), ever */
 	uint64_t pt_purged;   /* bytes purged, ever */
 	uint64_t pt_failures; /* get() calls that returned NULL */
+	uint64_t pt_calls;    /* system calls of the library's own sources */
 };
+
+/** The library's own sources count each system call they make here. */
+void pgsrc_count_call(void);
 
 /*
  * The re-entry guard (DESIGN.md §8). pgsrc_busy counts, per thread, the

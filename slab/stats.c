@@ -129,6 +129,8 @@ int uslab_global_stats(struct uslab_global_stats *st)
 	st->bytes_returned = t.pt_put;
 	km_large_totals(&st->large_blocks, &st->large_bytes);
 	st->bytes_mapped = t.pt_got - t.pt_put;
+	st->bytes_purged = t.pt_purged;
+	st->pagesrc_calls = t.pt_calls;
 	bool took = cache_list_enter();
 	for (const struct uslab_cache *c = cache_list; c != NULL; c = c->c_next)
 		st->caches++;
