@@ -90,7 +90,8 @@ static void mm_put(void *arg, void *block, size_t size)
  * /proc/<pid>/smaps), and a page written before that comes back without a
  * fault. USLAB_PURGE=dontneed (read once) uses MADV_DONTNEED: the RSS falls
  * at once, and each page costs a fault and zeroing when it is used again.
- * A kernel without MADV_FREE (before 4.5) gets MADV_DONTNEED.
+ * A kernel without MADV_FREE (before 4.5) gets MADV_DONTNEED, and so does
+ * a caller that wants the memory back at once (pgsrc_purge_now: a reap).
  */
 static int mm_advice; /* 0: not read yet */
 
@@ -104,6 +105,8 @@ static void mm_purge(void *arg, void *block, size_t size)
 		advice = env != NULL && strcmp(env, "dontneed") == 0 ? MADV_DONTNEED : MADV_FREE;
 		__atomic_store_n(&mm_advice, advice, __ATOMIC_RELAXED);
 	}
+	if (pgsrc_purge_now)
+		advice = MADV_DONTNEED;
 	pgsrc_count_call();
 	if (madvise(block, size, advice) != 0 && errno == EINVAL && advice == MADV_FREE) {
 		__atomic_store_n(&mm_advice, MADV_DONTNEED, __ATOMIC_RELAXED); /* no MADV_FREE */

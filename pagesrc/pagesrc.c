@@ -8,6 +8,7 @@
 #include "pagesrc.h"
 
 __thread unsigned pgsrc_busy __attribute__((tls_model("initial-exec")));
+__thread bool pgsrc_purge_now __attribute__((tls_model("initial-exec")));
 
 /* Process-wide byte counts; relaxed atomics, only the slow path updates them. */
 static uint64_t pgsrc_got, pgsrc_returned, pgsrc_purged, pgsrc_failed, pgsrc_calls;
@@ -35,12 +36,14 @@ void pgsrc_put(const struct uslab_pagesrc *src, void *block, size_t size)
 	__atomic_fetch_add(&pgsrc_returned, size, __ATOMIC_RELAXED);
 }
 
-void pgsrc_purge(const struct uslab_pagesrc *src, void *block, size_t size)
+void pgsrc_purge(const struct uslab_pagesrc *src, void *block, size_t size, bool now)
 {
 	if (src->purge == NULL)
 		return;
 	int err = errno; /* a free that purges keeps errno */
+	pgsrc_purge_now = now;
 	src->purge(src->arg, block, size);
+	pgsrc_purge_now = false;
 	errno = err;
 	__atomic_fetch_add(&pgsrc_purged, size, __ATOMIC_RELAXED);
 }

@@ -18,6 +18,7 @@
  * aligned.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,12 +61,21 @@ static inline void pgsrc_busy_leave(void)
 	pgsrc_busy--;
 }
 
+/* Set while pgsrc_purge() calls a source's purge for a caller that wants
+ * the memory back at once: the library's sources drop the pages then
+ * (MADV_DONTNEED), not lazily. */
+extern __thread bool pgsrc_purge_now __attribute__((tls_model("initial-exec")));
+
 /** A block of @size bytes aligned to @size from @src, or NULL. */
 void *pgsrc_get(const struct uslab_pagesrc *src, size_t size);
 /** Give back a block that pgsrc_get() returned from the same @src. */
 void pgsrc_put(const struct uslab_pagesrc *src, void *block, size_t size);
-/** Tell @src the contents of @block are no longer needed (it stays mapped). */
-void pgsrc_purge(const struct uslab_pagesrc *src, void *block, size_t size);
+/** Tell @src the contents of [@block, @block + @size) (page-aligned, inside
+ *  a block it gave out) are no longer needed; the block stays in use.
+ *  @now: the caller wants the memory back at once (a reap): the mmap
+ *  source then drops the pages with MADV_DONTNEED instead of MADV_FREE.
+ *  errno is kept. */
+void pgsrc_purge(const struct uslab_pagesrc *src, void *block, size_t size, bool now);
 /** Read the process-wide totals. */
 void pgsrc_totals(struct pgsrc_totals *out);
 /** The system page size. */

@@ -57,6 +57,8 @@ void stats_derive(const struct stats_raw *r, struct uslab_stats *st)
 	st->depot_contended = r->sr_depot.dc_contended;
 	st->slabs_created = sc->sc_created;
 	st->slabs_released = sc->sc_released;
+	st->purged_slabs = sc->sc_purged;
+	st->bytes_purged = sc->sc_bytes_purged;
 	st->rcu_objs = r->sr_rcu.rc_objs;
 	st->rcu_bytes = r->sr_rcu.rc_objs * r->sr_slot_size;
 	st->rcu_slabs = r->sr_rcu.rc_slabs;

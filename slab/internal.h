@@ -36,8 +36,10 @@
 #define SLAB_CLEAN UINT64_MAX            /* s_empty_gen of a slab never used */
 
 /* Empty slabs that stayed empty through a whole interval of this length
- * are released (slab.c §3). */
+ * are purged (caches that can, slab_purgeable()) or released; purged ones
+ * are released once they stayed empty for SLAB_PURGED_KEEP_NS (slab.c §3). */
 #define SLAB_DECAY_NS 1000000000ull
+#define SLAB_PURGED_KEEP_NS (10 * SLAB_DECAY_NS)
 
 /* Partial slabs are kept in buckets by fullness so the fullest is found in
  * O(1): bucket b holds slabs with b*capacity/8 <= inuse < (b+1)*capacity/8. */
@@ -79,6 +81,7 @@ struct slab {
 	uint32_t s_rpos;              /* USLAB_RANDOM: its cursor in c_rand_seq */
 	uint64_t s_empty_gen;         /* c_sweep_started when it last became empty,
 	                       * or SLAB_CLEAN: no object of it ever went out */
+	uint64_t s_purged_at;         /* empty and purged since (coarse ns); 0: not purged */
 	/* Debug state (debug-cache.c), set once and kept until release:
 	 * four bitmaps of c_slab_words words (DBG_KNOWN, DBG_OUT, DBG_POISON,
 	 * DBG_RZ), and two audit records per object (alloc, free). */
@@ -618,6 +621,9 @@ struct uslab_cache {
 	uint64_t c_slabs_created;
 	uint64_t c_slabs_released;
 	uint64_t c_alloc_fail;
+	uint64_t c_purged_slabs; /* slabs on c_empty with s_purged_at != 0 */
+	uint64_t c_purging;      /* slabs off every list while they are purged */
+	uint64_t c_bytes_purged; /* ever (empty slabs and free objects' pages) */
 
 	/* ---- debug layer (debug-cache.c) ---- */
 	unsigned c_debug;        /* USLAB_DEBUG_* in force (atomic; changed under debug_lock) */

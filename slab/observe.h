@@ -21,12 +21,14 @@
 
 /* The slab layer's figures of one cache, read together under c_slab_lock. */
 struct slab_counts {
-	uint64_t sc_inuse;    /* objects out of slabs: sum of s_inuse */
-	uint64_t sc_slabs;    /* slabs on any list */
-	uint64_t sc_empty;    /* slabs with no object out */
-	uint64_t sc_created;  /* slabs ever created */
-	uint64_t sc_released; /* slabs ever released */
-	uint64_t sc_fail;     /* slab-layer allocations that failed */
+	uint64_t sc_inuse;        /* objects out of slabs: sum of s_inuse */
+	uint64_t sc_slabs;        /* slabs on any list */
+	uint64_t sc_empty;        /* slabs with no object out */
+	uint64_t sc_created;      /* slabs ever created */
+	uint64_t sc_released;     /* slabs ever released */
+	uint64_t sc_fail;         /* slab-layer allocations that failed */
+	uint64_t sc_purged;       /* empty slabs kept purged */
+	uint64_t sc_bytes_purged; /* bytes purged, ever */
 };
 
 /* The depot's figures of one cache, read together under c_depot_lock. */

@@ -233,8 +233,12 @@ static void slab_unlink_locked(struct uslab_cache *c, struct slab *s)
 		s->s_next->s_prev = s->s_prev;
 	if (s->s_where < SLAB_BUCKETS && l->l_head == NULL)
 		c->c_partial_mask &= ~(1u << s->s_where);
-	if (s->s_where == SLAB_ON_EMPTY)
+	if (s->s_where == SLAB_ON_EMPTY) {
 		c->c_empty_slabs--;
+		if (s->s_purged_at != 0) /* leaving the empty list: in use, or released */
+			c->c_purged_slabs--;
+		s->s_purged_at = 0;
+	}
 	s->s_where = SLAB_ON_NONE;
 }
 
@@ -253,6 +257,7 @@ static void slab_link_locked(struct uslab_cache *c, struct slab *s, uint32_t whe
 		c->c_partial_mask |= 1u << where;
 	if (where == SLAB_ON_EMPTY) {
 		c->c_empty_slabs++;
+		c->c_purged_slabs += s->s_purged_at != 0;
 		s->s_empty_gen = __atomic_load_n(&c->c_sweep_started, __ATOMIC_ACQUIRE);
 	}
 }
@@ -306,17 +311,66 @@ static struct slab *slab_detach_empty_locked(struct uslab_cache *c, uint64_t kee
 	return chain;
 }
 
-/* Note the empty slabs' low-water mark; at the end of an interval, detach
- * the slabs that stayed empty through it (a chain to destroy unlocked). */
-static struct slab *slab_decay_locked(struct uslab_cache *c)
+/*
+ * May @c's free memory be purged (slab.c §3)? Not with a ctor (free
+ * objects keep their constructed state), a debug flag (poison and red
+ * zones live in free objects), USLAB_TYPESAFE_BY_RCU (readers may read a
+ * free object), under valgrind (which would take the purged range for
+ * defined memory), or when the page source cannot.
+ */
+static bool slab_purgeable(const struct uslab_cache *c)
+{
+	return c->c_src->purge != NULL && c->c_ctor == NULL &&
+	       (c->c_flags & USLAB_TYPESAFE_BY_RCU) == 0 &&
+	       __atomic_load_n(&c->c_debug, __ATOMIC_RELAXED) == 0 && !VG_RUNNING();
+}
+
+/* A cache that purges: of the @stayed slabs that stayed empty through the
+ * interval, detach onto @release those purged long enough ago, and onto
+ * @purge (off every list, counted in c_purging) those not purged yet. */
+static void slab_age_locked(struct uslab_cache *c, uint64_t stayed, uint64_t now,
+                            struct slab **release, struct slab **purge)
 {
 	ASSERT_HELD(&c->c_slab_lock);
+	for (struct slab *s = c->c_empty.l_head, *next; s != NULL && stayed != 0; s = next) {
+		next = s->s_next;
+		if (s->s_purged_at == 0) {
+			uint64_t gen = s->s_empty_gen;
+			slab_unlink_locked(c, s);
+			s->s_empty_gen = gen;
+			c->c_purging++;
+			s->s_next = *purge;
+			*purge = s;
+		} else if (now - s->s_purged_at >= SLAB_PURGED_KEEP_NS && slab_releasable(c, s)) {
+			slab_unlink_locked(c, s);
+			c->c_slabs--;
+			c->c_slabs_released++;
+			s->s_next = *release;
+			*release = s;
+		} else {
+			continue;
+		}
+		stayed--;
+	}
+}
+
+/* Note the empty slabs' low-water mark; at the end of an interval, detach
+ * the slabs that stayed empty through it: a chain to destroy and one to
+ * purge (slab_purge_chain), both unlocked. */
+static struct slab *slab_decay_locked(struct uslab_cache *c, struct slab **purge)
+{
+	ASSERT_HELD(&c->c_slab_lock);
+	*purge = NULL;
 	if (c->c_empty_slabs < c->c_decay_min)
 		c->c_decay_min = c->c_empty_slabs;
 	uint64_t now = uslab_coarse_ns();
 	if (now - c->c_decay_start < SLAB_DECAY_NS)
 		return NULL;
-	struct slab *chain = slab_detach_empty_locked(c, c->c_empty_slabs - c->c_decay_min, false);
+	struct slab *chain = NULL;
+	if (slab_purgeable(c))
+		slab_age_locked(c, c->c_decay_min, now, &chain, purge);
+	else
+		chain = slab_detach_empty_locked(c, c->c_empty_slabs - c->c_decay_min, false);
 	c->c_decay_start = now;
 	c->c_decay_min = c->c_empty_slabs;
 	return chain;
@@ -430,6 +484,7 @@ static struct slab *slab_create(struct uslab_cache *c)
 	s->s_base = block + c->c_first + (size_t)colour * c->c_colour_step;
 	s->s_inuse = 0;
 	s->s_hint = 0;
+	s->s_purged_at = 0;
 	s->s_where = SLAB_ON_NONE;
 	if (c->c_rand_seq != NULL) /* a start of its own in the cache's secret order */
 		s->s_rpos = (uint32_t)(((uintptr_t)block >> SLAB_MIN_SHIFT) * 2654435761u %
@@ -489,6 +544,68 @@ static void slab_destroy(struct uslab_cache *c, struct slab *s)
 		slab_cb_leave();
 	}
 	slab_free_block(c, s);
+}
+
+static void slab_leave(struct uslab_cache *c);
+
+/* Purge the blocks of a chain from slab_age_locked() and put the slabs
+ * back on the empty list, purged (their sweep generation kept). */
+static void slab_purge_chain(struct uslab_cache *c, struct slab *chain)
+{
+	uint64_t bytes = 0, now = uslab_coarse_ns() | 1;
+
+	if (chain == NULL)
+		return;
+	for (struct slab *s = chain; s != NULL; s = s->s_next) {
+		pgsrc_purge(c->c_src, s->s_block, c->c_slab_size, false);
+		bytes += c->c_slab_size;
+	}
+	lock_take(&c->c_slab_lock);
+	while (chain != NULL) {
+		struct slab *next = chain->s_next;
+		uint64_t gen = chain->s_empty_gen;
+		chain->s_purged_at = now;
+		c->c_purging--;
+		slab_link_locked(c, chain, SLAB_ON_EMPTY);
+		chain->s_empty_gen = gen;
+		chain = next;
+	}
+	c->c_bytes_purged += bytes;
+	slab_leave(c);
+}
+
+/* Purge the pages of @s (a partial slab) that lie wholly inside runs of
+ * free objects, the colour and tail space at the ends included; returns
+ * the bytes purged. The lock stays held: an object of the range cannot be
+ * handed out, and written, before its page is purged. */
+static size_t slab_purge_free_locked(struct uslab_cache *c, struct slab *s)
+{
+	size_t page = pgsrc_page_size(), bytes = 0;
+	uint32_t n = c->c_slab_objs, i = 0;
+
+	ASSERT_HELD(&c->c_slab_lock);
+	if ((size_t)(n - s->s_inuse) * c->c_slot < page)
+		return 0;
+	while (i < n) {
+		if (((s->s_free[i / 64] >> (i % 64)) & 1) == 0) {
+			i++;
+			continue;
+		}
+		uint32_t j = i + 1;
+		while (j < n && ((s->s_free[j / 64] >> (j % 64)) & 1) != 0)
+			j++;
+		uintptr_t lo = i == 0 ? (uintptr_t)s->s_block : (uintptr_t)slab_obj(c, s, i);
+		uintptr_t hi = j == n ? (uintptr_t)s->s_block + c->c_slab_size
+		                      : (uintptr_t)slab_obj(c, s, j);
+		lo = (lo + page - 1) & ~(uintptr_t)(page - 1);
+		hi &= ~(uintptr_t)(page - 1);
+		if (hi > lo) {
+			pgsrc_purge(c->c_src, (void *)lo, hi - lo, true);
+			bytes += hi - lo;
+		}
+		i = j;
+	}
+	return bytes;
 }
 
 /* Destroy a chain from slab_detach_empty_locked(); returns bytes released.
@@ -694,6 +811,8 @@ static void slab_counts_locked(const struct uslab_cache *c, struct slab_counts *
 	out->sc_created = c->c_slabs_created;
 	out->sc_released = c->c_slabs_released;
 	out->sc_fail = c->c_alloc_fail;
+	out->sc_purged = c->c_purged_slabs;
+	out->sc_bytes_purged = c->c_bytes_purged;
 }
 
 /* Report the figures to the observer, then drop c_slab_lock. */
@@ -783,10 +902,11 @@ size_t slab_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 		}
 		got += slab_take_locked(c, s, objs + got, n - got);
 	}
-	struct slab *chain = slab_decay_locked(c);
+	struct slab *purge, *chain = slab_decay_locked(c, &purge);
 	slab_leave(c);
 	int err = errno;
 	slab_destroy_chain(c, chain);
+	slab_purge_chain(c, purge);
 	errno = err;
 	return got;
 }
@@ -796,9 +916,11 @@ size_t slab_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
 	lock_take(&c->c_slab_lock);
 	for (size_t i = 0; i < n; i++)
 		slab_put_locked(c, objs[i]);
-	struct slab *chain = slab_decay_locked(c);
+	struct slab *purge, *chain = slab_decay_locked(c, &purge);
 	slab_leave(c);
-	return slab_destroy_chain(c, chain);
+	size_t bytes = slab_destroy_chain(c, chain);
+	slab_purge_chain(c, purge);
+	return bytes;
 }
 
 static size_t slab_release_empty(struct uslab_cache *c, bool all)
@@ -811,7 +933,17 @@ static size_t slab_release_empty(struct uslab_cache *c, bool all)
 
 size_t slab_reap(struct uslab_cache *c)
 {
-	return slab_release_empty(c, false);
+	size_t bytes = slab_release_empty(c, false), purged = 0;
+
+	if (!slab_purgeable(c))
+		return bytes;
+	lock_take(&c->c_slab_lock);
+	for (uint32_t b = 0; b < SLAB_BUCKETS; b++)
+		for (struct slab *s = c->c_partial[b].l_head; s != NULL; s = s->s_next)
+			purged += slab_purge_free_locked(c, s);
+	c->c_bytes_purged += purged;
+	slab_leave(c);
+	return bytes + purged;
 }
 
 uint64_t slab_inuse(struct uslab_cache *c)
@@ -923,7 +1055,7 @@ static bool slab_is_valid(const struct uslab_cache *c, const struct slab *s, uin
 
 bool slab_cache_is_valid(struct uslab_cache *c)
 {
-	uint64_t slabs = 0, inuse = 0, empty = 0;
+	uint64_t slabs = 0, inuse = 0, empty = 0, purged = 0;
 	bool ok = true;
 
 	lock_take(&c->c_slab_lock);
@@ -941,9 +1073,12 @@ bool slab_cache_is_valid(struct uslab_cache *c)
 			slabs++;
 			inuse += s->s_inuse;
 			empty += where == SLAB_ON_EMPTY;
+			purged += s->s_purged_at != 0;
+			ok = ok && (s->s_purged_at == 0 || where == SLAB_ON_EMPTY);
 		}
 	}
-	ok = ok && slabs == c->c_slabs && inuse == c->c_inuse && empty == c->c_empty_slabs &&
+	ok = ok && slabs + c->c_purging == c->c_slabs && inuse == c->c_inuse &&
+	     empty == c->c_empty_slabs && purged == c->c_purged_slabs &&
 	     c->c_slabs_created - c->c_slabs_released == c->c_slabs;
 	lock_drop(&c->c_slab_lock);
 	return ok;

@@ -164,7 +164,7 @@ START_TEST(pagesrc_totals_count_get_put_purge)
 	ck_assert_uint_eq(t1.pt_purged, t0.pt_purged);
 	ck_assert_uint_eq(t1.pt_failures, t0.pt_failures);
 
-	pgsrc_purge(src, b, MIB);
+	pgsrc_purge(src, b, MIB, false);
 	pgsrc_totals(&t1);
 	ck_assert_uint_eq(t1.pt_purged - t0.pt_purged, MIB);
 
@@ -196,7 +196,7 @@ START_TEST(pagesrc_totals_count_failures)
 	f.fail = false;
 	void *p = pgsrc_get(&src, 64 * KIB);
 	ck_assert_ptr_nonnull(p);
-	pgsrc_purge(&src, p, 64 * KIB);
+	pgsrc_purge(&src, p, 64 * KIB, false);
 	pgsrc_put(&src, p, 64 * KIB);
 	pgsrc_totals(&t1);
 	ck_assert_uint_eq(t1.pt_failures - t0.pt_failures, 2);
@@ -232,7 +232,7 @@ START_TEST(pagesrc_purge_without_callback_is_not_counted)
 	pgsrc_totals(&t0);
 	void *p = pgsrc_get(&src, 64 * KIB);
 	ck_assert_ptr_nonnull(p);
-	pgsrc_purge(&src, p, 64 * KIB);
+	pgsrc_purge(&src, p, 64 * KIB, false);
 	pgsrc_put(&src, p, 64 * KIB);
 	pgsrc_totals(&t1);
 	ck_assert_uint_eq(t1.pt_purged, t0.pt_purged);
