@@ -122,6 +122,11 @@ struct uslab_cache *cache_list;                             /* under cache_list_
 static __thread unsigned cache_walking __attribute__((tls_model("initial-exec")));
 static __thread bool cache_fork_skipped __attribute__((tls_model("initial-exec")));
 
+/* Reclaim passes in progress, process-wide (uslab_cache_destroy waits for
+ * none to run), and whether this thread runs one. */
+static uint64_t cache_reclaiming;
+static __thread bool cache_in_reclaim __attribute__((tls_model("initial-exec")));
+
 /* ---- The registry lock, for the walks (stats.c) ---- */
 
 bool cache_list_enter(void)
@@ -226,7 +231,74 @@ static void cache_atfork_child(void)
 	arena_atfork_child();
 	cache_atfork_release();
 	rcu_atfork_child();
+	/* The child has this thread only: its pass, if it forked in one. */
+	__atomic_store_n(&cache_reclaiming, cache_in_reclaim ? 1 : 0, __ATOMIC_RELAXED);
 	pcpu_deferred_flush();
+}
+
+/* ---- Reclaim (uslab.h: uslab_cache_reclaim) ---- */
+
+#define RECLAIM_BATCH 64
+
+static bool cache_registry_busy(void);
+
+/* Reap every cache, call the reclaim callbacks with no uslab lock held
+ * (RECLAIM_BATCH at a time, taken under the registry lock with the pass
+ * counted, so that a cache destroyed meanwhile waits for its callback),
+ * and reap again what they freed. (size_t)-1 when it cannot run here. */
+static size_t cache_reclaim_pass(void)
+{
+	struct {
+		void (*fn)(void *);
+		void *arg;
+	} cb[RECLAIM_BATCH];
+
+	if (cache_in_reclaim || cache_registry_busy())
+		return (size_t)-1;
+	cache_in_reclaim = true;
+	size_t bytes = uslab_reap_all();
+	const struct uslab_cache *from = NULL; /* the last cache called */
+	for (;;) {
+		size_t n = 0;
+		lock_take(&cache_list_lock);
+		const struct uslab_cache *c = cache_list;
+		if (from != NULL) { /* still listed: go on after it, else from the top */
+			const struct uslab_cache *f = cache_list;
+			while (f != NULL && f != from)
+				f = f->c_next;
+			c = f != NULL ? f->c_next : cache_list;
+		}
+		for (; c != NULL && n < RECLAIM_BATCH; c = c->c_next)
+			if (c->c_reclaim != NULL) {
+				cb[n].fn = c->c_reclaim;
+				cb[n++].arg = c->c_arg;
+				from = c;
+			}
+		if (n != 0)
+			__atomic_fetch_add(&cache_reclaiming, 1, __ATOMIC_ACQ_REL);
+		lock_drop(&cache_list_lock);
+		for (size_t i = 0; i < n; i++)
+			cb[i].fn(cb[i].arg);
+		if (n != 0)
+			__atomic_fetch_sub(&cache_reclaiming, 1, __ATOMIC_ACQ_REL);
+		if (n < RECLAIM_BATCH)
+			break;
+	}
+	bytes += uslab_reap_all();
+	cache_in_reclaim = false;
+	return bytes;
+}
+
+/* See include/uslab.h */
+size_t uslab_cache_reclaim(void)
+{
+	size_t bytes = cache_reclaim_pass();
+
+	if (bytes == (size_t)-1) {
+		errno = EDEADLK;
+		return 0;
+	}
+	return bytes;
 }
 
 /* Wire the observers once, before the first cache (and so before the
@@ -239,6 +311,7 @@ static void cache_once_init(void)
 	arena_set_counters_ops(&seg_counters);
 	pcpu_set_mode_hook(seg_mode_changed);
 	pcpu_set_rcu_hook(uslab_cache_free_rcu); /* a handler's deferred free_rcu (rcu.c §6) */
+	__atomic_store_n(&slab_reclaim_hook, cache_reclaim_pass, __ATOMIC_RELEASE);
 	debug_before_abort = seg_before_abort;
 	pthread_atfork(cache_atfork_prepare, cache_atfork_parent, cache_atfork_child);
 }
@@ -387,6 +460,9 @@ static struct uslab_cache *cache_create(const char *name, size_t size,
 		meta_free(c, sizeof *c);
 		return NULL; /* errno EINVAL */
 	}
+	c->c_limit_hit = conf->limit_hit;
+	c->c_reclaim = conf->reclaim;
+	c->c_move = conf->move;
 	depot_init(c);
 	rcu_cache_init(c);
 	if (internal == 0)
@@ -429,7 +505,7 @@ int uslab_cache_destroy(struct uslab_cache *c)
 		errno = EPERM; /* a magazine cache (the depots point at it) or a size class */
 		return -1;
 	}
-	if (cache_registry_busy()) {
+	if (cache_registry_busy() || cache_in_reclaim) { /* a reclaim pass waits for none */
 		errno = EDEADLK;
 		return -1;
 	}
@@ -482,6 +558,9 @@ static int cache_destroy(struct uslab_cache *c)
 	if (c->c_next != NULL)
 		c->c_next->c_prev = c->c_prev;
 	lock_drop(&cache_list_lock);
+	/* A reclaim pass may be calling its callback, with its argument. */
+	while (__atomic_load_n(&cache_reclaiming, __ATOMIC_ACQUIRE) != 0)
+		sched_yield();
 
 	PROBE2(cache_destroy, c, c->c_name);
 	rcu_cache_unlist(c); /* no flusher reports to the record any more */

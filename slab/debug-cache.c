@@ -248,7 +248,20 @@ static bool dbg_fail_now(struct dbg_fail *f)
 
 /* ---- The route ---- */
 
+static void *dbg_alloc_checked(struct uslab_cache *c);
+
+/* A limited cache counts here (limit.c), around the rest of the route. */
 static void *dbg_alloc(struct uslab_cache *c)
+{
+	if (!limit_take(c))
+		return NULL;
+	void *obj = dbg_alloc_checked(c);
+	if (obj == NULL)
+		limit_put(c);
+	return obj;
+}
+
+static void *dbg_alloc_checked(struct uslab_cache *c)
 {
 	if (c->c_fail != NULL && dbg_fail_now(c->c_fail)) {
 		PROBE2(alloc_fail, c, ENOMEM);
@@ -279,6 +292,7 @@ static void dbg_free(struct uslab_cache *c, void *obj)
 	if (flags != 0 || debug_tools)
 		dbg_in(c, obj, flags, s, idx);
 	pcpu_free_magazine(c, obj);
+	limit_put(c);
 	errno = err;
 }
 
@@ -302,7 +316,7 @@ static void dbg_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
 static bool dbg_wants_route(const struct uslab_cache *c, unsigned flags)
 {
 	return (flags & USLAB_DEBUG_MASK) != 0 || c->c_fail != NULL || debug_sample_period != 0 ||
-	       USLAB_ASAN || VG_RUNNING();
+	       __atomic_load_n(&c->c_limit, __ATOMIC_RELAXED) != 0 || USLAB_ASAN || VG_RUNNING();
 }
 
 static void dbg_route(struct uslab_cache *c, unsigned flags)
@@ -410,6 +424,49 @@ int uslab_cache_set_debug(struct uslab_cache *c, unsigned flags)
 	pthread_setcancelstate(old, NULL);
 	errno = err;
 	return ret;
+}
+
+void *debug_obj_out(struct uslab_cache *c, void *obj)
+{
+	if (__atomic_load_n(&c->c_debug, __ATOMIC_RELAXED) == 0 && !debug_tools)
+		return obj;
+	return dbg_out(c, obj);
+}
+
+void debug_obj_in(struct uslab_cache *c, void *obj)
+{
+	unsigned flags = __atomic_load_n(&c->c_debug, __ATOMIC_RELAXED);
+	uint32_t idx;
+	struct slab *s = slabmap_lookup(obj);
+
+	if (flags == 0 && !debug_tools)
+		return;
+	slab_check_free_at(c, obj, s, &idx);
+	dbg_in(c, obj, flags, s, idx);
+}
+
+int debug_set_limit(struct uslab_cache *c, uint64_t max, uint64_t held)
+{
+	int old;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	lock_take(&debug_lock);
+	if (__atomic_load_n(&c->c_limit, __ATOMIC_RELAXED) == 0)
+		__atomic_store_n(&c->c_limit_held, (int64_t)held, __ATOMIC_RELAXED);
+	/* The count starts at what is held, then the limit, then the route
+	 * (dbg_wants_route reads the limit). An object the fast route takes
+	 * back meanwhile stays counted: the count errs high, never low. */
+	if (max != 0 && __atomic_load_n(&c->c_limit, __ATOMIC_RELAXED) == 0) {
+		__atomic_store_n(&c->c_limit, max, __ATOMIC_RELEASE);
+		dbg_route(c, __atomic_load_n(&c->c_debug, __ATOMIC_RELAXED));
+	} else {
+		__atomic_store_n(&c->c_limit, max, __ATOMIC_RELEASE);
+		if (max == 0)
+			dbg_route(c, __atomic_load_n(&c->c_debug, __ATOMIC_RELAXED));
+	}
+	lock_drop(&debug_lock);
+	pthread_setcancelstate(old, NULL);
+	return 0;
 }
 
 /* ---- fork ---- */

@@ -104,6 +104,18 @@ bool slab_cache_init(struct uslab_cache *c, const char *name, size_t size,
                      const struct uslab_cache_conf *conf, unsigned flags);
 /** Undo slab_cache_init() once every slab is gone. */
 void slab_cache_fini(struct uslab_cache *c);
+/** The registry's reclaim pass (memory.c), run when a page source fails
+ *  and this thread holds no uslab lock; (size_t)-1 when it did not run. */
+extern size_t (*slab_reclaim_hook)(void);
+/** Compaction: take the sparsest partial slabs off every list (at most
+ *  @cap, as many as the denser ones can absorb) into @victims; their
+ *  objects are then drawn from other slabs. Returns how many. */
+size_t slab_compact_begin(struct uslab_cache *c, struct slab **victims, size_t cap);
+/** The objects of victim @s that are out of it, into @objs (room for
+ *  c_slab_objs); how many. */
+uint32_t slab_compact_objects(struct uslab_cache *c, struct slab *s, void **objs);
+/** List the victims again (empty ones go to the empty list). */
+void slab_compact_end(struct uslab_cache *c, struct slab **victims, size_t n);
 /** Compute a cache's slab geometry from its slot size and alignment.
  *  Returns false if no slab size holds an object. */
 bool slab_geometry(struct uslab_cache *c);
@@ -460,6 +472,22 @@ void audit_record(struct audit_rec *r);
 void audit_print(int fd, const char *what, const struct audit_rec *r);
 bool audit_same_stack(const struct audit_rec *a, const struct audit_rec *b);
 
+/* ---- limit.c: the count of a limited cache (routed by debug-cache.c) ---- */
+/** Count one object handed out; false with ENOBUFS (counted) when @c is at
+ *  its limit, after its limit_hit callback and one retry. */
+bool limit_take(struct uslab_cache *c);
+/** One object came back (or an allocation counted by limit_take failed). */
+void limit_put(struct uslab_cache *c);
+/** Set @c's limit under debug_lock and re-route it: the count starts at
+ *  @held when the cache had none (debug-cache.c). 0, or -1 with errno. */
+int debug_set_limit(struct uslab_cache *c, uint64_t max, uint64_t held);
+
+/** An object taken from (given to) the slab layer directly, by
+ *  compaction: the checks, state and annotations of the route's way out
+ *  (in), when the cache has debug flags or runs under a tool. */
+void *debug_obj_out(struct uslab_cache *c, void *obj);
+void debug_obj_in(struct uslab_cache *c, void *obj);
+
 /** At create (cache.c): the debug flags from @flags and USLAB_DEBUG, the
  *  failure rule, sampling and the sanitizers decide the cache's route.
  *  -1 with errno (EINVAL: a flag refused; ENOMEM). */
@@ -622,10 +650,18 @@ struct uslab_cache {
 	uint64_t c_slabs_released;
 	uint64_t c_alloc_fail;
 	uint64_t c_purged_slabs; /* slabs on c_empty with s_purged_at != 0 */
-	uint64_t c_purging;      /* slabs off every list while they are purged */
+	uint64_t c_offlist;      /* slabs off every list: being purged or evacuated */
 	uint64_t c_bytes_purged; /* ever (empty slabs and free objects' pages) */
 
 	/* ---- debug layer (debug-cache.c) ---- */
+	/* ---- memory (limit.c, memory.c): set at create, or atomics ---- */
+	uint64_t c_limit;      /* uslab_cache_set_limit(); 0: none (atomic; debug_lock) */
+	int64_t c_limit_held;  /* objects held while limited (atomic) */
+	uint64_t c_limit_fail; /* allocations refused at the limit (atomic) */
+	void (*c_limit_hit)(struct uslab_cache *, void *);
+	void (*c_reclaim)(void *);
+	int (*c_move)(void *, void *, void *);
+	uint64_t c_moved;        /* objects moved by compaction (atomic) */
 	unsigned c_debug;        /* USLAB_DEBUG_* in force (atomic; changed under debug_lock) */
 	unsigned c_routed;       /* misses and bulk go through the debug layer */
 	uint32_t c_rz;           /* red zone: bytes from c_size to c_slot (Z) */

@@ -285,7 +285,9 @@ static void slab_relist_locked(struct uslab_cache *c, struct slab *s)
 	ASSERT_HELD(&c->c_slab_lock);
 	uint32_t where = slab_where_for(c, s->s_inuse);
 
-	if (where == s->s_where)
+	/* Off every list (being evacuated, slab_compact_begin): its owner
+	 * lists it again. */
+	if (where == s->s_where || s->s_where == SLAB_ON_NONE)
 		return;
 	slab_unlink_locked(c, s);
 	slab_link_locked(c, s, where);
@@ -338,7 +340,7 @@ static void slab_age_locked(struct uslab_cache *c, uint64_t stayed, uint64_t now
 			uint64_t gen = s->s_empty_gen;
 			slab_unlink_locked(c, s);
 			s->s_empty_gen = gen;
-			c->c_purging++;
+			c->c_offlist++;
 			s->s_next = *purge;
 			*purge = s;
 		} else if (now - s->s_purged_at >= SLAB_PURGED_KEEP_NS && slab_releasable(c, s)) {
@@ -407,6 +409,25 @@ bool slab_in_callback(const struct uslab_cache *c)
 		if (slab_cb[i] == c)
 			return true;
 	return false;
+}
+
+/* ---- Reclaim ---- */
+
+size_t (*slab_reclaim_hook)(void);
+
+/* A page source failed: run the registry's reclaim pass if this thread
+ * holds no uslab lock and runs no ctor or dtor (the callbacks run outside
+ * every uslab lock, uslab.h). True when one ran: worth a retry. */
+static bool slab_may_reclaim(void)
+{
+	size_t (*pass)(void) = __atomic_load_n(&slab_reclaim_hook, __ATOMIC_ACQUIRE);
+
+	if (pass == NULL || pgsrc_busy != 0 || slab_ncb != 0)
+		return false;
+	int err = errno;
+	bool ran = pass() != (size_t)-1;
+	errno = err;
+	return ran;
 }
 
 /* ---- Building and tearing down slabs (no lock held) ---- */
@@ -565,7 +586,7 @@ static void slab_purge_chain(struct uslab_cache *c, struct slab *chain)
 		struct slab *next = chain->s_next;
 		uint64_t gen = chain->s_empty_gen;
 		chain->s_purged_at = now;
-		c->c_purging--;
+		c->c_offlist--;
 		slab_link_locked(c, chain, SLAB_ON_EMPTY);
 		chain->s_empty_gen = gen;
 		chain = next;
@@ -887,6 +908,8 @@ size_t slab_alloc_bulk(struct uslab_cache *c, void **objs, size_t n)
 		} else {
 			lock_drop(&c->c_slab_lock);
 			s = slab_create(c);
+			if (s == NULL && errno == ENOMEM && slab_may_reclaim())
+				s = slab_create(c); /* once more, after a reclaim pass */
 			lock_take(&c->c_slab_lock);
 			if (s == NULL) {
 				int err = errno;
@@ -1031,6 +1054,55 @@ uint64_t slab_inuse_locked(struct uslab_cache *c)
 	return c->c_inuse;
 }
 
+/* ---- Compaction (memory.c) ---- */
+
+size_t slab_compact_begin(struct uslab_cache *c, struct slab **victims, size_t cap)
+{
+	uint64_t live = 0, partial = 0;
+	size_t n = 0;
+
+	lock_take(&c->c_slab_lock);
+	for (uint32_t b = 0; b < SLAB_BUCKETS; b++)
+		for (struct slab *s = c->c_partial[b].l_head; s != NULL; s = s->s_next) {
+			live += s->s_inuse;
+			partial++;
+		}
+	/* The denser slabs left must hold what the victims hold. */
+	uint64_t need = (live + c->c_slab_objs - 1) / c->c_slab_objs;
+	uint64_t want = partial > need ? partial - need : 0;
+	for (uint32_t b = 0; b < SLAB_BUCKETS && n < want && n < cap; b++)
+		while (c->c_partial[b].l_head != NULL && n < want && n < cap) {
+			struct slab *s = c->c_partial[b].l_head;
+			slab_unlink_locked(c, s);
+			c->c_offlist++;
+			victims[n++] = s;
+		}
+	slab_leave(c);
+	return n;
+}
+
+uint32_t slab_compact_objects(struct uslab_cache *c, struct slab *s, void **objs)
+{
+	uint32_t n = 0;
+
+	lock_take(&c->c_slab_lock);
+	for (uint32_t i = 0; i < c->c_slab_objs; i++)
+		if (((s->s_free[i / 64] >> (i % 64)) & 1) == 0)
+			objs[n++] = slab_obj(c, s, i);
+	lock_drop(&c->c_slab_lock);
+	return n;
+}
+
+void slab_compact_end(struct uslab_cache *c, struct slab **victims, size_t n)
+{
+	lock_take(&c->c_slab_lock);
+	for (size_t i = 0; i < n; i++) {
+		c->c_offlist--;
+		slab_link_locked(c, victims[i], slab_where_for(c, victims[i]->s_inuse));
+	}
+	slab_leave(c);
+}
+
 /* ---- Validation ---- */
 
 /* The invariants written beside struct slab, for one slab. */
@@ -1077,7 +1149,7 @@ bool slab_cache_is_valid(struct uslab_cache *c)
 			ok = ok && (s->s_purged_at == 0 || where == SLAB_ON_EMPTY);
 		}
 	}
-	ok = ok && slabs + c->c_purging == c->c_slabs && inuse == c->c_inuse &&
+	ok = ok && slabs + c->c_offlist == c->c_slabs && inuse == c->c_inuse &&
 	     empty == c->c_empty_slabs && purged == c->c_purged_slabs &&
 	     c->c_slabs_created - c->c_slabs_released == c->c_slabs;
 	lock_drop(&c->c_slab_lock);

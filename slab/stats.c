@@ -58,6 +58,9 @@ int uslab_cache_stats(struct uslab_cache *c, struct uslab_stats *st)
 	depot_counts(c, &r.sr_depot);
 	slab_counts(c, &r.sr_slab);
 	stats_derive(&r, st);
+	st->limit = __atomic_load_n(&c->c_limit, __ATOMIC_RELAXED);
+	st->limit_failures = __atomic_load_n(&c->c_limit_fail, __ATOMIC_RELAXED);
+	st->moved = __atomic_load_n(&c->c_moved, __ATOMIC_RELAXED);
 	if (c->c_fail != NULL) /* injected failures (USLAB_FAIL) */
 		st->alloc_failures += __atomic_load_n(&c->c_fail->f_failed, __ATOMIC_RELAXED);
 	pcpu_deferred_flush();

@@ -31,6 +31,7 @@ pcpu-arena.c.o
 pcpu-mode.c.o
 pcpu.c.o
 sample.c.o
+limit.c.o
 debug-cache.c.o
 validate.c.o
 rcu.c.o
@@ -42,6 +43,7 @@ cache.c.o
 kmalloc.c.o
 arch_x86_64-kmalloc.S.o
 stats.c.o
+memory.c.o
 '
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/uslab-layers.XXXXXX") || exit 99

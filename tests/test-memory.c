@@ -89,7 +89,8 @@ static int purge_burst(void *arg)
 	}
 	uslab_global_stats(&g1);
 	stats_of(c, &st2);
-	fprintf(stderr, "second burst: page-source calls %llu -> %llu, slabs created %llu -> %llu\n",
+	fprintf(stderr,
+	        "second burst: page-source calls %llu -> %llu, slabs created %llu -> %llu\n",
 	        (unsigned long long)g0.pagesrc_calls, (unsigned long long)g1.pagesrc_calls,
 	        (unsigned long long)st1.slabs_created, (unsigned long long)st2.slabs_created);
 	if (g1.pagesrc_calls != g0.pagesrc_calls || st2.slabs_created != st1.slabs_created ||
@@ -182,7 +183,8 @@ static int reap_partial(void *arg)
 	size_t back = uslab_cache_reap(c);
 	size_t after = rss_fixed();
 	stats_of(c, &st);
-	fprintf(stderr, "size %zu: freed %zu KiB, reap gave %zu KiB (%llu purged), rss %zu -> %zu KiB\n",
+	fprintf(stderr,
+	        "size %zu: freed %zu KiB, reap gave %zu KiB (%llu purged), rss %zu -> %zu KiB\n",
 	        size, freed >> 10, back >> 10, (unsigned long long)st.bytes_purged, before >> 10,
 	        after >> 10);
 	for (size_t i = 0; i < n; i++)
