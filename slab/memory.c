@@ -62,7 +62,7 @@ int uslab_cache_set_limit(struct uslab_cache *c, size_t max_objs)
 
 struct uslab_reserve {
 	struct uslab_cache *r_cache;
-	uint32_t r_left;  /* objects in r_objs[0 .. r_left) */
+	uint32_t r_left; /* objects in r_objs[0 .. r_left) */
 	void *r_objs[];
 };
 

@@ -217,6 +217,242 @@ START_TEST(memory_reap_purges_free_objects)
 }
 END_TEST
 
+/* ---- Limits ---- */
+
+static struct uslab_cache *limit_cache;
+static void *limit_spare;
+static int limit_calls;
+
+/* limit_hit: give back the one object kept for this, once. */
+static void limit_free_spare(struct uslab_cache *c, void *arg)
+{
+	(void)arg;
+	limit_calls++;
+	ck_assert_ptr_eq(c, limit_cache);
+	if (limit_spare != NULL) {
+		uslab_cache_free(c, limit_spare);
+		limit_spare = NULL;
+	}
+}
+
+START_TEST(memory_limit_exact)
+{
+	enum { MAX = 100 };
+	static void *objs[2 * MAX + 1];
+	struct uslab_cache_conf conf = {.limit_hit = limit_free_spare};
+	struct uslab_cache *c = limit_cache = uslab_cache_create("limited", 64, &conf);
+	struct uslab_stats st;
+
+	ck_assert_int_eq(uslab_cache_set_limit(NULL, 1), -1);
+	ck_assert_int_eq(errno, EINVAL);
+	for (int i = 0; i < 50; i++) /* held before the limit: counted */
+		objs[i] = uslab_cache_alloc(c);
+	ck_assert_int_eq(uslab_cache_set_limit(c, MAX), 0);
+	for (int i = 50; i < MAX; i++)
+		ck_assert_ptr_nonnull(objs[i] = uslab_cache_alloc(c));
+	errno = 0;
+	ck_assert_ptr_null(uslab_cache_alloc(c)); /* max + 1 */
+	ck_assert_int_eq(errno, ENOBUFS);
+	ck_assert_int_eq(limit_calls, 1); /* called, had nothing to give */
+	stats_of(c, &st);
+	ck_assert_uint_eq(st.limit, MAX);
+	ck_assert_uint_eq(st.limit_failures, 1);
+	ck_assert_uint_eq(st.active_objs, MAX);
+
+	/* The callback frees one: the retry gets it. */
+	limit_spare = objs[MAX - 1];
+	ck_assert_ptr_nonnull(objs[MAX - 1] = uslab_cache_alloc(c));
+	ck_assert_int_eq(limit_calls, 2);
+	ck_assert_ptr_null(limit_spare);
+
+	/* Raised at run time. */
+	ck_assert_int_eq(uslab_cache_set_limit(c, 2 * MAX), 0);
+	for (int i = MAX; i < 2 * MAX; i++)
+		ck_assert_ptr_nonnull(objs[i] = uslab_cache_alloc(c));
+	ck_assert_ptr_null(uslab_cache_alloc(c));
+	ck_assert_int_eq(errno, ENOBUFS);
+	/* Bulk stops at it too. */
+	void *two[2];
+	uslab_cache_free(c, objs[0]);
+	ck_assert_uint_eq(uslab_cache_alloc_bulk(c, two, 2), 1);
+	objs[0] = two[0];
+	/* Off again: no bound. */
+	ck_assert_int_eq(uslab_cache_set_limit(c, 0), 0);
+	ck_assert_ptr_nonnull(objs[2 * MAX] = uslab_cache_alloc(c));
+	for (int i = 0; i <= 2 * MAX; i++)
+		uslab_cache_free(c, objs[i]);
+	stats_of(c, &st);
+	ck_assert_uint_eq(st.active_objs, 0);
+	ck_assert_uint_eq(st.limit_failures, 3);
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+}
+END_TEST
+
+/* Threads racing for the last objects: exactly the limit is handed out. */
+struct limit_race {
+	struct uslab_cache *c;
+	void *objs[4096];
+	unsigned got;
+};
+
+static void *limit_racer(void *arg)
+{
+	struct limit_race *r = arg;
+
+	while (r->got < 4096 && (r->objs[r->got] = uslab_cache_alloc(r->c)) != NULL)
+		r->got++;
+	return NULL;
+}
+
+START_TEST(memory_limit_threads)
+{
+	enum { T = 4, MAX = 3000 };
+	static struct limit_race r[T];
+	pthread_t t[T];
+	struct uslab_cache *c = uslab_cache_create("limited-mt", 32, NULL);
+	unsigned total = 0;
+
+	ck_assert_int_eq(uslab_cache_set_limit(c, MAX), 0);
+	for (int i = 0; i < T; i++) {
+		r[i].c = c;
+		r[i].got = 0;
+		pthread_create(&t[i], NULL, limit_racer, &r[i]);
+	}
+	for (int i = 0; i < T; i++) {
+		pthread_join(t[i], NULL);
+		total += r[i].got;
+	}
+	ck_assert_uint_eq(total, MAX);
+	for (int i = 0; i < T; i++)
+		uslab_cache_free_bulk(c, r[i].objs, r[i].got);
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+}
+END_TEST
+
+/* ---- Reserves ---- */
+
+/* The mmap source, failing while fail_gets is set. */
+static bool fail_gets;
+
+static void *failing_get(void *arg, size_t size)
+{
+	const struct uslab_pagesrc *m = uslab_pagesrc_mmap();
+	(void)arg;
+	if (fail_gets) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return m->get(m->arg, size);
+}
+
+static void failing_put(void *arg, void *block, size_t size)
+{
+	const struct uslab_pagesrc *m = uslab_pagesrc_mmap();
+	(void)arg;
+	m->put(m->arg, block, size);
+}
+
+static const struct uslab_pagesrc failing_src = {
+	.name = "failing", .get = failing_get, .put = failing_put};
+
+START_TEST(memory_reserve_cannot_fail)
+{
+	enum { N = 500 };
+	static void *objs[100000];
+	static void *mine[N];
+	struct uslab_cache_conf conf = {.pagesrc = &failing_src};
+	struct uslab_cache *c = uslab_cache_create("reserved", 128, &conf);
+	size_t n = 0;
+
+	fail_gets = false;
+	struct uslab_reserve *res = uslab_cache_reserve(c, N);
+	ck_assert_ptr_nonnull(res);
+	ck_assert_uint_eq(uslab_reserve_left(res), N);
+	fail_gets = true;
+	while (n < 100000 && (objs[n] = uslab_cache_alloc(c)) != NULL) /* the rest of the slabs */
+		n++;
+	ck_assert_int_eq(errno, ENOMEM);
+	for (int i = 0; i < N; i++) { /* the page source still fails */
+		ck_assert_ptr_nonnull(mine[i] = uslab_reserve_alloc(res));
+		memset(mine[i], i, 128);
+	}
+	ck_assert_ptr_null(uslab_reserve_alloc(res));
+	ck_assert_int_eq(errno, ENOBUFS);
+	ck_assert_uint_eq(uslab_reserve_return(res), 0);
+	for (int i = 0; i < N; i++)
+		for (int j = i + 1; j < N && j < i + 8; j++)
+			ck_assert_ptr_ne(mine[i], mine[j]);
+	uslab_cache_free_bulk(c, mine, N);
+	uslab_cache_free_bulk(c, objs, n);
+
+	/* Part of one goes back; at a limit a reserve is all or nothing. */
+	fail_gets = false;
+	res = uslab_cache_reserve(c, 10);
+	ck_assert_ptr_nonnull(mine[0] = uslab_reserve_alloc(res));
+	ck_assert_uint_eq(uslab_reserve_return(res), 9);
+	uslab_cache_free(c, mine[0]);
+	ck_assert_int_eq(uslab_cache_set_limit(c, 5), 0);
+	ck_assert_ptr_null(uslab_cache_reserve(c, 6));
+	ck_assert_int_eq(errno, ENOBUFS);
+	ck_assert_ptr_nonnull(res = uslab_cache_reserve(c, 5));
+	ck_assert_ptr_null(uslab_cache_alloc(c));
+	ck_assert_uint_eq(uslab_reserve_return(res), 5);
+	ck_assert_ptr_null(uslab_cache_reserve(c, 0));
+	ck_assert_int_eq(errno, EINVAL);
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+}
+END_TEST
+
+/* ---- Reclaim ---- */
+
+#define REGION_BYTES ((size_t)1 << 20)
+static char region_mem[REGION_BYTES] __attribute__((aligned(1 << 16)));
+static struct uslab_cache *rc_a, *rc_b;
+static void *rc_objs[REGION_BYTES / 256];
+static size_t rc_n;
+static int rc_calls, rc_destroy_errno;
+
+/* B's reclaim: everything it holds is a rebuildable cache. */
+static void reclaim_b(void *arg)
+{
+	(void)arg;
+	rc_calls++;
+	rc_destroy_errno = uslab_cache_destroy(rc_a) == 0 ? 0 : errno;
+	uslab_cache_free_bulk(rc_b, rc_objs, rc_n);
+	rc_n = 0;
+}
+
+START_TEST(memory_reclaim_once_then_retry)
+{
+	struct uslab_pagesrc *src = uslab_pagesrc_region(region_mem, REGION_BYTES);
+	ck_assert_ptr_nonnull(src);
+	struct uslab_cache_conf ca = {.pagesrc = src, .flags = USLAB_NOMAGAZINE};
+	struct uslab_cache_conf cb = {.pagesrc = src, .reclaim = reclaim_b};
+	static void *a[REGION_BYTES / 256];
+	size_t na = 0;
+
+	rc_a = uslab_cache_create("reclaim-a", 256, &ca);
+	rc_b = uslab_cache_create("reclaim-b", 256, &cb);
+	rc_calls = 0;
+	/* B takes half the region. */
+	for (rc_n = 0; rc_n < REGION_BYTES / 2 / 256; rc_n++)
+		ck_assert_ptr_nonnull(rc_objs[rc_n] = uslab_cache_alloc(rc_b));
+	/* A fills it: when the region is full, B's callback frees B's objects,
+	 * the reap gives their slabs back, and A's allocation goes on. */
+	while (na < REGION_BYTES / 256 && (a[na] = uslab_cache_alloc(rc_a)) != NULL)
+		na++;
+	ck_assert_int_eq(errno, ENOMEM);
+	ck_assert_int_eq(rc_calls, 2); /* once when it freed, once when nothing was left */
+	ck_assert_int_eq(rc_destroy_errno, EDEADLK);
+	ck_assert_uint_gt(na, REGION_BYTES / 2 / 256 + REGION_BYTES / 4 / 256);
+	ck_assert_uint_eq(rc_n, 0);
+	uslab_cache_free_bulk(rc_a, a, na);
+	ck_assert_uint_gt(uslab_cache_reclaim(), 0); /* A's slabs, empty now */
+	ck_assert_int_eq(uslab_cache_destroy(rc_a), 0);
+	ck_assert_int_eq(uslab_cache_destroy(rc_b), 0);
+}
+END_TEST
+
 static Suite *memory_suite(void)
 {
 	Suite *s = suite_create("memory");
@@ -227,6 +463,14 @@ static Suite *memory_suite(void)
 		tcase_add_test(tc, memory_ctor_cache_releases_not_purges);
 		tcase_add_loop_test(tc, memory_reap_purges_free_objects, 0, 2);
 	}
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("limits");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, memory_limit_exact);
+	tcase_add_test(tc, memory_limit_threads);
+	tcase_add_test(tc, memory_reserve_cannot_fail);
+	tcase_add_test(tc, memory_reclaim_once_then_retry);
 	suite_add_tcase(s, tc);
 	return s;
 }
