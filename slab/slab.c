@@ -1007,7 +1007,7 @@ void slab_walk_locked(struct uslab_cache *c,
                       void (*fn)(struct uslab_cache *, struct slab *, void *), void *arg)
 {
 	ASSERT_HELD(&c->c_slab_lock);
-	for (uint32_t w = 0; w <= SLAB_ON_EMPTY; w++)
+	for (uint32_t w = 0; w <= SLAB_ON_FULL; w++)
 		for (struct slab *s = slab_list_of(c, w)->l_head, *next; s != NULL; s = next) {
 			next = s->s_next;
 			fn(c, s, arg);
@@ -1022,7 +1022,7 @@ int slab_debug_attach(struct uslab_cache *c, bool audit)
 	lock_take(&c->c_slab_lock);
 	if (__atomic_load_n(&c->c_dbg_slabs, __ATOMIC_RELAXED) < want)
 		__atomic_store_n(&c->c_dbg_slabs, want, __ATOMIC_RELEASE); /* new slabs */
-	for (uint32_t w = 0; w <= SLAB_ON_EMPTY && ok; w++)
+	for (uint32_t w = 0; w <= SLAB_ON_FULL && ok; w++)
 		for (struct slab *s = slab_list_of(c, w)->l_head; s != NULL && ok; s = s->s_next)
 			ok = slab_dbg_give(c, s, want);
 	lock_drop(&c->c_slab_lock);

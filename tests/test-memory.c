@@ -453,6 +453,214 @@ START_TEST(memory_reclaim_once_then_retry)
 }
 END_TEST
 
+/* ---- Compaction ---- */
+
+/* A table of items behind striped locks, as a program keeps them. */
+#define CT_STRIPES 64
+struct item {
+	uint64_t idx;
+	uint64_t key;
+	uint64_t body[6];
+};
+
+struct table {
+	struct uslab_cache *c;
+	size_t n;
+	struct item **slot;
+	pthread_mutex_t lock[CT_STRIPES];
+	volatile bool stop;
+	uint64_t looked, bad;
+};
+
+static uint64_t item_key(uint64_t idx)
+{
+	return idx * 0x9e3779b97f4a7c15ull + 1;
+}
+
+static bool item_ok(const struct item *it, uint64_t idx)
+{
+	if (it->idx != idx || it->key != item_key(idx))
+		return false;
+	for (int i = 0; i < 6; i++)
+		if (it->body[i] != it->key + (uint64_t)i)
+			return false;
+	return true;
+}
+
+/* The owner's side of uslab_cache_compact(): under the item's lock, an
+ * item the table holds at @old moves to @new_; anything else is refused. */
+static int item_move(void *old, void *new_, void *arg)
+{
+	struct table *t = arg;
+	uint64_t idx = ((const struct item *)old)->idx;
+
+	if (idx >= t->n)
+		return 1;
+	pthread_mutex_lock(&t->lock[idx % CT_STRIPES]);
+	bool mine = t->slot[idx] == old;
+	if (mine) {
+		memcpy(new_, old, sizeof(struct item));
+		t->slot[idx] = new_;
+	}
+	pthread_mutex_unlock(&t->lock[idx % CT_STRIPES]);
+	return mine ? 0 : 1;
+}
+
+static void *table_reader(void *arg)
+{
+	struct table *t = arg;
+	unsigned seed = (unsigned)(uintptr_t)&seed;
+	uint64_t looked = 0, bad = 0;
+
+	while (!t->stop) {
+		size_t idx = (size_t)rand_r(&seed) % t->n;
+		pthread_mutex_lock(&t->lock[idx % CT_STRIPES]);
+		const struct item *it = t->slot[idx];
+		if (it != NULL) {
+			looked++;
+			bad += !item_ok(it, idx);
+		}
+		pthread_mutex_unlock(&t->lock[idx % CT_STRIPES]);
+	}
+	__atomic_fetch_add(&t->looked, looked, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&t->bad, bad, __ATOMIC_RELAXED);
+	return NULL;
+}
+
+static int compact_table(void *arg)
+{
+	static struct table t;
+	struct uslab_cache_conf conf = {.move = item_move, .arg = &t};
+	struct uslab_stats st0, st1;
+	pthread_t readers[2];
+	unsigned seed = 5;
+	size_t kept = 0;
+	(void)arg;
+
+	t.n = light() ? 20000 : 400000;
+	t.slot = calloc(t.n, sizeof *t.slot);
+	t.c = uslab_cache_create("item", sizeof(struct item), &conf);
+	for (int i = 0; i < CT_STRIPES; i++)
+		pthread_mutex_init(&t.lock[i], NULL);
+	for (size_t i = 0; i < t.n; i++) {
+		struct item *it = uslab_cache_alloc(t.c);
+		it->idx = i;
+		it->key = item_key(i);
+		for (int k = 0; k < 6; k++)
+			it->body[k] = it->key + (uint64_t)k;
+		t.slot[i] = it;
+	}
+	for (size_t i = 0; i < t.n; i++) { /* 90% go, at random */
+		if (rand_r(&seed) % 10 == 0) {
+			kept++;
+			continue;
+		}
+		uslab_cache_free(t.c, t.slot[i]);
+		t.slot[i] = NULL;
+	}
+	uslab_cache_reap(t.c);
+	stats_of(t.c, &st0);
+	size_t rss0 = rss_fixed();
+	for (int i = 0; i < 2; i++)
+		pthread_create(&readers[i], NULL, table_reader, &t);
+	long moved = uslab_cache_compact(t.c);
+	t.stop = true;
+	for (int i = 0; i < 2; i++)
+		pthread_join(readers[i], NULL);
+	size_t rss1 = rss_fixed();
+	stats_of(t.c, &st1);
+	fprintf(stderr,
+	        "kept %zu of %zu: moved %ld; slabs %llu -> %llu (%llu objs each); rss %zu -> %zu KiB; "
+	        "%llu lookups, %llu bad\n",
+	        kept, t.n, moved, (unsigned long long)st0.total_slabs,
+	        (unsigned long long)st1.total_slabs, (unsigned long long)st1.objs_per_slab,
+	        rss0 >> 10, rss1 >> 10, (unsigned long long)t.looked, (unsigned long long)t.bad);
+	if (moved <= 0 || t.bad != 0 || st1.moved != (uint64_t)moved)
+		return 1;
+	size_t found = 0;
+	for (size_t i = 0; i < t.n; i++)
+		if (t.slot[i] != NULL) {
+			if (!item_ok(t.slot[i], i))
+				return 2;
+			found++;
+		}
+	if (found != kept || st1.active_objs != kept)
+		return 3;
+	/* Dense after: at most one partial slab's worth above the minimum. */
+	uint64_t least = (kept + st1.objs_per_slab - 1) / st1.objs_per_slab;
+	if (st1.total_slabs > least + 2 || st1.total_slabs * 2 > st0.total_slabs)
+		return 4;
+	if (!light() &&
+	    (rss0 < rss1 || rss0 - rss1 < (st0.total_slabs - st1.total_slabs) * st1.slab_size / 2))
+		return 5;
+	long problems = uslab_cache_validate(t.c, stderr);
+	if (problems != 0) {
+		fprintf(stderr, "validate: %ld (%s)\n", problems, strerror(errno));
+		return 6;
+	}
+	for (size_t i = 0; i < t.n; i++)
+		uslab_cache_free(t.c, t.slot[i]);
+	return uslab_cache_destroy(t.c) == 0 ? 0 : 7;
+}
+
+START_TEST(memory_compact_under_readers)
+{
+	char err[4096];
+	int rc = test_run_child(compact_table, NULL, 120, err, sizeof err);
+	ck_assert_msg(rc == 0, "status %d: %s", rc, err);
+}
+END_TEST
+
+/* The contract's edges: no move callback, a type-safe cache; a callback
+ * that refuses everything moves nothing and loses nothing. */
+static int refuse_all(void *old, void *new_, void *arg)
+{
+	(void)old;
+	(void)new_;
+	(*(int *)arg)++;
+	return 1;
+}
+
+START_TEST(memory_compact_refused)
+{
+	static void *objs[20000];
+	int calls = 0;
+	struct uslab_cache_conf conf = {.move = refuse_all, .arg = &calls};
+	struct uslab_cache_conf rcu = {.move = refuse_all, .flags = USLAB_TYPESAFE_BY_RCU};
+	struct uslab_cache *plain = uslab_cache_create("nomove", 64, NULL);
+	struct uslab_cache *typesafe = uslab_cache_create("typesafe", 64, &rcu);
+	struct uslab_cache *c = uslab_cache_create("refuse", 64, &conf);
+	struct uslab_stats st0, st1;
+
+	ck_assert_int_eq(uslab_cache_compact(NULL), -1);
+	ck_assert_int_eq(errno, EINVAL);
+	ck_assert_int_eq(uslab_cache_compact(plain), -1);
+	ck_assert_int_eq(errno, EINVAL);
+	ck_assert_int_eq(uslab_cache_compact(typesafe), -1);
+	ck_assert_int_eq(errno, EINVAL);
+	for (int i = 0; i < 20000; i++)
+		objs[i] = uslab_cache_alloc(c);
+	for (int i = 0; i < 20000; i++)
+		if (i % 7 != 0) {
+			uslab_cache_free(c, objs[i]);
+			objs[i] = NULL;
+		}
+	uslab_cache_reap(c);
+	stats_of(c, &st0);
+	ck_assert_int_eq(uslab_cache_compact(c), 0);
+	stats_of(c, &st1);
+	ck_assert_int_gt(calls, 0);
+	ck_assert_uint_eq(st1.active_objs, st0.active_objs);
+	ck_assert_uint_eq(st1.total_slabs, st0.total_slabs);
+	ck_assert_int_eq(uslab_cache_validate(c, NULL), 0);
+	for (int i = 0; i < 20000; i++)
+		uslab_cache_free(c, objs[i]);
+	ck_assert_int_eq(uslab_cache_destroy(c), 0);
+	ck_assert_int_eq(uslab_cache_destroy(plain), 0);
+	ck_assert_int_eq(uslab_cache_destroy(typesafe), 0);
+}
+END_TEST
+
 static Suite *memory_suite(void)
 {
 	Suite *s = suite_create("memory");
@@ -471,6 +679,13 @@ static Suite *memory_suite(void)
 	tcase_add_test(tc, memory_limit_threads);
 	tcase_add_test(tc, memory_reserve_cannot_fail);
 	tcase_add_test(tc, memory_reclaim_once_then_retry);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("compact");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, memory_compact_refused);
+	if (test_can_fork())
+		tcase_add_test(tc, memory_compact_under_readers);
 	suite_add_tcase(s, tc);
 	return s;
 }
