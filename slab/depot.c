@@ -47,8 +47,11 @@
  * 2M). It starts from the object size and doubles, up to c_mag_max, when
  * more than 1/DEPOT_CONTENTION_SHARE of the lock acquisitions in a window
  * of DEPOT_CONTENTION_WINDOW operations had to wait: bigger magazines mean
- * fewer trips to the depot. It never shrinks (shrinking needs a
- * working-set signal that small magazines would do as well).
+ * fewer trips to the depot. When a whole interval passes without one
+ * contention, it halves, down to where it started: the per-CPU arrays and
+ * the depot's magazines follow (the slots at their next miss, the depot as
+ * its working set turns over), so a cache that went quiet gives back the
+ * memory its magazines took in a burst.
  *
  * Observing: before dropping c_depot_lock after a change, the depot
  * reports its figures (struct depot_counts, observe.h) to the cache's
@@ -155,6 +158,7 @@ static void depot_sizes(size_t slot, uint32_t *start, uint32_t *max)
 void depot_init(struct uslab_cache *c)
 {
 	depot_sizes(c->c_slot, &c->c_mag_size, &c->c_mag_max);
+	c->c_mag_min = c->c_mag_size;
 	c->c_ws_start = uslab_coarse_ns();
 	lock_init(&c->c_depot_lock);
 }
@@ -195,6 +199,7 @@ static void depot_enter(struct uslab_cache *c)
 	if (!lock_try(&c->c_depot_lock)) {
 		lock_take(&c->c_depot_lock);
 		c->c_ws_contended++;
+		c->c_ws_int_contended++;
 		c->c_depot_contended++;
 	}
 }
@@ -246,6 +251,14 @@ static struct mag *depot_tick_locked(struct uslab_cache *c, bool *ended)
 		return NULL;
 	*ended = true;
 	c->c_ws_start = now;
+	/* A whole interval without a fight over the lock: the cache went
+	 * quiet, and its magazines step back down (the per-CPU layer follows
+	 * at its next miss, pcpu_resize). */
+	if (c->c_ws_int_contended == 0 && c->c_mag_size > c->c_mag_min) {
+		PROBE3(mag_resize, c, c->c_mag_size, c->c_mag_size / 2);
+		__atomic_store_n(&c->c_mag_size, c->c_mag_size / 2, __ATOMIC_RELAXED);
+	}
+	c->c_ws_int_contended = 0;
 	for (uint64_t n = c->c_ws_min_full; n > 0; n--) {
 		struct mag *m = c->c_mag_full;
 		c->c_mag_full = m->m_next;

@@ -623,14 +623,16 @@ struct uslab_cache {
 	struct mag *c_mag_full;         /* full magazines, LIFO */
 	struct mag *c_mag_spare;        /* spare magazine structures */
 	uint64_t c_nfull, c_nempty;
-	uint32_t c_mag_size;        /* rounds per depot magazine (M) */
-	uint32_t c_mag_max;         /* largest M, fixed at create */
-	uint64_t c_ws_min_full;     /* working set: fewest full magazines this interval */
-	uint64_t c_ws_start;        /* ns (coarse clock): this interval's start */
-	uint32_t c_ws_ops;          /* depot operations this interval */
-	uint32_t c_ws_contended;    /* lock contentions this interval */
-	uint64_t c_depot_contended; /* lock contentions, ever */
-	uint64_t c_depot_objs;      /* rounds in c_mag_full magazines */
+	uint32_t c_mag_size;         /* rounds per depot magazine (M) */
+	uint32_t c_mag_max;          /* largest M, fixed at create */
+	uint64_t c_ws_min_full;      /* working set: fewest full magazines this interval */
+	uint64_t c_ws_start;         /* ns (coarse clock): this interval's start */
+	uint32_t c_ws_ops;           /* depot operations this interval */
+	uint32_t c_ws_contended;     /* lock contentions this window of operations */
+	uint32_t c_ws_int_contended; /* lock contentions this interval */
+	uint32_t c_mag_min;          /* the starting M: magazines shrink back to it */
+	uint64_t c_depot_contended;  /* lock contentions, ever */
+	uint64_t c_depot_objs;       /* rounds in c_mag_full magazines */
 
 	/* ---- slab layer: under c_slab_lock ---- */
 	struct uslab_lock c_slab_lock; /* the lists, slab contents and counts below */

@@ -557,6 +557,8 @@ void pcpu_cache_stop(struct uslab_cache *c)
  * stopped (p_rounds changes only then, arch/fastpath.h). A slot whose new
  * array cannot be had keeps its old one, and its cap; it is tried again at
  * the next miss. With no fence at all, nothing grows. */
+static void pcpu_shrink(struct uslab_cache *c);
+
 static void pcpu_resize(struct uslab_cache *c)
 {
 	if (pcpu_rseq && !pcpu_fence_possible())
@@ -564,6 +566,11 @@ static void pcpu_resize(struct uslab_cache *c)
 	lock_take(&c->c_drain_lock);
 	uint32_t cap = 2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED);
 	uint32_t old = c->c_pcpu_cap;
+	if (cap < old) {
+		lock_drop(&c->c_drain_lock);
+		pcpu_shrink(c);
+		return;
+	}
 	if (cap > old) {
 		PROBE3(mag_resize, c, old / 2, cap / 2);
 		/* Slots started from now on take the new cap; started ones are
@@ -602,6 +609,64 @@ static void pcpu_resize(struct uslab_cache *c)
 		depot_mag_put(gone);
 	}
 	lock_drop(&c->c_drain_lock);
+}
+
+/* The depot's magazines shrank (a quiet interval, depot.c): every started
+ * slot gets the new cap and, when its array is twice too large, a smaller
+ * one; the rounds above the cap go back to the slabs, counted as drained,
+ * once the slot runs again (as pcpu_drain gives them back). One slot at a
+ * time under c_drain_lock. A slot that cannot be fenced keeps its cap
+ * until the next miss tries again. */
+static void pcpu_shrink(struct uslab_cache *c)
+{
+	void *buf[2 * PCPU_BUF];
+
+	lock_take(&c->c_drain_lock);
+	uint32_t cap = 2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED);
+	if (cap < c->c_pcpu_cap) {
+		PROBE3(mag_resize, c, c->c_pcpu_cap / 2, cap / 2);
+		__atomic_store_n(&c->c_pcpu_cap, cap, __ATOMIC_RELAXED);
+	}
+	cap = c->c_pcpu_cap;
+	lock_drop(&c->c_drain_lock);
+	for (uint32_t i = 0; i < pcpu_nslots; i++) {
+		struct pcpu_slot *s = pcpu_slot(c, i);
+		lock_take(&c->c_drain_lock);
+		if (__atomic_load_n(&s->p_live, __ATOMIC_RELAXED) == 0 ||
+		    __atomic_load_n(&s->p_cap, __ATOMIC_RELAXED) <= c->c_pcpu_cap) {
+			lock_drop(&c->c_drain_lock);
+			continue;
+		}
+		cap = c->c_pcpu_cap;
+		struct mag *m =
+			s->p_mag != NULL && s->p_mag->m_cap >= 2 * cap ? depot_mag_get(cap) : NULL;
+		uint32_t had;
+		if (!pcpu_stop(c, i, &had)) {
+			lock_drop(&c->c_drain_lock);
+			depot_mag_put(m);
+			break; /* no fence now: no more */
+		}
+		uint32_t count = pcpu_word_count(s->p_word);
+		uint32_t keep = count < cap ? count : cap, extra = count - keep;
+		memcpy(buf, s->p_rounds + keep, extra * sizeof(void *));
+		struct mag *gone = NULL;
+		if (m != NULL) {
+			memcpy(m->m_rounds, s->p_rounds, keep * sizeof(void *));
+			gone = s->p_mag;
+			s->p_mag = m;
+			s->p_rounds = m->m_rounds;
+		}
+		pcpu_clear_stale(s, keep);
+		pcpu_set_owned(c, i, keep);
+		struct pcpu_counters *ctr = pcpu_ctr(c, i);
+		__atomic_store_n(&ctr->pc_drained,
+		                 __atomic_load_n(&ctr->pc_drained, __ATOMIC_RELAXED) + extra,
+		                 __ATOMIC_RELAXED);
+		pcpu_restart(c, i, cap);
+		lock_drop(&c->c_drain_lock);
+		depot_mag_put(gone);
+		slab_free_bulk(c, buf, extra); /* no lock held: dtors may run */
+	}
 }
 
 uint64_t pcpu_objects(struct uslab_cache *c)

@@ -12,6 +12,7 @@
 
 #include <uslab.h>
 
+#include "internal.h"
 #include "testutil.h"
 
 /* Under valgrind (CK_FORK=no) the suites run light, and nothing is purged
@@ -661,6 +662,75 @@ START_TEST(memory_compact_refused)
 }
 END_TEST
 
+/* ---- Magazines that shrink ---- */
+
+/* The largest per-CPU magazine fill. */
+static uint64_t cpu_fill_max(struct uslab_cache *c)
+{
+	uint64_t counts[1024], most = 0;
+	size_t n = uslab_cache_cpu_objects(c, counts, 1024);
+
+	for (size_t i = 0; i < n && i < 1024; i++)
+		most = counts[i] > most ? counts[i] : most;
+	return most;
+}
+
+/* Magazines grown by contention (set here as the depot would) step back
+ * down, one halving per quiet interval, to where they started; the
+ * per-CPU arrays follow, and no object is lost on the way. */
+static int mag_shrink(void *arg)
+{
+	enum { N = 600 };
+	static void *objs[N];
+	struct uslab_cache *c = uslab_cache_create("quiet", 1024, NULL);
+	struct uslab_stats st;
+	(void)arg;
+
+	stats_of(c, &st);
+	uint32_t start = st.mag_size;
+	__atomic_store_n(&c->c_mag_size, c->c_mag_max, __ATOMIC_RELAXED);
+	for (int round = 0; round < 2; round++) { /* the slots grow at a miss */
+		for (int i = 0; i < N; i++)
+			objs[i] = uslab_cache_alloc(c);
+		for (int i = 0; i < N; i++)
+			uslab_cache_free(c, objs[i]);
+	}
+	stats_of(c, &st);
+	uint64_t grown = cpu_fill_max(c);
+	fprintf(stderr, "start %u, grown to %u: per-CPU fill %llu\n", start, st.mag_size,
+	        (unsigned long long)grown);
+	if (st.mag_size != c->c_mag_max || grown <= 2 * start)
+		return 1;
+	for (int k = 0; k < 4; k++) { /* quiet intervals, each ended by depot traffic */
+		usleep(1100 * 1000);
+		for (int i = 0; i < N; i++)
+			objs[i] = uslab_cache_alloc(c);
+		for (int i = 0; i < N; i++)
+			uslab_cache_free(c, objs[i]);
+	}
+	for (int i = 0; i < N; i++) /* a miss after the last halving */
+		objs[i] = uslab_cache_alloc(c);
+	for (int i = 0; i < N; i++)
+		uslab_cache_free(c, objs[i]);
+	stats_of(c, &st);
+	uint64_t after = cpu_fill_max(c);
+	fprintf(stderr, "after: magazines of %u, per-CPU fill %llu, active %llu\n", st.mag_size,
+	        (unsigned long long)after, (unsigned long long)st.active_objs);
+	if (st.mag_size != start || after > 2 * start || st.active_objs != 0)
+		return 2;
+	if (uslab_cache_validate(c, stderr) != 0)
+		return 3;
+	return uslab_cache_destroy(c) == 0 ? 0 : 4;
+}
+
+START_TEST(memory_magazines_shrink_when_quiet)
+{
+	char err[4096];
+	int rc = test_run_child(mag_shrink, NULL, 60, err, sizeof err);
+	ck_assert_msg(rc == 0, "status %d: %s", rc, err);
+}
+END_TEST
+
 static Suite *memory_suite(void)
 {
 	Suite *s = suite_create("memory");
@@ -686,6 +756,12 @@ static Suite *memory_suite(void)
 	tcase_add_test(tc, memory_compact_refused);
 	if (test_can_fork())
 		tcase_add_test(tc, memory_compact_under_readers);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("magazines");
+	tcase_set_timeout(tc, 120);
+	if (test_can_fork())
+		tcase_add_test(tc, memory_magazines_shrink_when_quiet);
 	suite_add_tcase(s, tc);
 	return s;
 }
