@@ -330,9 +330,11 @@ static bool slab_purgeable(const struct uslab_cache *c)
 /* A cache that purges: of the @stayed slabs that stayed empty through the
  * interval, detach onto @release those purged long enough ago, and onto
  * @purge (off every list, counted in c_purging) those not purged yet. */
-static void slab_age_locked(struct uslab_cache *c, uint64_t stayed, uint64_t now,
-                            struct slab **release, struct slab **purge)
+static uint64_t slab_age_locked(struct uslab_cache *c, uint64_t stayed, uint64_t now,
+                                struct slab **release, struct slab **purge)
 {
+	uint64_t purging = 0;
+
 	ASSERT_HELD(&c->c_slab_lock);
 	for (struct slab *s = c->c_empty.l_head, *next; s != NULL && stayed != 0; s = next) {
 		next = s->s_next;
@@ -341,6 +343,7 @@ static void slab_age_locked(struct uslab_cache *c, uint64_t stayed, uint64_t now
 			slab_unlink_locked(c, s);
 			s->s_empty_gen = gen;
 			c->c_offlist++;
+			purging++;
 			s->s_next = *purge;
 			*purge = s;
 		} else if (now - s->s_purged_at >= SLAB_PURGED_KEEP_NS && slab_releasable(c, s)) {
@@ -354,6 +357,7 @@ static void slab_age_locked(struct uslab_cache *c, uint64_t stayed, uint64_t now
 		}
 		stayed--;
 	}
+	return purging;
 }
 
 /* Note the empty slabs' low-water mark; at the end of an interval, detach
@@ -369,12 +373,13 @@ static struct slab *slab_decay_locked(struct uslab_cache *c, struct slab **purge
 	if (now - c->c_decay_start < SLAB_DECAY_NS)
 		return NULL;
 	struct slab *chain = NULL;
+	uint64_t purging = 0; /* empty again once purged: they count as empty */
 	if (slab_purgeable(c))
-		slab_age_locked(c, c->c_decay_min, now, &chain, purge);
+		purging = slab_age_locked(c, c->c_decay_min, now, &chain, purge);
 	else
 		chain = slab_detach_empty_locked(c, c->c_empty_slabs - c->c_decay_min, false);
 	c->c_decay_start = now;
-	c->c_decay_min = c->c_empty_slabs;
+	c->c_decay_min = c->c_empty_slabs + purging;
 	return chain;
 }
 

@@ -134,9 +134,15 @@ START_TEST(pagesrc_mmap_purge_zeroes_contents)
 	ck_assert_ptr_nonnull(block);
 	memset(block, 0xa5, size);
 	ck_assert(src->purge != NULL);
+	/* MADV_FREE: the bytes stay until the kernel wants the pages (zeros
+	 * or the old ones), and the block stays usable. */
 	src->purge(src->arg, block, size);
-	/* Private anonymous memory reads back as zero after MADV_DONTNEED, and
-	 * stays usable. */
+	for (size_t off = 0; off < size; off += 512)
+		ck_assert(block[off] == 0 || block[off] == (char)0xa5);
+	memset(block, 0xa5, size);
+	/* A caller that wants the memory now (a reap): MADV_DONTNEED, and
+	 * private anonymous memory reads back as zero. */
+	pgsrc_purge(src, block, size, true);
 	for (size_t off = 0; off < size; off += 512)
 		ck_assert_int_eq(block[off], 0);
 	memset(block, 0x3c, size);

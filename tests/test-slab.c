@@ -278,12 +278,14 @@ START_TEST(slab_bulk_zero_is_noop)
 }
 END_TEST
 
-/* Empty slabs follow the working set: kept while the interval runs,
- * released once they stayed empty through a whole one. The test ends
- * intervals by moving their start into the past, not by sleeping. */
-START_TEST(slab_empty_slabs_decay_by_working_set)
+/* Empty slabs follow the working set: kept while the interval runs, and
+ * once they stayed empty through a whole one, released (a cache with a
+ * ctor: @l) or purged and kept, then released when they stayed purged for
+ * SLAB_PURGED_KEEP_NS. The test ends intervals by moving their start into
+ * the past, not by sleeping. */
+static void decay_case(struct lifecycle *l)
 {
-	struct uslab_cache *c = slab_cache(4096, 0, NULL);
+	struct uslab_cache *c = slab_cache(4096, 0, l);
 	size_t nslabs = 24;
 	void **objs = fill_slabs(c, nslabs);
 	void *one;
@@ -297,14 +299,45 @@ START_TEST(slab_empty_slabs_decay_by_working_set)
 	c->c_decay_start = 0;
 	ck_assert_uint_eq(slab_alloc_bulk(c, &one, 1), 1);
 	ck_assert_uint_eq(c->c_slabs, nslabs);
-	/* The next one ends: 23 stayed empty through it and go. */
+	/* The next one ends: 23 stayed empty through it. */
 	c->c_decay_start = 0;
 	slab_free_bulk(c, &one, 1);
-	ck_assert_uint_eq(c->c_slabs, 1);
-	ck_assert_uint_eq(c->c_empty_slabs, 1);
+	ck_assert(cache_is_valid(c));
+	if (l != NULL) { /* constructed objects: released, destructed */
+		ck_assert_uint_eq(c->c_slabs, 1);
+		ck_assert_uint_eq(c->c_empty_slabs, 1);
+		ck_assert_uint_eq(c->c_purged_slabs, 0);
+	} else { /* purged, kept */
+		ck_assert_uint_eq(c->c_slabs, nslabs);
+		ck_assert_uint_eq(c->c_purged_slabs, nslabs - 1);
+		ck_assert_uint_eq(c->c_bytes_purged, (nslabs - 1) * c->c_slab_size);
+		/* Purged long ago: the next interval's end releases them but
+		 * the one just reused (22), and purges the one never purged;
+		 * the reused one is empty again, not yet through an interval. */
+		slab_lock(c);
+		for (struct slab *s = c->c_empty.l_head; s != NULL; s = s->s_next)
+			if (s->s_purged_at != 0)
+				s->s_purged_at = 1;
+		slab_unlock(c);
+		c->c_decay_start = 0;
+		ck_assert_uint_eq(slab_alloc_bulk(c, &one, 1), 1);
+		slab_free_bulk(c, &one, 1);
+		ck_assert_uint_eq(c->c_slabs, 2);
+		ck_assert_uint_eq(c->c_purged_slabs, 1);
+		ck_assert_uint_eq(c->c_slabs_released, nslabs - 2);
+	}
 	ck_assert(cache_is_valid(c));
 	free(objs);
 	slab_cache_done(c);
+}
+
+START_TEST(slab_empty_slabs_decay_by_working_set)
+{
+	struct lifecycle l;
+
+	memset(&l, 0, sizeof l);
+	decay_case(NULL);
+	decay_case(&l);
 }
 END_TEST
 
