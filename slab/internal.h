@@ -104,7 +104,11 @@ bool slab_cache_init(struct uslab_cache *c, const char *name, size_t size,
                      const struct uslab_cache_conf *conf, unsigned flags);
 /** Undo slab_cache_init() once every slab is gone. */
 void slab_cache_fini(struct uslab_cache *c);
-/** The registry's reclaim pass (memory.c), run when a page source fails
+/** Age the empty slabs (purge, release) as any slab-layer call does; for
+ *  the layers above, whose magazines may absorb every call for a while.
+ *  Returns the bytes released. */
+size_t slab_tick(struct uslab_cache *c);
+/** The registry's reclaim pass (cache.c), run when a page source fails
  *  and this thread holds no uslab lock; (size_t)-1 when it did not run. */
 extern size_t (*slab_reclaim_hook)(void);
 /** Compaction: take the sparsest partial slabs off every list (at most

@@ -226,7 +226,9 @@ static void pcpu_fold_if_due(struct uslab_cache *c, uint32_t i)
 }
 
 /* A depot working-set interval ended: fold every started slot that is
- * due, and sweep if the slab layer waits for a sweep to release slabs. */
+ * due, sweep if the slab layer waits for a sweep to release slabs, and
+ * let the slab layer age its empty slabs, which it does only when called:
+ * a cache whose magazines absorb every operation would keep them else. */
 static void pcpu_fold_due(struct uslab_cache *c)
 {
 	for (uint32_t i = 0; i < pcpu_nslots && !pcpu_off(c); i++)
@@ -234,6 +236,7 @@ static void pcpu_fold_due(struct uslab_cache *c)
 			pcpu_fold_if_due(c, i);
 	if (__atomic_load_n(&c->c_sweep_wanted, __ATOMIC_RELAXED) != 0)
 		pcpu_sweep(c);
+	slab_tick(c);
 }
 
 /*

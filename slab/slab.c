@@ -951,6 +951,11 @@ size_t slab_free_bulk(struct uslab_cache *c, void *const *objs, size_t n)
 	return bytes;
 }
 
+size_t slab_tick(struct uslab_cache *c)
+{
+	return slab_free_bulk(c, NULL, 0);
+}
+
 static size_t slab_release_empty(struct uslab_cache *c, bool all)
 {
 	lock_take(&c->c_slab_lock);
@@ -1126,8 +1131,9 @@ static bool slab_is_valid(const struct uslab_cache *c, const struct slab *s, uin
 	if (c->c_slab_objs % 64 != 0 &&
 	    (s->s_free[c->c_slab_words - 1] >> (c->c_slab_objs % 64)) != 0)
 		return false;
+	/* Off every list (evacuated, slab_compact_begin): any fullness. */
 	return s->s_inuse + free_count == c->c_slab_objs && s->s_hint <= first_free_word &&
-	       slab_where_for(c, s->s_inuse) == where;
+	       (where == SLAB_ON_NONE || slab_where_for(c, s->s_inuse) == where);
 }
 
 bool slab_cache_is_valid(struct uslab_cache *c)
