@@ -377,6 +377,30 @@ static void pcpu_restart(struct uslab_cache *c, uint32_t i, uint32_t cap)
 	pcpu_slot_restart(pcpu_slot(c, i), cap);
 }
 
+/* @n rounds left stopped slot @i other than by its owner's operations
+ * (a drain, a shrink). We own the slot; its owner writes other counters
+ * only. */
+static void pcpu_count_drained(struct uslab_cache *c, uint32_t i, uint32_t n)
+{
+	struct pcpu_counters *ctr = pcpu_ctr(c, i);
+
+	__atomic_store_n(&ctr->pc_drained, __atomic_load_n(&ctr->pc_drained, __ATOMIC_RELAXED) + n,
+	                 __ATOMIC_RELAXED);
+}
+
+/* Stopped slot @s takes array @m (NULL: keeps its own) with its first
+ * @keep rounds; returns the array it gave up, or NULL. */
+static struct mag *pcpu_swap_array(struct pcpu_slot *s, struct mag *m, uint32_t keep)
+{
+	if (m == NULL)
+		return NULL;
+	memcpy(m->m_rounds, s->p_rounds, keep * sizeof(void *));
+	struct mag *gone = s->p_mag;
+	s->p_mag = m;
+	s->p_rounds = m->m_rounds;
+	return gone;
+}
+
 size_t pcpu_drain(struct uslab_cache *c, bool quiescent)
 {
 	size_t bytes = 0;
@@ -404,11 +428,7 @@ size_t pcpu_drain(struct uslab_cache *c, bool quiescent)
 		memcpy(buf, s->p_rounds, n * sizeof(void *));
 		pcpu_set_owned(c, i, 0);
 		pcpu_clear_stale(s, 0);
-		/* We own the slot; its owner writes other counters only. */
-		struct pcpu_counters *ctr = pcpu_ctr(c, i);
-		__atomic_store_n(&ctr->pc_drained,
-		                 __atomic_load_n(&ctr->pc_drained, __ATOMIC_RELAXED) + n,
-		                 __ATOMIC_RELAXED);
+		pcpu_count_drained(c, i, n);
 		if (!quiescent) {
 			pcpu_restart(c, i, cap);
 			lock_drop(&c->c_drain_lock);
@@ -596,15 +616,10 @@ static void pcpu_resize(struct uslab_cache *c)
 			depot_mag_put(m);
 			break; /* no fence now: no more */
 		}
-		struct mag *gone = NULL;
 		uint32_t count = pcpu_word_count(s->p_word);
-		if (m != NULL) {
-			memcpy(m->m_rounds, s->p_rounds, count * sizeof(void *));
-			gone = s->p_mag;
-			s->p_mag = m;
-			s->p_rounds = m->m_rounds;
+		struct mag *gone = pcpu_swap_array(s, m, count);
+		if (m != NULL)
 			pcpu_clear_stale(s, count);
-		}
 		pcpu_set_owned(c, i, count);
 		pcpu_restart(c, i,
 		             s->p_mag != NULL && s->p_mag->m_cap >= c->c_pcpu_cap ? c->c_pcpu_cap
@@ -652,19 +667,10 @@ static void pcpu_shrink(struct uslab_cache *c)
 		uint32_t count = pcpu_word_count(s->p_word);
 		uint32_t keep = count < cap ? count : cap, extra = count - keep;
 		memcpy(buf, s->p_rounds + keep, extra * sizeof(void *));
-		struct mag *gone = NULL;
-		if (m != NULL) {
-			memcpy(m->m_rounds, s->p_rounds, keep * sizeof(void *));
-			gone = s->p_mag;
-			s->p_mag = m;
-			s->p_rounds = m->m_rounds;
-		}
+		struct mag *gone = pcpu_swap_array(s, m, keep);
 		pcpu_clear_stale(s, keep);
 		pcpu_set_owned(c, i, keep);
-		struct pcpu_counters *ctr = pcpu_ctr(c, i);
-		__atomic_store_n(&ctr->pc_drained,
-		                 __atomic_load_n(&ctr->pc_drained, __ATOMIC_RELAXED) + extra,
-		                 __ATOMIC_RELAXED);
+		pcpu_count_drained(c, i, extra);
 		pcpu_restart(c, i, cap);
 		lock_drop(&c->c_drain_lock);
 		depot_mag_put(gone);

@@ -102,13 +102,7 @@ static int purge_burst(void *arg)
 	return uslab_cache_destroy(c) == 0 ? 0 : 4;
 }
 
-START_TEST(memory_empty_slabs_purged_and_reused)
-{
-	char err[4096];
-	int rc = test_run_child(purge_burst, NULL, 60, err, sizeof err);
-	ck_assert_msg(rc == 0, "status %d: %s", rc, err);
-}
-END_TEST
+TEST_IN_CHILD(memory_empty_slabs_purged_and_reused, purge_burst, NULL, 60)
 
 /* A cache with a ctor keeps its free objects constructed: its empty slabs
  * are never purged, they are released (objects destructed) instead. */
@@ -148,13 +142,7 @@ static int ctor_released(void *arg)
 	return uslab_cache_destroy(c) == 0 ? 0 : 3;
 }
 
-START_TEST(memory_ctor_cache_releases_not_purges)
-{
-	char err[4096];
-	int rc = test_run_child(ctor_released, NULL, 60, err, sizeof err);
-	ck_assert_msg(rc == 0, "status %d: %s", rc, err);
-}
-END_TEST
+TEST_IN_CHILD(memory_ctor_cache_releases_not_purges, ctor_released, NULL, 60)
 
 /* 90% of the objects freed at random: reap gives the resident pages
  * inside the free objects of the partial slabs back, and the live objects
@@ -604,13 +592,7 @@ static int compact_table(void *arg)
 	return uslab_cache_destroy(t.c) == 0 ? 0 : 7;
 }
 
-START_TEST(memory_compact_under_readers)
-{
-	char err[4096];
-	int rc = test_run_child(compact_table, NULL, 120, err, sizeof err);
-	ck_assert_msg(rc == 0, "status %d: %s", rc, err);
-}
-END_TEST
+TEST_IN_CHILD(memory_compact_under_readers, compact_table, NULL, 120)
 
 /* The contract's edges: no move callback, a type-safe cache; a callback
  * that refuses everything moves nothing and loses nothing. */
@@ -723,13 +705,7 @@ static int mag_shrink(void *arg)
 	return uslab_cache_destroy(c) == 0 ? 0 : 4;
 }
 
-START_TEST(memory_magazines_shrink_when_quiet)
-{
-	char err[4096];
-	int rc = test_run_child(mag_shrink, NULL, 60, err, sizeof err);
-	ck_assert_msg(rc == 0, "status %d: %s", rc, err);
-}
-END_TEST
+TEST_IN_CHILD(memory_magazines_shrink_when_quiet, mag_shrink, NULL, 60)
 
 static Suite *memory_suite(void)
 {

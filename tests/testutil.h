@@ -16,6 +16,17 @@ extern Suite *(*const test_suites[])(void);
  * bytes, NUL-terminated) when @err is not NULL. */
 int test_run_child(int (*fn)(void *), void *arg, unsigned secs, char *err, size_t errlen);
 
+/* A Check test @name that runs @fn(@arg) in a child (test_run_child) and
+ * fails with the child's status and stderr unless it returned 0. */
+#define TEST_IN_CHILD(name, fn, arg, secs)                                                         \
+	START_TEST(name)                                                                           \
+	{                                                                                          \
+		char err_[4096];                                                                   \
+		int rc_ = test_run_child((fn), (arg), (secs), err_, sizeof err_);                  \
+		ck_assert_msg(rc_ == 0, "status %d: %s", rc_, err_);                               \
+	}                                                                                          \
+	END_TEST
+
 /* Whether death tests can run (CK_FORK=no under valgrind: they skip). */
 bool test_can_fork(void);
 
