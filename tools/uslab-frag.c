@@ -335,6 +335,56 @@ static void cell(const struct result *rs, int nr, int k, double live)
 }
 
 /* --objs, or 10 million objects and 2 GiB at most. */
+/* --burst: 400,000 objects of 256 bytes allocated and written, all freed,
+ * then four quiet seconds that allocate and free 300 a second (the purge
+ * of empty slabs needs activity, not a timer); then the same burst again,
+ * counting the page sources' system calls it makes. */
+static int burst(void)
+{
+	enum { N = 400000, S = 256, QUIET = 4 };
+	struct uslab_cache *c = uslab_cache_create("burst", S, NULL);
+	struct uslab_global_stats g0, g1;
+	struct uslab_stats st;
+	double rss[2] = {0, 0}, lazy[2] = {0, 0};
+	void **o = calloc(N, sizeof *o), *x[300];
+
+	if (c == NULL || o == NULL) {
+		perror("uslab-frag: burst");
+		return 1;
+	}
+	for (int round = 0; round < 2; round++) {
+		uslab_global_stats(&g0);
+		for (size_t i = 0; i < N; i++)
+			if ((o[i] = uslab_cache_alloc(c)) != NULL)
+				memset(o[i], 1, S);
+		uslab_global_stats(&g1);
+		if (round == 1)
+			break;
+		rss_read(&rss[0], &lazy[0]);
+		for (size_t i = 0; i < N; i++)
+			uslab_cache_free(c, o[i]);
+		for (int k = 0; k < QUIET; k++) {
+			sleep(1);
+			usleep(100 * 1000);
+			size_t n = uslab_cache_alloc_bulk(c, x, 300);
+			uslab_cache_free_bulk(c, x, n);
+		}
+		rss_read(&rss[1], &lazy[1]);
+		uslab_cache_stats(c, &st);
+	}
+	const char *purge = getenv("USLAB_PURGE");
+	/* smaps_rollup is in KiB */
+	printf("| after the burst | %.1f MiB | %.1f MiB | |\n", rss[0] / 1024,
+	       (rss[0] - lazy[0]) / 1024);
+	printf("| quiet, USLAB_PURGE=%s | %.1f MiB | %.1f MiB | %llu |\n",
+	       purge != NULL ? purge : "(default: MADV_FREE)", rss[1] / 1024,
+	       (rss[1] - lazy[1]) / 1024,
+	       (unsigned long long)(g1.pagesrc_calls - g0.pagesrc_calls));
+	printf("(%llu of %llu slabs were purged when the quiet time ended)\n",
+	       (unsigned long long)st.purged_slabs, (unsigned long long)st.total_slabs);
+	return 0;
+}
+
 static size_t nobj(size_t objs, size_t size)
 {
 	size_t max = (size_t)2 << 30;
@@ -344,6 +394,7 @@ static size_t nobj(size_t objs, size_t size)
 static void usage(void)
 {
 	fprintf(stderr, "usage: uslab-frag [--all] [--size S[,S...]] [--objs N] [--rounds R]\n"
+	                "       uslab-frag --burst\n"
 	                "       uslab-frag --one uslab|glibc|jemalloc|tcmalloc|mimalloc --size S "
 	                "[--objs N]\n");
 	exit(2);
@@ -352,9 +403,13 @@ static void usage(void)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"all", no_argument, NULL, 'a'},          {"one", required_argument, NULL, 'o'},
-		{"size", required_argument, NULL, 's'},   {"objs", required_argument, NULL, 'n'},
-		{"rounds", required_argument, NULL, 'r'}, {NULL, 0, NULL, 0},
+		{"all", no_argument, NULL, 'a'},
+		{"one", required_argument, NULL, 'o'},
+		{"size", required_argument, NULL, 's'},
+		{"objs", required_argument, NULL, 'n'},
+		{"rounds", required_argument, NULL, 'r'},
+		{"burst", no_argument, NULL, 'b'},
+		{NULL, 0, NULL, 0},
 	};
 	static struct result res[MAXSIZES][NALLOC][MAXROUNDS];
 	size_t sizes[MAXSIZES] = {64, 1024, 4096}, objs = 0, n;
@@ -363,7 +418,9 @@ int main(int argc, char **argv)
 	char *s, *end = "";
 
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (c == 'a') {
+		if (c == 'b') {
+			return burst();
+		} else if (c == 'a') {
 			one = NULL;
 		} else if (c == 'o') {
 			one = optarg;
