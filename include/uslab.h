@@ -283,17 +283,23 @@ USLAB_API void uslab_cache_free_bulk(struct uslab_cache *cache, void **objs, siz
 
 /**
  * Give unused memory back: every object cached in per-CPU and depot
- * magazines returns to its slab, and every empty slab is released (its
- * objects destructed, its pages given back). Returns the number of bytes
- * of this cache given back to the page source by this call (the depot's
- * magazine structures go back to their own caches, uslab_magazine_<n>,
- * whose empty slabs this call releases too, uncounted).
+ * magazines returns to its slab, every empty slab is released (its
+ * objects destructed, its pages given back), and in a cache without a
+ * ctor or debug flags the pages that lie wholly inside free objects of
+ * partial slabs are purged (MADV_DONTNEED for the mmap source: the RSS
+ * falls at once). Returns the number of bytes of this cache given back to
+ * the page source or purged by this call (the depot's magazine structures
+ * go back to their own caches, uslab_magazine_<n>, whose empty slabs this
+ * call releases too, uncounted).
  *
  * Without reap, a cache keeps the empty slabs it may reuse: slabs that
- * stayed empty through a whole second of slab-layer activity are released
- * (their objects destructed then), so memory follows the working set
- * without a timer thread. A cache nobody touches keeps its empty slabs
- * until reap or destroy. NULL: 0, with errno EINVAL. When the kernel lets
+ * stayed empty through a whole second of activity are purged (their pages
+ * go to the kernel, the slab stays: reused without a system call) and
+ * released after 10 s more; a cache with a ctor, debug flags or
+ * USLAB_TYPESAFE_BY_RCU releases them at once instead (their objects
+ * destructed then). So memory follows the working set without a timer
+ * thread. A cache nobody touches keeps its empty slabs until reap or
+ * destroy. NULL: 0, with errno EINVAL. When the kernel lets
  * no CPU be fenced (uslab_mode() says so), the objects in the magazines of
  * running CPUs stay there.
  */
