@@ -249,6 +249,19 @@ void *km_alloc_class(unsigned i)
  * block's. */
 #define KM_REC_WORDS 2
 
+/* A large block's page source failed: a reclaim pass (uslab_cache_reclaim)
+ * when this thread may run one; true when it ran. */
+static bool km_reclaim(void)
+{
+	int err = errno;
+	errno = 0;
+	size_t back = uslab_cache_reclaim();
+	bool ran = back != 0 || errno != EDEADLK;
+
+	errno = err;
+	return ran;
+}
+
 static void *km_large_alloc(size_t size, size_t align)
 {
 	size_t page = pgsrc_page_size();
@@ -267,6 +280,8 @@ static void *km_large_alloc(size_t size, size_t align)
 	if (s == NULL)
 		return NULL;
 	char *b = pgsrc_get(uslab_pagesrc_mmap(), bytes);
+	if (b == NULL && km_reclaim()) /* the page source failed: reclaim, once */
+		b = pgsrc_get(uslab_pagesrc_mmap(), bytes);
 	if (b == NULL) {
 		meta_free(s, sizeof *s + KM_REC_WORDS * sizeof(uint64_t));
 		errno = ENOMEM;

@@ -8,11 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <uslab.h>
 
 #include "internal.h"
+#include "sanitize.h"
 #include "testutil.h"
 
 /* Under valgrind (CK_FORK=no) the suites run light, and nothing is purged
@@ -442,6 +444,60 @@ START_TEST(memory_reclaim_once_then_retry)
 }
 END_TEST
 
+/* The kernel refuses the mapping (RLIMIT_AS): a large block's allocation
+ * runs the reclaim pass, whose callback frees the ballast, and the retry
+ * succeeds. */
+#define BALLAST 256
+static void *ballast[BALLAST];
+static int ballast_calls;
+static bool ballast_armed;
+
+static void free_ballast(void *arg)
+{
+	(void)arg;
+	if (!ballast_armed)
+		return;
+	ballast_calls++;
+	for (int i = 0; i < BALLAST; i++) {
+		uslab_free(ballast[i]);
+		ballast[i] = NULL;
+	}
+}
+
+static int reclaim_large(void *arg)
+{
+	const size_t big = (size_t)8 << 20;
+	struct uslab_cache_conf conf = {.reclaim = free_ballast};
+	struct uslab_cache *owner = uslab_cache_create("ballast-owner", 64, &conf);
+	long pages = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+	(void)arg;
+
+	if (owner == NULL || f == NULL || fscanf(f, "%ld", &pages) != 1)
+		return 1;
+	fclose(f);
+	/* Address space for some 64 blocks more than the process has now. */
+	size_t vm = (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+	struct rlimit rl = {.rlim_cur = vm + 64 * big, .rlim_max = vm + 64 * big};
+	if (setrlimit(RLIMIT_AS, &rl) != 0)
+		return 2;
+	int n = 0;
+	while (n < BALLAST && (ballast[n] = uslab_alloc(big)) != NULL)
+		n++;
+	if (n == BALLAST || n < 8) /* full: the kernel refused the next one */
+		return 3;
+	ballast_armed = true;
+	void *p = uslab_alloc(big);
+	fprintf(stderr, "ballast %d blocks, reclaim called %d times, block %p\n", n, ballast_calls,
+	        p);
+	if (p == NULL || ballast_calls != 1)
+		return 4;
+	uslab_free(p);
+	return uslab_cache_destroy(owner) == 0 ? 0 : 5;
+}
+
+TEST_IN_CHILD(memory_reclaim_large_block, reclaim_large, NULL, 60)
+
 /* ---- Compaction ---- */
 
 /* A table of items behind striped locks, as a program keeps them. */
@@ -725,6 +781,8 @@ static Suite *memory_suite(void)
 	tcase_add_test(tc, memory_limit_threads);
 	tcase_add_test(tc, memory_reserve_cannot_fail);
 	tcase_add_test(tc, memory_reclaim_once_then_retry);
+	if (test_can_fork() && !USLAB_ASAN)
+		tcase_add_test(tc, memory_reclaim_large_block);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("compact");
