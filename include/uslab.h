@@ -176,13 +176,17 @@ USLAB_API struct uslab_pagesrc *uslab_pagesrc_region(void *base, size_t len);
  * The program break (sbrk) as a page source. It grows the break for each
  * block (aligned to its size: the gap below a block is used by smaller
  * blocks later) and gives blocks back: the ones at the top shrink the
- * break again, the others are kept (purged with MADV_DONTNEED) for reuse.
- * glibc's malloc moves the break too: when the break is not where this
- * source left it, memory below the foreign end is never given back by
- * moving the break, only reused. Blocks come from one range between two
- * foreign moves, so a program whose malloc keeps moving the break gets a
- * heap with holes; it never loses memory. get() fails (ENOMEM) when the
- * kernel refuses to move the break. Thread-safe.
+ * break again, the others are kept (purged with MADV_DONTNEED) for reuse,
+ * lowest first. glibc's malloc moves the break too: when the break is not
+ * where this source's memory ends, nothing is given back by moving the
+ * break, only reused, so a program whose malloc keeps moving the break
+ * gets a heap with holes; glibc's memory is never touched. The free ranges
+ * are kept in a static table of 4,096: a block given back that finds it
+ * full is purged and no longer reused. get() fails (ENOMEM) when the
+ * kernel refuses to move the break (RLIMIT_DATA, seccomp). Thread-safe
+ * among its callers, but glibc's malloc serialises its own sbrk() under a
+ * lock this source cannot take: not for a program whose other threads may
+ * grow glibc's main heap while this source moves the break.
  */
 USLAB_API const struct uslab_pagesrc *uslab_pagesrc_brk(void);
 

@@ -15,7 +15,9 @@
  *
  * The default source (mmap.c) maps anonymous memory. See mmap.c for why it
  * maps at a hint first and trims only when the kernel's answer is not
- * aligned.
+ * aligned. The others, one a file: region.c (a caller's memory, no system
+ * call), brk.c (the program break, beside glibc's malloc). None calls
+ * malloc.
  */
 
 #include <stddef.h>
@@ -59,6 +61,10 @@ static inline void pgsrc_busy_leave(void)
 	__atomic_signal_fence(__ATOMIC_SEQ_CST); /* after the lock is dropped */
 	pgsrc_busy--;
 }
+
+/** Bytes the brk source dropped from reuse because its table of free
+ *  ranges was full (brk.c, Design 4). */
+uint64_t pgsrc_brk_lost(void);
 
 /** A block of @size bytes aligned to @size from @src, or NULL. */
 void *pgsrc_get(const struct uslab_pagesrc *src, size_t size);

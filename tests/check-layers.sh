@@ -17,6 +17,7 @@ order='
 pagesrc.c.o
 mmap.c.o
 region.c.o
+brk.c.o
 debug.c.o
 debug-conf.c.o
 meta.c.o
