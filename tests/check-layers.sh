@@ -18,6 +18,7 @@ pagesrc.c.o
 mmap.c.o
 region.c.o
 brk.c.o
+hugepage.c.o
 debug.c.o
 debug-conf.c.o
 meta.c.o
