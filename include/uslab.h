@@ -176,30 +176,39 @@ USLAB_API struct uslab_pagesrc *uslab_pagesrc_region(void *base, size_t len);
  * The program break (sbrk) as a page source. It grows the break for each
  * block (aligned to its size: the gap below a block is used by smaller
  * blocks later) and gives blocks back: the ones at the top shrink the
- * break again, the others are kept (purged with MADV_DONTNEED) for reuse.
- * glibc's malloc moves the break too: when the break is not where this
- * source left it, memory below the foreign end is never given back by
- * moving the break, only reused. Blocks come from one range between two
- * foreign moves, so a program whose malloc keeps moving the break gets a
- * heap with holes; it never loses memory. get() fails (ENOMEM) when the
- * kernel refuses to move the break. Thread-safe.
+ * break again, the others are kept (purged with MADV_DONTNEED) for reuse,
+ * lowest first. glibc's malloc moves the break too: when the break is not
+ * where this source's memory ends, nothing is given back by moving the
+ * break, only reused, so a program whose malloc keeps moving the break
+ * gets a heap with holes; glibc's memory is never touched. The free ranges
+ * are kept in a static table of 4,096: a block given back that finds it
+ * full is purged and no longer reused. get() fails (ENOMEM) when the
+ * kernel refuses to move the break (RLIMIT_DATA, seccomp). Thread-safe
+ * among its callers, but glibc's malloc serialises its own sbrk() under a
+ * lock this source cannot take: not for a program whose other threads may
+ * grow glibc's main heap while this source moves the break.
  */
 USLAB_API const struct uslab_pagesrc *uslab_pagesrc_brk(void);
 
 /**
- * Huge pages: blocks carved from 2 MiB-aligned areas of 2 MiB pages. With
- * pages reserved in the kernel's hugetlb pool (vm.nr_hugepages) the areas
- * are MAP_HUGETLB mappings; otherwise anonymous mappings with
- * MADV_HUGEPAGE (transparent huge pages, when the kernel has them in
- * "always" or "madvise" mode); else plain pages. Blocks given back are
- * kept for reuse (purged), an area goes back when all its blocks are back.
+ * Huge pages: blocks carved from 2 MiB-aligned areas of 2 MiB pages (a
+ * block above 2 MiB gets an area of its own, aligned to its size). With
+ * pages free in the kernel's hugetlb pool (vm.nr_hugepages) the areas are
+ * MAP_HUGETLB mappings, and an area the pool can no longer back is mapped
+ * as the next kind; otherwise anonymous mappings with MADV_HUGEPAGE
+ * (transparent huge pages, when the kernel has them in "always" or
+ * "madvise" mode); else plain pages. Blocks given back are kept for reuse
+ * (purged: on THP that splits the huge page; on hugetlb only whole huge
+ * pages are dropped), an area goes back when all its blocks are back. At
+ * most 4,096 areas: get() fails with ENOMEM beyond. No malloc.
  * uslab_pagesrc_hugepage_mode() says which is in use. Thread-safe.
  */
 USLAB_API const struct uslab_pagesrc *uslab_pagesrc_hugepage(void);
 
 /** What uslab_pagesrc_hugepage() gives, as a static string: "hugetlb",
- *  "thp", or "off: <why>" (plain pages); decided at its first get(). Also
- *  in uslab_global_stats (hugepage). */
+ *  "thp", or "off: <why>" (plain pages); decided once, at its first get()
+ *  or at this call if it comes first (it reads /proc and /sys, and may try
+ *  one hugetlb mapping). Also in uslab_global_stats (hugepage). */
 USLAB_API const char *uslab_pagesrc_hugepage_mode(void);
 
 /** Cache configuration. Every field is optional: a zeroed structure (or a

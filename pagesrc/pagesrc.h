@@ -15,7 +15,9 @@
  *
  * The default source (mmap.c) maps anonymous memory. See mmap.c for why it
  * maps at a hint first and trims only when the kernel's answer is not
- * aligned.
+ * aligned. The others, one a file: region.c (a caller's memory, no system
+ * call), brk.c (the program break, beside glibc's malloc), hugepage.c
+ * (2 MiB areas: hugetlb, THP or plain pages). None calls malloc.
  */
 
 #include <stdbool.h>
@@ -65,6 +67,18 @@ static inline void pgsrc_busy_leave(void)
  * the memory back at once: the library's sources drop the pages then
  * (MADV_DONTNEED), not lazily. */
 extern __thread bool pgsrc_purge_now __attribute__((tls_model("initial-exec")));
+
+/** Bytes the brk source dropped from reuse because its table of free
+ *  ranges was full (brk.c, Design 4). */
+uint64_t pgsrc_brk_lost(void);
+
+/**
+ * Decide again what the hugepage source maps (hugepage.c, Design 2), from
+ * the files under @root instead of / ("" or NULL: the real ones; the tests
+ * pass a directory with their own proc/ and sys/ files). Only while it has
+ * no area mapped: else NULL with EBUSY. Returns the new mode string.
+ */
+const char *pgsrc_hugepage_decide(const char *root);
 
 /** A block of @size bytes aligned to @size from @src, or NULL. */
 void *pgsrc_get(const struct uslab_pagesrc *src, size_t size);

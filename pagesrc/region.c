@@ -157,8 +157,14 @@ struct uslab_pagesrc *uslab_pagesrc_region(void *base, size_t len)
 	while (hdr < total &&
 	       (sizeof(struct region) + ((total - hdr + 63) / 64) * 8 + page - 1) / page > hdr)
 		hdr++;
-	if (total <= hdr || total - hdr < ((size_t)1 << PGSRC_MIN_BLOCK_SHIFT) / page) {
-		errno = EINVAL; /* not even one block of the smallest slab */
+	/* Not even one block of the smallest slab: a 64 KiB block must be
+	 * aligned to 64 KiB, so 16 pages after the header are not enough
+	 * when they straddle a 64 KiB boundary. */
+	const size_t min = (size_t)1 << PGSRC_MIN_BLOCK_SHIFT;
+	uintptr_t first = a + hdr * page, end = a + len;
+	uintptr_t slot = (first + min - 1) & ~(uintptr_t)(min - 1);
+	if (total <= hdr || slot < first || slot > end || end - slot < min) {
+		errno = EINVAL;
 		return NULL;
 	}
 	struct region *r = base;

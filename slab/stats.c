@@ -126,6 +126,7 @@ int uslab_global_stats(struct uslab_global_stats *st)
 	memset(st, 0, sizeof *st);
 	st->mode = uslab_mode();
 	st->segment = seg_status();
+	st->hugepage = uslab_pagesrc_hugepage_mode();
 	st->cpus = pcpu_slots();
 	pgsrc_totals(&t);
 	st->bytes_got = t.pt_got;

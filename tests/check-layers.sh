@@ -17,6 +17,8 @@ order='
 pagesrc.c.o
 mmap.c.o
 region.c.o
+brk.c.o
+hugepage.c.o
 debug.c.o
 debug-conf.c.o
 meta.c.o

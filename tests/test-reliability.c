@@ -4,8 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -17,7 +15,6 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -220,27 +217,6 @@ END_TEST
 
 /* ---- Finding 4: membarrier refused at run time ---- */
 
-/* A seccomp allow-list installed after start-up, on every thread: the
- * syscalls in @deny fail with EPERM. */
-static int deny_syscalls(const int *deny, int n)
-{
-	struct sock_filter f[32];
-	int k = 0;
-
-	f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-	                                      offsetof(struct seccomp_data, nr));
-	for (int i = 0; i < n; i++) {
-		f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)deny[i],
-		                                      0, 1);
-		f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM);
-	}
-	f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
-	struct sock_fprog prog = {.len = (unsigned short)k, .filter = f};
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		return -1;
-	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
-}
-
 struct pinned {
 	struct uslab_cache *p_cache;
 	int p_cpu;
@@ -281,7 +257,7 @@ static int membarrier_child(void *arg)
 	for (int i = 0; i < ncpu; i++)
 		pthread_join(t[i], NULL);
 	int deny[] = {SYS_membarrier, SYS_sched_setaffinity};
-	if (deny_syscalls(deny, also_affinity ? 2 : 1) != 0)
+	if (test_deny_syscalls(deny, also_affinity ? 2 : 1) != 0) /* testutil.c */
 		return 11;
 	if (syscall(SYS_membarrier, 0, 0, 0) != -1 || errno != EPERM)
 		return 12;   /* the filter is not in force: the test tests nothing */

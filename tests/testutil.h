@@ -30,4 +30,9 @@ int test_run_child(int (*fn)(void *), void *arg, unsigned secs, char *err, size_
 /* Whether death tests can run (CK_FORK=no under valgrind: they skip). */
 bool test_can_fork(void);
 
+/* Install a seccomp filter on every thread (SECCOMP_FILTER_FLAG_TSYNC) under
+ * which the @n system calls @nrs fail with EPERM and the rest run. Returns
+ * 0, or -1 with errno when the kernel refuses the filter (no seccomp). */
+int test_deny_syscalls(const int *nrs, int n);
+
 #endif

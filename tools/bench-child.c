@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* uslab-bench's child side: the cells one backend runs, timed, with counters, sent as records. */
+#include <dlfcn.h>
 #include <inttypes.h>
 #include <linux/perf_event.h>
 #include <pthread.h>
@@ -580,6 +581,14 @@ void child_run(struct bench *bn, struct backend *be, const struct cell *cells, s
 	if (be->be_kind == BK_USLAB) {
 		uslab_library(lib, sizeof lib);
 		snprintf(line, sizeof line, "U\t%s\t%s\t%s", be->be_name, uslab_mode(), lib);
+		bn->bn_emit(bn, line);
+	}
+	if (be->be_kind == BK_USLAB && be->be_pagesrc != NULL) {
+		const char *(*mode)(void) = NULL;
+		if (strcmp(be->be_pagesrc, "hugepage") == 0)
+			*(void **)&mode = dlsym(RTLD_DEFAULT, "uslab_pagesrc_hugepage_mode");
+		snprintf(line, sizeof line, "P\t%s\t%s\t%s", be->be_name, be->be_pagesrc,
+		         mode != NULL ? mode() : "-");
 		bn->bn_emit(bn, line);
 	}
 	for (size_t i = 0; i < n; i++)

@@ -16,7 +16,9 @@
  *    tcmalloc, mimalloc, and one more uslab per --uslab-lib.
  *    - uslab: the library the process mapped (the one it is linked with,
  *      or with --uslab-lib NAME=PATH another build's, see bench-parent.c),
- *      in whatever mode uslab_mode() reports ("rseq cpu_id" normally).
+ *      in whatever mode uslab_mode() reports ("rseq cpu_id" normally),
+ *      its caches on the backend's page source (--pagesrc), found with
+ *      dlsym so that an older build without it still runs the others.
  *      uslab-locked is the same binary re-executed with USLAB_RSEQ=0,
  *      because the mode is chosen once per process.
  *    - glibc: the process's malloc/free.
@@ -147,6 +149,22 @@ int backend_load(struct backend *be, char *why, size_t len)
 	return 0;
 }
 
+const struct uslab_pagesrc *bench_pagesrc(const char *name)
+{
+	char sym[64];
+	const struct uslab_pagesrc *(*fn)(void);
+
+	if (name == NULL || strcmp(name, "mmap") == 0)
+		return NULL;
+	snprintf(sym, sizeof sym, "uslab_pagesrc_%s", name);
+	*(void **)&fn = dlsym(RTLD_DEFAULT, sym);
+	if (fn == NULL) {
+		fprintf(stderr, "uslab-bench: this libuslab has no %s()\n", sym);
+		exit(1);
+	}
+	return fn();
+}
+
 void bctx_init(struct bctx *c, const struct backend *be, size_t size, bool fresh)
 {
 	memset(c, 0, sizeof *c);
@@ -157,13 +175,15 @@ void bctx_init(struct bctx *c, const struct backend *be, size_t size, bool fresh
 		c->bc_malloc = fresh ? floor_bump : floor_pop;
 		c->bc_free = floor_push;
 		break;
-	case BK_USLAB:
-		c->bc_cache = uslab_cache_create("bench", size, NULL);
+	case BK_USLAB: {
+		struct uslab_cache_conf conf = {.pagesrc = bench_pagesrc(be->be_pagesrc)};
+		c->bc_cache = uslab_cache_create("bench", size, &conf);
 		if (c->bc_cache == NULL)
 			die("uslab_cache_create");
 		c->bc_cache_alloc = uslab_cache_alloc;
 		c->bc_cache_free = uslab_cache_free;
 		break;
+	}
 	case BK_LIBC:
 		c->bc_malloc = malloc;
 		c->bc_free = free;

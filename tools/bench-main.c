@@ -89,6 +89,10 @@ static void usage(FILE *f)
 	        "  --uslab-lib NAME=PATH\n"
 	        "                   one more uslab backend, NAME, running the libuslab.so at PATH\n"
 	        "                   (another build, by LD_PRELOAD); repeatable, for A/B runs\n"
+	        "  --pagesrc LIST   mmap,hugepage,brk: run each uslab backend once per page\n"
+	        "                   source, its caches on it (default mmap); mmap keeps the\n"
+	        "                   backend's name, the others add +SOURCE (uslab+hugepage), and\n"
+	        "                   the A/B table divides each by its mmap row\n"
 	        "  --quick          about 20x shorter runs (CI smoke test)\n"
 	        "  --json           JSON instead of markdown\n"
 	        "  --load MODE      preload (default: LD_PRELOAD per backend) or dlopen\n"
@@ -163,9 +167,62 @@ static void add_uslab_lib(struct bench *bn, char *arg)
 		.be_name = arg, .be_kind = BK_USLAB, .be_lib = path, .be_extra = true};
 }
 
+/* The page sources --pagesrc takes. */
+static const char *const pagesrc_names[MAX_SOURCES] = {"mmap", "hugepage", "brk"};
+
+/* --pagesrc: every uslab backend of the run, in place, becomes one backend
+ * per source of @list (@n names): "mmap" is the backend itself, another
+ * source a variant named NAME+SOURCE. The children are given the same
+ * list, so they make the same variants and find theirs by name. */
+static void pagesrc_variants(struct bench *bn, const char **list, int n)
+{
+	struct bench_opts *o = &bn->bn_opt;
+	struct backend *old[MAX_BACKENDS];
+	int nold = o->o_nbackends;
+
+	for (int i = 0; i < n; i++) {
+		bool known = false;
+		for (int k = 0; k < MAX_SOURCES; k++)
+			known = known || strcmp(list[i], pagesrc_names[k]) == 0;
+		if (!known)
+			bad_usage("unknown page source %s (mmap, hugepage, brk)", list[i]);
+		for (int k = 0; k < i; k++)
+			if (strcmp(list[i], list[k]) == 0)
+				bad_usage("--pagesrc: %s twice", list[i]);
+	}
+	memcpy(old, o->o_backends, sizeof old);
+	o->o_nbackends = 0;
+	for (int i = 0; i < nold; i++) {
+		struct backend *be = old[i];
+		if (be->be_kind != BK_USLAB) {
+			o->o_backends[o->o_nbackends++] = be;
+			continue;
+		}
+		for (int k = 0; k < n; k++) {
+			if (strcmp(list[k], "mmap") == 0) {
+				o->o_backends[o->o_nbackends++] = be;
+				continue;
+			}
+			if (bn->bn_nbackends >= MAX_BACKENDS)
+				bad_usage("--pagesrc: too many backends");
+			struct backend *v = &bn->bn_backends[bn->bn_nbackends++];
+			*v = *be;
+			v->be_pagesrc = list[k];
+			v->be_base = be;
+			v->be_mapped[0] = '\0';
+			char *name = xcalloc(NAME_LEN, 1);
+			if (snprintf(name, NAME_LEN, "%s+%s", be->be_name, list[k]) >= NAME_LEN)
+				bad_usage("--pagesrc: backend name %s+%s is longer than %d",
+				          be->be_name, list[k], NAME_LEN - 1);
+			v->be_name = name;
+			o->o_backends[o->o_nbackends++] = v;
+		}
+	}
+}
+
 /* Fill in what was not given, expand "batch", check the names. */
 static void opts_defaults(struct bench *bn, const char **names, int nnames, bool runs_set,
-                          bool load_set)
+                          bool load_set, const char **srcs, int nsrcs)
 {
 	struct bench_opts *o = &bn->bn_opt;
 
@@ -204,6 +261,8 @@ static void opts_defaults(struct bench *bn, const char **names, int nnames, bool
 		if (!named)
 			o->o_backends[o->o_nbackends++] = &bn->bn_backends[i];
 	}
+	if (nsrcs > 0)
+		pagesrc_variants(bn, srcs, nsrcs);
 	if (o->o_nsizes == 0) {
 		static const size_t def[] = {24, 64, 256, 4096};
 		for (size_t i = 0; i < 4; i++)
@@ -234,6 +293,7 @@ static void parse_opts(struct bench *bn, int argc, char **argv)
 		OPT_LOAD,
 		OPT_INPROC,
 		OPT_CALLGRIND,
+		OPT_PAGESRC,
 		OPT_CHILD, /* internal: run as the child for one backend */
 		OPT_CG,    /* internal: a child under callgrind */
 	};
@@ -249,15 +309,16 @@ static void parse_opts(struct bench *bn, int argc, char **argv)
 		{"load", required_argument, NULL, OPT_LOAD},
 		{"inproc", no_argument, NULL, OPT_INPROC},
 		{"callgrind", no_argument, NULL, OPT_CALLGRIND},
+		{"pagesrc", required_argument, NULL, OPT_PAGESRC},
 		{"child", required_argument, NULL, OPT_CHILD},
 		{"cg", no_argument, NULL, OPT_CG},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	struct bench_opts *o = &bn->bn_opt;
-	const char *names[MAX_LIST], *child = NULL;
+	const char *names[MAX_LIST], *srcs[MAX_SOURCES + 1], *child = NULL;
 	long nums[MAX_LIST];
-	int nnames = 0, c;
+	int nnames = 0, nsrcs = 0, c;
 	bool runs_set = false, load_set = false;
 
 	o->o_runs = 5;
@@ -307,6 +368,15 @@ static void parse_opts(struct bench *bn, int argc, char **argv)
 		case OPT_CALLGRIND:
 			o->o_callgrind = true;
 			break;
+		case OPT_PAGESRC:
+			if (strlen(optarg) >= sizeof o->o_pagesrc)
+				bad_usage("--pagesrc %s: too long", optarg);
+			snprintf(o->o_pagesrc, sizeof o->o_pagesrc, "%s", optarg);
+			nsrcs = split(optarg, srcs, MAX_SOURCES + 1);
+			if (nsrcs == 0 || nsrcs > MAX_SOURCES)
+				bad_usage("--pagesrc wants 1 to %d of mmap,hugepage,brk",
+				          MAX_SOURCES);
+			break;
 		case OPT_CHILD:
 			child = optarg;
 			break;
@@ -322,7 +392,7 @@ static void parse_opts(struct bench *bn, int argc, char **argv)
 	}
 	if (optind < argc)
 		bad_usage(NULL);
-	opts_defaults(bn, names, nnames, runs_set, load_set);
+	opts_defaults(bn, names, nnames, runs_set, load_set, srcs, nsrcs);
 	if (child != NULL && (o->o_child = backend_find(bn, child)) == NULL)
 		bad_usage("unknown backend %s", child);
 	/* callgrind runs each cell in a child under valgrind */
@@ -380,7 +450,12 @@ int main(int argc, char **argv)
 		bench_classes(bn);
 	free(bn->bn_results);
 	free(bn->bn_mem);
-	for (int i = (int)NBUILTIN; i < bn->bn_nbackends; i++)
-		free((void *)bn->bn_backends[i].be_lib);
+	for (int i = (int)NBUILTIN; i < bn->bn_nbackends; i++) {
+		const struct backend *be = &bn->bn_backends[i];
+		if (be->be_base != NULL)
+			free((void *)be->be_name); /* its library is its base's */
+		else
+			free((void *)be->be_lib);
+	}
 	return 0;
 }

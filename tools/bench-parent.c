@@ -58,7 +58,10 @@
  *    uslab_cache_alloc() was mapped from (/proc/self/maps, the U record),
  *    and the parent stops when that is not PATH: a wrong path cannot
  *    silently measure the same build twice. Two backends that mapped the
- *    same file (an A/A run, to see the noise) get a note.
+ *    same file (an A/A run, to see the noise) get a note. --pagesrc
+ *    variants (uslab+hugepage) are the same build with its caches on
+ *    another page source: their children get --pagesrc too, so they make
+ *    the same variants, and report the source (a P record).
  *
  * 5. Callgrind. Instruction counts can come from callgrind, beside or
  *    instead of perf, deterministically:
@@ -179,7 +182,7 @@ static void record_uslab(struct bench *bn, char **f)
 	for (int i = 0; i < bn->bn_nbackends; i++) {
 		const struct backend *o = &bn->bn_backends[i];
 		if (o != be && strcmp(o->be_mapped, be->be_mapped) == 0 && o->be_env == NULL &&
-		    be->be_env == NULL)
+		    be->be_env == NULL && o->be_pagesrc == NULL && be->be_pagesrc == NULL)
 			note(bn, "%s and %s mapped the same file: an A/A run, their ratio is noise",
 			     o->be_name, be->be_name);
 	}
@@ -202,6 +205,10 @@ void bench_record(struct bench *bn, char *line)
 		note(bn, "%s skipped: %s", f[1], f[2]);
 	else if (n == 4 && strcmp(f[0], "U") == 0)
 		record_uslab(bn, f);
+	else if (n == 4 && strcmp(f[0], "P") == 0)
+		note(bn, "%s: caches on the %s page source%s%s%s", f[1], f[2],
+		     strcmp(f[3], "-") != 0 ? " (mode \"" : "", strcmp(f[3], "-") != 0 ? f[3] : "",
+		     strcmp(f[3], "-") != 0 ? "\")" : "");
 	else if (n == 6 && strcmp(f[0], "C") == 0)
 		bn->bn_cg_ops = strtoull(f[5], NULL, 10);
 }
@@ -254,6 +261,7 @@ static void spawn(struct bench *bn, const struct backend *be, const struct cell 
 {
 	const struct bench_opts *o = &bn->bn_opt;
 	char *argv[48], size_s[24], threads_s[16], lib_s[NAME_LEN + PATH_MAX + 2];
+	const struct backend *lib = be->be_base != NULL ? be->be_base : be;
 	int argc = 0, fd[2];
 
 	for (; prefix != NULL && *prefix != NULL; prefix++)
@@ -273,10 +281,14 @@ static void spawn(struct bench *bn, const struct backend *be, const struct cell 
 		push_arg(argv, &argc, "--threads");
 		push_arg(argv, &argc, threads_s);
 	}
-	if (be->be_extra) {
-		snprintf(lib_s, sizeof lib_s, "%s=%s", be->be_name, be->be_lib);
+	if (be->be_extra) { /* a variant's library goes by its base's name */
+		snprintf(lib_s, sizeof lib_s, "%s=%s", lib->be_name, lib->be_lib);
 		push_arg(argv, &argc, "--uslab-lib");
 		push_arg(argv, &argc, lib_s);
+	}
+	if (o->o_pagesrc[0] != '\0') {
+		push_arg(argv, &argc, "--pagesrc");
+		push_arg(argv, &argc, o->o_pagesrc);
 	}
 	if (o->o_quick)
 		push_arg(argv, &argc, "--quick");

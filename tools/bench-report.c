@@ -12,7 +12,8 @@
 /*
  * Output: a markdown table (default) or --json, then the ratios asked for
  * by the issue (64-byte objects, same run), the A/B ratios of uslab builds
- * (--uslab-lib, every cell), then the memory table. --quick makes every run
+ * (--uslab-lib, every cell) and of page sources (--pagesrc: each variant
+ * over the backend it varies, every cell), then the memory table. --quick makes every run
  * about 20 times shorter (CI smoke test).
  *
  * Each row gives a backend's median and minimum over the rounds of its cell.
@@ -163,19 +164,19 @@ static void ab_ratios(struct bench *bn)
 	int nextra = 0;
 
 	for (int i = 0; i < o->o_nbackends; i++) {
-		nextra += o->o_backends[i]->be_extra;
+		nextra += o->o_backends[i]->be_extra && o->o_backends[i]->be_base == NULL;
 		if (strcmp(o->o_backends[i]->be_name, "uslab") == 0)
 			uslab = o->o_backends[i];
 	}
 	for (int i = 0; i < o->o_nbackends && ref == NULL; i++)
-		if (o->o_backends[i]->be_extra)
+		if (o->o_backends[i]->be_extra && o->o_backends[i]->be_base == NULL)
 			ref = nextra == 1 ? uslab : o->o_backends[i];
 	if (ref == NULL)
 		return;
 	for (size_t i = 0; i < bn->bn_nresults; i++) {
 		const struct result *b = &bn->bn_results[i];
 		const struct backend *be = backend_find(bn, b->rs_backend);
-		if (be == NULL || !be->be_extra || be == ref)
+		if (be == NULL || !be->be_extra || be->be_base != NULL || be == ref)
 			continue;
 		const struct result *a =
 			bench_result(bn, ref->be_name, b->rs_workload, b->rs_size, 0, false);
@@ -183,6 +184,26 @@ static void ab_ratios(struct bench *bn)
 		snprintf(name, sizeof name, "%s, %zu B: %s / %s (time)", b->rs_workload, b->rs_size,
 		         be->be_name, ref->be_name);
 		ratio_add(bn, name, b, a, false, true, be->be_name, ref->be_name);
+	}
+}
+
+/* --pagesrc, in every cell: each variant (uslab+hugepage) against the
+ * backend it varies, when that one ran too. */
+static void pagesrc_ratios(struct bench *bn)
+{
+	for (size_t i = 0; i < bn->bn_nresults; i++) {
+		const struct result *v = &bn->bn_results[i];
+		const struct backend *be = backend_find(bn, v->rs_backend);
+		if (be == NULL || be->be_base == NULL)
+			continue;
+		const struct result *base = bench_result(bn, be->be_base->be_name, v->rs_workload,
+		                                         v->rs_size, 0, false);
+		if (base == NULL)
+			continue;
+		char name[96];
+		snprintf(name, sizeof name, "%s, %zu B: %s / %s (time)", v->rs_workload, v->rs_size,
+		         be->be_name, be->be_base->be_name);
+		ratio_add(bn, name, v, base, false, true, be->be_name, be->be_base->be_name);
 	}
 }
 
@@ -400,7 +421,8 @@ static void report_markdown(const struct bench *bn, const char *mach)
 		markdown_ratios(bn, false);
 	}
 	if (nab > 0) {
-		printf("\n## A/B of uslab builds (the median of the per-round ratios)\n\n"
+		printf("\n## A/B of uslab builds and page sources (the median of the per-round "
+		       "ratios)\n\n"
 		       "B / A is B's time over A's: below 1, B is faster. An A/A run (one file "
 		       "twice) shows the noise.\n");
 		markdown_ratios(bn, true);
@@ -441,6 +463,7 @@ void bench_report(struct bench *bn)
 	qsort(bn->bn_results, bn->bn_nresults, sizeof *bn->bn_results, cmp_result);
 	issue_ratios(bn);
 	ab_ratios(bn);
+	pagesrc_ratios(bn);
 	machine(mach, sizeof mach);
 	if (bn->bn_opt.o_json)
 		report_json(bn, mach);

@@ -45,6 +45,11 @@
  *    every backend once, in the order given, each in a process of its own
  *    (bench-parent.c). The report gives each backend's median and minimum
  *    over the rounds, and ratios computed round by round (bench-report.c).
+ *    Page sources (--pagesrc mmap,hugepage,brk): each uslab backend runs
+ *    once per source listed, its caches on that source; "mmap" (uslab's
+ *    default) keeps the backend's name, another source adds "+source"
+ *    (uslab+hugepage), and the report divides each such row by its base
+ *    row, round by round, in the A/B table.
  *
  * 2. The files, each calling only those below it:
  *      bench-main.c     options (getopt_long), main
@@ -63,6 +68,8 @@
  *      C backend workload size threads operations    one run under callgrind
  *      U backend mode library    a uslab backend's mode and the libuslab
  *                                file it mapped (/proc/self/maps)
+ *      P backend source mode     a --pagesrc variant's page source, and for
+ *                                hugepage uslab_pagesrc_hugepage_mode()
  *      S backend reason          the backend cannot run here
  *    A child can be run by hand the same way:
  *        uslab-bench --child uslab --workload pair --size 64 --runs 3
@@ -71,10 +78,11 @@
 
 /* ---- Constants ---- */
 
-#define MAX_RUNS 32 /* --runs: rounds per cell */
-#define MAX_LIST 16 /* entries of --workload, --size, --threads */
-#define MAX_LIBS 8  /* --uslab-lib */
-#define MAX_BACKENDS (7 + MAX_LIBS)
+#define MAX_RUNS 32   /* --runs: rounds per cell */
+#define MAX_LIST 16   /* entries of --workload, --size, --threads */
+#define MAX_LIBS 8    /* --uslab-lib */
+#define MAX_SOURCES 3 /* --pagesrc: mmap, hugepage, brk */
+#define MAX_BACKENDS ((7 + MAX_LIBS) * MAX_SOURCES)
 #define MAX_RATIOS 128
 #define MAX_NOTES 64
 #define NAME_LEN 24     /* backend and workload names, with the NUL */
@@ -108,6 +116,11 @@ struct backend {
 	const char *be_lib;
 	const char *be_env; /* extra environment for its children, "NAME=value" */
 	bool be_extra;      /* from --uslab-lib */
+	/* BK_USLAB: the page source of its caches ("hugepage", "brk"; NULL:
+	 * the default, mmap), and for a --pagesrc variant the backend it
+	 * varies (its name is that one's plus "+source"). */
+	const char *be_pagesrc;
+	const struct backend *be_base;
 	/* A process that runs it: */
 	struct dl_lib be_dl; /* BK_DL, once backend_load() found it */
 	/* The parent: */
@@ -152,13 +165,19 @@ struct kernels {
 	void (*k_cons)(struct bctx *c, struct ring *r, uint64_t n);
 };
 
-/* Set up @c for @be at @size (a new cache for uslab). @fresh: the cell
- * needs new objects (fresh, mem), so the floor bumps a pointer. */
+/* Set up @c for @be at @size (a new cache for uslab, on its page source).
+ * @fresh: the cell needs new objects (fresh, mem), so the floor bumps a
+ * pointer. */
 void bctx_init(struct bctx *c, const struct backend *be, size_t size, bool fresh);
 void bctx_fini(struct bctx *c);
 
 /* Give free memory back to the system, the backend's way. */
 void bctx_reap(struct bctx *c);
+
+/* The page source named @name as the library mapped into this process
+ * has it (dlsym: another build may lack it); NULL for "mmap" (the
+ * default). Dies when the library has no such source. */
+const struct uslab_pagesrc *bench_pagesrc(const char *name);
 
 const struct kernels *kernels_of(enum bkind kind);
 
@@ -170,7 +189,7 @@ void floor_thread_fini(void);
 /* ---- Options and the run's context (bench-main.c fills them) ---- */
 
 struct bench_opts {
-	struct backend *o_backends[MAX_LIST + MAX_LIBS]; /* in the order each round runs them */
+	struct backend *o_backends[MAX_BACKENDS]; /* in the order each round runs them */
 	int o_nbackends;
 	const char *o_workloads[MAX_LIST];
 	int o_nworkloads;
@@ -180,6 +199,7 @@ struct bench_opts {
 	int o_nthreads;
 	int o_runs; /* rounds per cell */
 	bool o_quick, o_json, o_inproc, o_callgrind, o_preload;
+	char o_pagesrc[64];      /* --pagesrc as given, for the children; "" without */
 	bool o_cg;               /* a child under callgrind: fixed counts, no warm-up */
 	struct backend *o_child; /* a child: the backend it runs */
 	const char *o_self;      /* this executable, for the children */
