@@ -407,8 +407,11 @@ USLAB_API const char *uslab_cache_name(const struct uslab_cache *cache);
 /** The object size the cache was created with; 0 with EINVAL for NULL. */
 USLAB_API size_t uslab_cache_size(const struct uslab_cache *cache);
 
-/** The per-CPU mode, as a static string: "rseq cpu_id" or "locked: <why>"
- *  (slots are indexed by cpu_id only), chosen at start. When the kernel
+/** The per-CPU mode, as a static string: "rseq cpu_id" (glibc registered
+ *  rseq), "rseq cpu_id (uslab registers)" (glibc did not: before 2.35, or
+ *  GLIBC_TUNABLES=glibc.pthread.rseq=0; uslab registers each thread at its
+ *  first miss and unregisters it at its exit) or "locked: <why>" (slots
+ *  are indexed by cpu_id only), chosen at start. When the kernel
  *  refuses membarrier at run time (a seccomp policy installed after
  *  start-up), it changes once or twice, to say how remote operations go on
  *  ("...; membarrier refused: fences by migration", then "...: no remote

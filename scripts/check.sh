@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Build uslab every way CI does and run the whole test suite in each:
-#   1. release build (-Dwerror=true): all tests, in rseq mode and in locked mode
+#   1. release build (-Dwerror=true): all tests, in rseq mode, in rseq mode with uslab's own
+#      registration (GLIBC_TUNABLES=glibc.pthread.rseq=0: glibc registers none) and in locked mode
 #   2. ASan+UBSan at debug level 3: all tests, both modes
 #   3. valgrind memcheck on the unit suites but reliability (locked mode, since valgrind has no rseq)
-#   4. programs nobody here wrote under the preloaded malloc (tests/programs.sh), and
+#   4. programs nobody here wrote under the preloaded malloc (tests/programs.sh; again with
+#      uslab's own rseq registration), and
 #      ThreadSanitizer on the stress and RCU suites
 #   5. the negative controls: a build without the rseq arming store must FAIL the stress
-#      test, and one whose free_rcu skips the grace period must FAIL the RCU test
+#      test (with glibc's rseq registration and with uslab's own), and one whose free_rcu
+#      skips the grace period must FAIL the RCU test
 #   6. the stats-segment reader fuzzer for a bounded time (when clang's libFuzzer is present)
 #   7. formatting: clang-format 14 against .clang-format (ninja clang-format fixes it)
 # Usage: scripts/check.sh [--quick]   (--quick: steps 1 and 2 only)
@@ -32,6 +35,8 @@ setup() { # dir, meson options...
 step "release build, rseq mode"
 setup build-release -Dbuildtype=release -Dwerror=true
 meson test -C build-release --no-suite programs --print-errorlogs
+step "release build, uslab's own rseq registration (GLIBC_TUNABLES=glibc.pthread.rseq=0)"
+GLIBC_TUNABLES=glibc.pthread.rseq=0 meson test -C build-release --no-suite programs --print-errorlogs
 step "release build, locked mode (USLAB_RSEQ=0)"
 USLAB_RSEQ=0 meson test -C build-release --no-suite programs --print-errorlogs
 step "formatting (clang-format 14, .clang-format)"
@@ -64,6 +69,8 @@ meson test -C build-release --setup valgrind --suite unit --no-suite script \
 
 step "programs under LD_PRELOAD=libuslab-malloc.so (both modes, sqlite3 under valgrind)"
 meson test -C build-release --suite programs --print-errorlogs
+step "programs again, uslab's own rseq registration (GLIBC_TUNABLES=glibc.pthread.rseq=0)"
+GLIBC_TUNABLES=glibc.pthread.rseq=0 meson test -C build-release --suite programs --print-errorlogs
 
 step "ThreadSanitizer (stress and rcu suites)"
 setup build-tsan -Db_sanitize=thread
@@ -71,7 +78,9 @@ meson test -C build-tsan "${slow[@]}" --suite stress --suite rcu --print-errorlo
 
 if [ -x tests/negative-control.sh ]; then
 	step "negative control: no rseq arming must fail the stress test"
-	tests/negative-control.sh
+	USLAB_NEGATIVE_BUILD=build-negative tests/negative-control.sh
+	step "negative control again, uslab's own rseq registration"
+	GLIBC_TUNABLES=glibc.pthread.rseq=0 USLAB_NEGATIVE_BUILD=build-negative tests/negative-control.sh
 fi
 step "negative control: free_rcu without a grace period must fail the RCU test"
 tests/rcu-negative-control.sh

@@ -333,6 +333,22 @@ void arena_atfork_child(void);
 
 /* 1 when the rseq fast path is in use; set once before the first cache. */
 extern int pcpu_rseq;
+/* 1 when uslab registers each thread's rseq area itself (pcpu-mode.c §4). */
+extern int pcpu_rseq_own;
+/* This thread's own registration: not tried yet, registered, or never. */
+enum { PCPU_RSEQ_UNTRIED, PCPU_RSEQ_MINE, PCPU_RSEQ_NEVER };
+extern __thread int pcpu_rseq_state __attribute__((tls_model("initial-exec")));
+/* Threads whose own registration the kernel refused (atomic). */
+extern uint64_t pcpu_rseq_refused;
+void pcpu_rseq_register(void);
+
+/* Every slow path calls this before it touches a slot: with uslab's own
+ * registration, a thread's first one registers it. */
+static inline void pcpu_rseq_ready(void)
+{
+	if (__builtin_expect(pcpu_rseq_own != 0 && pcpu_rseq_state == PCPU_RSEQ_UNTRIED, 0))
+		pcpu_rseq_register();
+}
 /* Slots per cache: the kernel's bound on CPU ids; set once likewise. */
 extern uint32_t pcpu_nslots;
 /* A read-only zero region laid out like an arena (every cap reads 0). */

@@ -3,6 +3,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +25,10 @@
  *
  * 1. The mode is chosen once (pcpu_init), before the first cache: "rseq
  *    cpu_id" when glibc registered rseq and the kernel fences rseq
- *    sections with membarrier, "locked: <why>" otherwise (pcpu.c §3).
+ *    sections with membarrier; "rseq cpu_id (uslab registers)" when glibc
+ *    did not (before 2.35, glibc.pthread.rseq=0) but the kernel lets
+ *    uslab register an area of its own (§4); "locked: <why>" otherwise
+ *    (pcpu.c §3).
  *
  * 2. The number of slots is the kernel's own bound on CPU ids, so no
  *    cpu_id can index past a cache's slots (the asm has no bound check).
@@ -36,6 +42,23 @@
  *    running slots (reap gives back less; destroy needs no fence, nobody
  *    uses a cache being destroyed). Each step is said once in
  *    uslab_mode() and to the mode hook (the stats segment).
+ *
+ * 4. uslab's own registration. When glibc registered no rseq area, uslab
+ *    registers one per thread: pcpu_own_area, initial-exec TLS, so its
+ *    offset from the thread pointer is the same in every thread and the
+ *    asm's one offset (uslab_rseq_off) finds it. Never when glibc has
+ *    registered: a thread has one registration, and glibc's sched_getcpu
+ *    and other libraries read glibc's. A thread registers lazily, at its
+ *    first slow path (pcpu_rseq_ready: a thread that never misses never
+ *    hits either, its cpu_id is -1 and indexes a guard), and unregisters
+ *    at its exit, in a thread-specific data destructor, before its TLS can
+ *    go away; anything it frees later (glibc's own exit-time frees under
+ *    the preloaded malloc) goes through the slow path, which then never
+ *    registers again. A thread whose registration is refused (EBUSY:
+ *    another library registered it; EPERM: seccomp) runs the same way, on
+ *    the depot, and is counted (pcpu_rseq_refused). fork's child inherits
+ *    the forking thread's registration with its memory; a thread created
+ *    with CLONE_VM starts unregistered, as the kernel wants.
  */
 
 /* What c_fast points at when the asm must always miss: a read-only zero
@@ -45,10 +68,113 @@
 char *pcpu_zero;
 
 int pcpu_rseq;                                                 /* set once by pcpu_once_init */
+int pcpu_rseq_own;                                             /* likewise (§4) */
 uint32_t pcpu_nslots = 1;                                      /* likewise */
 static const char *pcpu_mode_name = "locked: not initialised"; /* atomic: may change once more */
 static pthread_once_t pcpu_once = PTHREAD_ONCE_INIT;
 static void (*pcpu_mode_hook)(const char *mode); /* told when the mode changes (cache.c) */
+
+static int pcpu_membarrier(int cmd, unsigned flags, int cpu)
+{
+	return (int)syscall(__NR_membarrier, cmd, flags, cpu);
+}
+
+/* ---- uslab's own rseq registration (§4) ---- */
+
+/* The kernel's struct rseq (its ABI, 32 bytes, 32-aligned), under a name
+ * of our own: glibc's <sys/rseq.h> and <linux/rseq.h> cannot both be
+ * included, and glibc before 2.35 has neither. */
+struct pcpu_rseq_area {
+	uint32_t cpu_id_start;
+	uint32_t cpu_id;
+	uint64_t rseq_cs;
+	uint32_t flags;
+	uint32_t node_id;
+	uint32_t mm_cid;
+	uint32_t pad;
+} __attribute__((aligned(32)));
+
+_Static_assert(offsetof(struct pcpu_rseq_area, cpu_id) == PCPU_RSEQ_CPU_ID, "rseq ABI");
+_Static_assert(offsetof(struct pcpu_rseq_area, rseq_cs) == PCPU_RSEQ_CS, "rseq ABI");
+_Static_assert(sizeof(struct pcpu_rseq_area) == 32, "rseq ABI");
+
+#define PCPU_RSEQ_UNREGISTER 1 /* RSEQ_FLAG_UNREGISTER */
+
+/* cpu_id -1 (RSEQ_CPU_ID_UNINITIALIZED) until registered: a guard slot. */
+static __thread struct pcpu_rseq_area pcpu_own_area
+	__attribute__((tls_model("initial-exec"))) = {.cpu_id = (uint32_t)-1};
+__thread int pcpu_rseq_state __attribute__((tls_model("initial-exec")));
+uint64_t pcpu_rseq_refused; /* atomic: threads whose registration was refused */
+static pthread_key_t pcpu_rseq_key;
+static int pcpu_rseq_key_ok;
+
+static long pcpu_sys_rseq(struct pcpu_rseq_area *a, int flags)
+{
+	return syscall(__NR_rseq, a, (uint32_t)sizeof *a, flags, PCPU_RSEQ_SIG);
+}
+
+/* The thread's exit: unregister, so the kernel never writes the area
+ * again, and leave cpu_id at -1 (a guard: every later hit misses). */
+static void pcpu_rseq_gone(void *unused)
+{
+	(void)unused;
+	if (pcpu_rseq_state != PCPU_RSEQ_MINE)
+		return;
+	pcpu_rseq_state = PCPU_RSEQ_NEVER;
+	if (pcpu_sys_rseq(&pcpu_own_area, PCPU_RSEQ_UNREGISTER) == 0)
+		__atomic_store_n(&pcpu_own_area.cpu_id, (uint32_t)-1, __ATOMIC_RELAXED);
+}
+
+/* Register this thread's area (pcpu_rseq_ready found it never tried). A
+ * handler that interrupts this and registers first makes our call fail
+ * with EBUSY while our area has a cpu_id: that is ours too. */
+void pcpu_rseq_register(void)
+{
+	int err = errno;
+
+	pcpu_rseq_state = PCPU_RSEQ_NEVER; /* a handler meanwhile: slow path */
+	if (pcpu_sys_rseq(&pcpu_own_area, 0) == 0 ||
+	    (errno == EBUSY &&
+	     (int32_t)__atomic_load_n(&pcpu_own_area.cpu_id, __ATOMIC_RELAXED) >= 0)) {
+		pcpu_rseq_state = PCPU_RSEQ_MINE;
+		/* The destructor runs only for a non-NULL value. Keys below 32
+		 * need no allocation; a failure leaves the area registered to
+		 * the thread's end, which is safe: initial-exec TLS lives with
+		 * the thread's stack block until the kernel is done with it. */
+		if (pcpu_rseq_key_ok)
+			(void)pthread_setspecific(pcpu_rseq_key, &pcpu_own_area);
+	} else {
+		__atomic_fetch_add(&pcpu_rseq_refused, 1, __ATOMIC_RELAXED);
+	}
+	errno = err;
+}
+
+/* Whether the rseq syscall takes this thread's area: asked once, at the
+ * mode's choice, on the thread that makes the first cache. */
+static const char *pcpu_rseq_own_choose(void)
+{
+	static char why[64];
+
+	if (pcpu_sys_rseq(&pcpu_own_area, 0) != 0) {
+		snprintf(why, sizeof why, "locked: rseq refused (%s)",
+		         errno == ENOSYS  ? "ENOSYS"
+		         : errno == EPERM ? "EPERM"
+		                          : strerror(errno));
+		return why;
+	}
+	if (pcpu_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0) {
+		pcpu_sys_rseq(&pcpu_own_area, PCPU_RSEQ_UNREGISTER);
+		__atomic_store_n(&pcpu_own_area.cpu_id, (uint32_t)-1, __ATOMIC_RELAXED);
+		return "locked: membarrier cannot fence rseq";
+	}
+	pcpu_rseq_key_ok = pthread_key_create(&pcpu_rseq_key, pcpu_rseq_gone) == 0;
+	pcpu_rseq_state = PCPU_RSEQ_MINE;
+	if (pcpu_rseq_key_ok)
+		(void)pthread_setspecific(pcpu_rseq_key, &pcpu_own_area);
+	pcpu_rseq_own = 1;
+	pcpu_rseq = 1;
+	return "rseq cpu_id (uslab registers)";
+}
 
 /* ---- Mode selection ---- */
 
@@ -131,21 +257,21 @@ static char *pcpu_zero_map(void)
 	return p == MAP_FAILED ? NULL : p + guard;
 }
 
-static int pcpu_membarrier(int cmd, unsigned flags, int cpu)
-{
-	return (int)syscall(__NR_membarrier, cmd, flags, cpu);
-}
-
 static const char *pcpu_choose(void)
 {
 	const char *env = getenv("USLAB_RSEQ");
 
-#if USLAB_HAVE_SYS_RSEQ_H
 	/* The asm entry points run in every mode (in locked mode they always
 	 * miss on the zero region), so they need a valid offset even then:
-	 * glibc's area exists whether or not it is registered. */
-	uslab_rseq_off = (long)__rseq_offset;
+	 * glibc's area when glibc registered it, else ours (cpu_id -1 until
+	 * registered: a guard). */
+#if USLAB_HAVE_SYS_RSEQ_H
+	if (__rseq_size != 0)
+		uslab_rseq_off = (long)__rseq_offset;
+	else
 #endif
+		uslab_rseq_off =
+			(long)((char *)&pcpu_own_area - (char *)__builtin_thread_pointer());
 	if (env != NULL && strcmp(env, "0") == 0)
 		return "locked: USLAB_RSEQ=0";
 	if (pcpu_nslots > PCPU_MAX_IDS)
@@ -157,13 +283,13 @@ static const char *pcpu_choose(void)
 #else
 #if USLAB_HAVE_SYS_RSEQ_H
 	if (__rseq_size == 0)
-		return "locked: glibc did not register rseq";
+		return pcpu_rseq_own_choose();
 	if (pcpu_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0)
 		return "locked: membarrier cannot fence rseq";
 	pcpu_rseq = 1;
 	return "rseq cpu_id";
 #else
-	return "locked: glibc without rseq support";
+	return pcpu_rseq_own_choose();
 #endif
 #endif
 }
@@ -214,10 +340,20 @@ enum pcpu_fence {
 
 static int pcpu_fence_how = PCPU_FENCE_MEMBARRIER; /* atomic, only grows */
 
-static const char *const pcpu_fence_mode[] = {
-	[PCPU_FENCE_MEMBARRIER] = "rseq cpu_id",
-	[PCPU_FENCE_MIGRATE] = "rseq cpu_id; membarrier refused: fences by migration",
-	[PCPU_FENCE_NONE] = "rseq cpu_id; membarrier and migration refused: no remote drain",
+static const char *const pcpu_fence_mode[2][3] = {
+	{
+		[PCPU_FENCE_MEMBARRIER] = "rseq cpu_id",
+		[PCPU_FENCE_MIGRATE] = "rseq cpu_id; membarrier refused: fences by migration",
+		[PCPU_FENCE_NONE] =
+			"rseq cpu_id; membarrier and migration refused: no remote drain",
+	},
+	{
+		[PCPU_FENCE_MEMBARRIER] = "rseq cpu_id (uslab registers)",
+		[PCPU_FENCE_MIGRATE] =
+			"rseq cpu_id (uslab registers); membarrier refused: fences by migration",
+		[PCPU_FENCE_NONE] = "rseq cpu_id (uslab registers); membarrier and migration "
+				    "refused: no remote drain",
+	},
 };
 
 /* Step down to @how (if lower than now), once, and say so. */
@@ -229,11 +365,12 @@ static void pcpu_fence_degrade(int how)
 		;
 	if (old >= how)
 		return;
-	__atomic_store_n(&pcpu_mode_name, pcpu_fence_mode[how], __ATOMIC_RELEASE);
+	const char *mode = pcpu_fence_mode[pcpu_rseq_own][how];
+	__atomic_store_n(&pcpu_mode_name, mode, __ATOMIC_RELEASE);
 	PROBE2(alloc_fail, NULL, how == PCPU_FENCE_NONE ? EPERM : 0);
 	void (*hook)(const char *) = __atomic_load_n(&pcpu_mode_hook, __ATOMIC_ACQUIRE);
 	if (hook != NULL)
-		hook(pcpu_fence_mode[how]);
+		hook(mode);
 }
 
 /*

@@ -57,8 +57,8 @@
  *      drained), own it, then restart it.
  *    - "locked: <why>": the same slots, each with a spinlock, indexed by
  *      sched_getcpu(); the index is only a hint for locality, the lock
- *      gives correctness. Used when glibc did not register rseq (valgrind,
- *      glibc.pthread.rseq=0, old kernels), with USLAB_RSEQ=0, without asm,
+ *      gives correctness. Used when no thread can register rseq (valgrind,
+ *      old kernels, a seccomp policy), with USLAB_RSEQ=0, without asm,
  *      under ThreadSanitizer (which cannot see the rseq hand-off), or when
  *      membarrier cannot fence rseq at start-up.
  *
@@ -250,6 +250,7 @@ static void pcpu_fold_due(struct uslab_cache *c)
  */
 static uint32_t pcpu_here(struct uslab_cache *c)
 {
+	pcpu_rseq_ready();
 	int cpu = sched_getcpu();
 	/* cpu is below the slot count (pcpu_possible); no division here. */
 	uint32_t i = cpu >= 0 && (uint32_t)cpu < pcpu_nslots ? (uint32_t)cpu : 0;

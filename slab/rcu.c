@@ -770,6 +770,7 @@ static void rcu_check(struct uslab_cache *c, const void *obj)
  * handler, no memory. */
 static void rcu_free_slow(struct uslab_cache *c, void *obj)
 {
+	pcpu_rseq_ready();
 	char *base = rcu_slots(c);
 	if (base == NULL) {
 		if (pgsrc_busy == 0)

@@ -3,6 +3,7 @@
  * assembly compared against it on identical slots (dav1d checkasm style). */
 #include "config.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -734,6 +735,129 @@ START_TEST(fastpath_unregistered_thread_uses_guard)
 END_TEST
 #endif
 
+/* ---- uslab's own rseq registration (pcpu-mode.c §4) ---- */
+
+/* This thread's area in the own mode: the asm's offset from the thread
+ * pointer, which pcpu-mode.c points at its initial-exec TLS area. */
+static volatile int32_t *own_cpu_id(void)
+{
+	return (volatile int32_t *)((char *)__builtin_thread_pointer() + uslab_rseq_off +
+	                            PCPU_RSEQ_CPU_ID);
+}
+
+static pthread_key_t own_probe_key;
+
+/* Runs after uslab's destructor (a key made later; glibc calls them in
+ * key order): the thread must be unregistered by then, so the kernel takes
+ * a registration of another area (EINVAL while uslab's is still on). */
+static void own_probe_gone(void *arg)
+{
+	static __thread struct {
+		uint32_t w[8];
+	} probe __attribute__((aligned(32)));
+	int *verdict = arg;
+
+	*verdict = syscall(__NR_rseq, &probe, 32, 0, PCPU_RSEQ_SIG) == 0 ? 1 : -errno;
+	if (*verdict == 1)
+		syscall(__NR_rseq, &probe, 32, 1 /* unregister */, PCPU_RSEQ_SIG);
+}
+
+struct own_run {
+	struct uslab_cache *c;
+	bool deny;   /* refuse rseq in this thread first (seccomp) */
+	int verdict; /* own_probe_gone's */
+	const char *err;
+};
+
+static void *own_thread(void *arg)
+{
+	struct own_run *r = arg;
+	void *objs[300];
+
+	if (r->deny) {
+		int nr = SYS_rseq;
+		if (test_deny_syscalls(&nr, 1) != 0) {
+			r->err = "seccomp filter refused";
+			return NULL;
+		}
+	}
+	pthread_setspecific(own_probe_key, &r->verdict);
+	if (*own_cpu_id() != -1) {
+		r->err = "registered before any slow path";
+		return NULL;
+	}
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 300; i++) {
+			objs[i] = uslab_cache_alloc(r->c);
+			if (objs[i] == NULL) {
+				r->err = "alloc failed";
+				return NULL;
+			}
+			memset(objs[i], 0x5a, 64);
+			for (int j = 0; j < i; j++)
+				if (objs[j] == objs[i]) {
+					r->err = "object handed out twice";
+					return NULL;
+				}
+		}
+		for (int i = 0; i < 300; i++)
+			uslab_cache_free(r->c, objs[i]);
+	}
+	bool on = *own_cpu_id() >= 0;
+	if (on == r->deny)
+		r->err = r->deny ? "registered through the filter" : "not registered by its misses";
+	return NULL;
+}
+
+static void own_run(struct own_run *r, struct uslab_stats *st)
+{
+	pthread_t t;
+
+	r->c = uslab_cache_create("own", 64, NULL);
+	ck_assert_ptr_nonnull(r->c);
+	ck_assert_int_eq(pthread_key_create(&own_probe_key, own_probe_gone), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, own_thread, r), 0);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_msg(r->err == NULL, "%s", r->err);
+	ck_assert_int_eq(uslab_cache_stats(r->c, st), 0);
+	ck_assert_uint_eq(st->allocs, 600);
+	ck_assert_uint_eq(st->frees, 600);
+	ck_assert_uint_eq(st->active_objs, 0);
+	ck_assert(cache_is_valid(r->c));
+	ck_assert_int_eq(uslab_cache_destroy(r->c), 0);
+	pthread_key_delete(own_probe_key);
+}
+
+/* A new thread's first miss registers it (until then its cpu_id is -1, a
+ * guard), its later operations hit, and its exit unregisters it. */
+START_TEST(fastpath_own_registration_lazy_then_gone)
+{
+	struct own_run r = {0};
+	struct uslab_stats st;
+
+	own_run(&r, &st);
+	ck_assert_uint_gt(st.fast_allocs, 0);
+	ck_assert_uint_gt(st.fast_frees, 0);
+	ck_assert_msg(r.verdict == 1, "still registered at exit (rseq: %s)", strerror(-r.verdict));
+}
+END_TEST
+
+/* A thread whose registration the kernel refuses (seccomp here; EBUSY if
+ * another library registered it) misses every time, correctly, and is
+ * counted. */
+START_TEST(fastpath_own_registration_refused)
+{
+	struct own_run r = {.deny = true};
+	struct uslab_stats st;
+	uint64_t refused = __atomic_load_n(&pcpu_rseq_refused, __ATOMIC_RELAXED);
+
+	own_run(&r, &st);
+	ck_assert_uint_eq(st.fast_allocs, 0);
+	ck_assert_uint_eq(st.fast_frees, 0);
+	ck_assert_uint_eq(__atomic_load_n(&pcpu_rseq_refused, __ATOMIC_RELAXED), refused + 1);
+}
+END_TEST
+
 /* Hits fold into pc_ops once they reach PCPU_FOLD_AT, at the next miss,
  * and allocs and frees carry on exactly across the fold. */
 START_TEST(fastpath_hits_fold_at_a_miss)
@@ -791,7 +915,7 @@ static Suite *fastpath_suite(void)
 	/* The asm indexes slots by rseq cpu_id, read through the offset that
 	 * only the rseq mode sets up: in any other mode there is nothing to run. */
 #if USLAB_HAVE_ASM
-	if (strcmp(uslab_mode(), "rseq cpu_id") == 0) {
+	if (strncmp(uslab_mode(), "rseq cpu_id", 11) == 0) {
 		tc = tcase_create("rseq");
 		tcase_add_test(tc, fastpath_rseq_matches_generic);
 		tcase_add_test(tc, fastpath_rseq_matches_generic_edges);
@@ -799,8 +923,13 @@ static Suite *fastpath_suite(void)
 		tcase_add_test(tc, fastpath_rseq_push_rcu);
 		tcase_add_test(tc, fastpath_hits_fold_at_a_miss);
 #if USLAB_HAVE_SYS_RSEQ_H
-		tcase_add_test(tc, fastpath_unregistered_thread_uses_guard);
+		if (!pcpu_rseq_own) /* glibc's registration: the test undoes it */
+			tcase_add_test(tc, fastpath_unregistered_thread_uses_guard);
 #endif
+		if (pcpu_rseq_own) {
+			tcase_add_test(tc, fastpath_own_registration_lazy_then_gone);
+			tcase_add_test(tc, fastpath_own_registration_refused);
+		}
 		tcase_set_timeout(tc, 30);
 		suite_add_tcase(s, tc);
 	}

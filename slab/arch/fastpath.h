@@ -318,8 +318,9 @@ size_t pcpu_generic_pop_batch(struct pcpu_slot *slot, void **out, size_t n);
 size_t uslab_rseq_push_batch(char *base, unsigned shift, void *const *in, size_t n);
 size_t pcpu_generic_push_batch(struct pcpu_slot *slot, void *const *in, size_t n);
 
-/* glibc's __rseq_offset, copied once at start by pcpu.c (generic.c defines
- * it; hidden, one RIP-relative load in the asm). */
+/* The rseq area's offset from the thread pointer: glibc's __rseq_offset, or
+ * uslab's own area's (pcpu-mode.c §4); set once at start (generic.c
+ * defines it; hidden, one RIP-relative load in the asm). */
 extern long uslab_rseq_off;
 
 #endif /* !__ASSEMBLER__ */

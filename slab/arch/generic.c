@@ -4,7 +4,7 @@
 
 #include "fastpath.h"
 
-/* glibc's __rseq_offset, set once by pcpu.c at start; read by the asm. It
+/* The rseq area's offset (fastpath.h), set once at start; read by the asm. It
  * lives here, below both, since this file is built on every architecture. */
 long uslab_rseq_off;
 
