@@ -155,10 +155,22 @@ static void depot_sizes(size_t slot, uint32_t *start, uint32_t *max)
 	}
 }
 
+/* The largest per-CPU cap (pcpu.c §7): PCPU_GROW_SLOT_BYTES of objects,
+ * a power of two between 2 * @max and PCPU_GROW_ROUNDS. */
+static uint32_t depot_slot_rounds(size_t slot, uint32_t max)
+{
+	uint32_t r = 2 * max;
+
+	while (2 * r <= PCPU_GROW_ROUNDS && 2 * r * slot <= PCPU_GROW_SLOT_BYTES)
+		r *= 2;
+	return r;
+}
+
 void depot_init(struct uslab_cache *c)
 {
 	depot_sizes(c->c_slot, &c->c_mag_size, &c->c_mag_max);
 	c->c_mag_min = c->c_mag_size;
+	c->c_pcpu_rounds = depot_slot_rounds(c->c_slot, c->c_mag_max);
 	c->c_ws_start = uslab_coarse_ns();
 	lock_init(&c->c_depot_lock);
 }
@@ -166,9 +178,9 @@ void depot_init(struct uslab_cache *c)
 void depot_mag_classes(const struct uslab_cache *c, unsigned *lo, unsigned *hi)
 {
 	/* From M (spares never go below it) up to a per-CPU array of the
-	 * largest cap, twice the largest batch. */
+	 * largest cap (c_pcpu_rounds, depot_init). */
 	*lo = depot_mag_class(c->c_mag_size);
-	*hi = depot_mag_class(2 * (size_t)c->c_mag_max);
+	*hi = depot_mag_class(c->c_pcpu_rounds);
 }
 
 void depot_fini(struct uslab_cache *c)

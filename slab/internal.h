@@ -239,7 +239,7 @@ struct mag {
 /* Magazine caches, one per magazine size: class k holds DEPOT_MAG_MIN << k
  * rounds. The registry (cache.c) creates them; the depot allocates from
  * them through their slab layer. */
-#define DEPOT_MAG_CLASSES 7
+#define DEPOT_MAG_CLASSES 10
 #define DEPOT_MAG_MIN 4
 /* A working-set interval of the depot (depot.c), and the spare magazine
  * structures a depot keeps at most. */
@@ -353,6 +353,15 @@ static inline void pcpu_rseq_ready(void)
 extern uint32_t pcpu_nslots;
 /* A read-only zero region laid out like an arena (every cap reads 0). */
 extern char *pcpu_zero;
+
+/* Capacity that follows the load (pcpu.c §7): a slot's cap grows to at
+ * most PCPU_GROW_ROUNDS rounds and PCPU_GROW_SLOT_BYTES of objects, and
+ * all caches together grow by at most PCPU_GROW_BUDGET bytes per CPU. */
+#define PCPU_GROW_ROUNDS 2048
+#define PCPU_GROW_SLOT_BYTES (512u << 10)
+#define PCPU_GROW_BUDGET (8u << 20)
+/* Bytes of growth all caches hold now, per CPU (atomic). */
+extern uint64_t pcpu_grow_bytes;
 
 void pcpu_init(void);
 /** Number of per-CPU slots (possible CPUs). */
@@ -625,7 +634,12 @@ struct uslab_cache {
 	/* ---- per-CPU layer: under c_drain_lock ---- */
 	struct uslab_lock c_drain_lock; /* remote slot operations (drain, resize, fold,
 	                                 * sweep) and starting a slot; c_pcpu_cap */
-	uint32_t c_pcpu_cap;            /* cap of running slots: 2 * magazine size */
+	uint32_t c_pcpu_cap;            /* cap of running slots: 2M << c_pcpu_grow */
+	/* Capacity that follows the load (pcpu.c §7; atomics): how many
+	 * times the slots' cap doubled past 2M, the flips seen this depot
+	 * interval, the budget bytes this cache holds. */
+	uint32_t c_pcpu_grow, c_pcpu_flips;
+	uint64_t c_pcpu_charged;
 	/* Sweeps of the slots' stale entries (pcpu.c §6): the number of the
 	 * last one started, and of the last one that reached every slot. The
 	 * slab layer releases a slab only once c_sweep_done > its

@@ -88,12 +88,33 @@
  *    depot interval then sweeps, and reap sweeps after its drains. With
  *    no fence at all (pcpu-mode.c §3) a running slot cannot be swept, so
  *    its cache's slabs stay: memory, not safety, is what degrades.
+ *
+ * 7. Capacity that follows the load. A slot's cap is 2M << c_pcpu_grow.
+ *    A slot whose misses change kind (an alloc miss after a free miss, or
+ *    the other way) within 8 caps' worth of hits swings through more
+ *    rounds than it holds: a batch of a thousand, allocated then freed,
+ *    would pay a depot trip every M operations. Such a flip doubles the
+ *    cache's cap (pcpu_grow), up to c_pcpu_rounds (depot_init: at most
+ *    PCPU_GROW_ROUNDS and PCPU_GROW_SLOT_BYTES of objects) and within a
+ *    budget per CPU shared by all caches (PCPU_GROW_BUDGET, first come
+ *    first served); the slots follow at their next miss (pcpu_resize). A
+ *    one-way flow (a producer CPU that only allocates) never flips, and a
+ *    swing far larger than any cap (a batch of 100,000) flips too seldom:
+ *    neither grows. A depot interval without a flip halves the growth, and
+ *    a reap or a destroy gives it all back (pcpu_grow_reset); the slots
+ *    shrink at their next miss (pcpu_shrink). A cache nobody touches keeps
+ *    its growth, and its share of the budget, until it is reaped.
  */
 
 /* Largest stack buffer of rounds moved at once (>= every c_mag_max). */
 #define PCPU_BUF 128
 
 _Static_assert(2 * PCPU_BUF <= PCPU_MAX_ROUNDS, "a slot holds two of the largest magazines");
+_Static_assert(PCPU_GROW_ROUNDS <= PCPU_MAX_ROUNDS &&
+                       PCPU_GROW_ROUNDS <= (size_t)DEPOT_MAG_MIN << (DEPOT_MAG_CLASSES - 1),
+               "a grown slot's array is a magazine of the largest class");
+
+uint64_t pcpu_grow_bytes;
 
 /* ---- Slots ---- */
 
@@ -125,8 +146,12 @@ int pcpu_cache_init(struct uslab_cache *c)
 	pcpu_init();
 	if (pcpu_zero == NULL || arena_claim(&c->c_place) != 0)
 		return -1;
-	c->c_pcpu_rounds = pcpu_off(c) ? 0 : 2 * c->c_mag_max;
-	VERIFY(c->c_pcpu_rounds <= 2 * PCPU_BUF);
+	/* c_pcpu_rounds: depot_init's, a power of two up to PCPU_GROW_ROUNDS */
+	if (pcpu_off(c))
+		c->c_pcpu_rounds = 0;
+	else
+		VERIFY(c->c_pcpu_rounds <= PCPU_GROW_ROUNDS &&
+		       c->c_pcpu_rounds >= 2 * c->c_mag_max);
 	c->c_pcpu = c->c_place.pl_base;
 	c->c_pcpu_cap = pcpu_off(c) ? 0 : 2 * c->c_mag_size;
 	c->c_fast = pcpu_rseq && !pcpu_off(c) ? c->c_pcpu : pcpu_zero;
@@ -136,10 +161,14 @@ int pcpu_cache_init(struct uslab_cache *c)
 	return 0;
 }
 
+static void pcpu_grow_reset(struct uslab_cache *c);
+static void pcpu_grow_tick(struct uslab_cache *c);
+
 void pcpu_cache_fini(struct uslab_cache *c)
 {
 	if (c->c_pcpu == NULL)
 		return;
+	pcpu_grow_reset(c);
 	/* Quiescent: the slots are drained; their arrays go back. */
 	for (uint32_t i = 0; i < pcpu_nslots; i++) {
 		struct pcpu_slot *s = pcpu_slot(c, i);
@@ -236,6 +265,7 @@ static void pcpu_fold_due(struct uslab_cache *c)
 			pcpu_fold_if_due(c, i);
 	if (__atomic_load_n(&c->c_sweep_wanted, __ATOMIC_RELAXED) != 0)
 		pcpu_sweep(c);
+	pcpu_grow_tick(c);
 	slab_tick(c);
 }
 
@@ -335,6 +365,108 @@ static size_t pcpu_give(struct uslab_cache *c, void *const *in, size_t n)
 	return k;
 }
 
+/* ---- Capacity that follows the load (§7) ---- */
+
+/* The cap the slots should have now. */
+static uint32_t pcpu_cap_target(const struct uslab_cache *c)
+{
+	uint32_t cap = (2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED))
+	               << __atomic_load_n(&c->c_pcpu_grow, __ATOMIC_RELAXED);
+	return cap < c->c_pcpu_rounds ? cap : c->c_pcpu_rounds;
+}
+
+/* What growth @g costs the budget: the rounds past 2M's start, in bytes
+ * (a function of @g alone, so growing and shrinking charge alike). */
+static uint64_t pcpu_grow_charge(const struct uslab_cache *c, uint32_t g)
+{
+	uint64_t base = 2 * (uint64_t)c->c_mag_min, cap = base << g;
+
+	if (cap > c->c_pcpu_rounds)
+		cap = c->c_pcpu_rounds > base ? c->c_pcpu_rounds : base;
+	return (cap - base) * c->c_slot;
+}
+
+/* One doubling more, if the cap can still grow and the budget has room. */
+static void pcpu_grow(struct uslab_cache *c)
+{
+	uint32_t g = __atomic_load_n(&c->c_pcpu_grow, __ATOMIC_RELAXED);
+
+	if (g >= 16 || (2 * (uint64_t)c->c_mag_min << g) >= c->c_pcpu_rounds)
+		return; /* as large as a slot gets */
+	uint64_t more = pcpu_grow_charge(c, g + 1) - pcpu_grow_charge(c, g);
+	if (__atomic_add_fetch(&pcpu_grow_bytes, more, __ATOMIC_RELAXED) > PCPU_GROW_BUDGET ||
+	    !__atomic_compare_exchange_n(&c->c_pcpu_grow, &g, g + 1, false, __ATOMIC_RELAXED,
+	                                 __ATOMIC_RELAXED)) {
+		__atomic_sub_fetch(&pcpu_grow_bytes, more, __ATOMIC_RELAXED);
+		return;
+	}
+	__atomic_add_fetch(&c->c_pcpu_charged, more, __ATOMIC_RELAXED);
+	PROBE3(mag_resize, c, c->c_mag_size, (c->c_mag_size << (g + 1)));
+}
+
+/* Halve the growth (@all: give it all back), returning its budget. */
+static void pcpu_grow_less(struct uslab_cache *c, bool all)
+{
+	uint32_t g = __atomic_load_n(&c->c_pcpu_grow, __ATOMIC_RELAXED), to;
+
+	do {
+		if (g == 0)
+			return;
+		to = all ? 0 : g - 1;
+	} while (!__atomic_compare_exchange_n(&c->c_pcpu_grow, &g, to, false, __ATOMIC_RELAXED,
+	                                      __ATOMIC_RELAXED));
+	uint64_t less = pcpu_grow_charge(c, g) - pcpu_grow_charge(c, to);
+	__atomic_sub_fetch(&c->c_pcpu_charged, less, __ATOMIC_RELAXED);
+	__atomic_sub_fetch(&pcpu_grow_bytes, less, __ATOMIC_RELAXED);
+}
+
+static void pcpu_grow_reset(struct uslab_cache *c)
+{
+	pcpu_grow_less(c, true);
+}
+
+/* A miss on slot @i (@frees: a free that found it full): a flip grows the
+ * cache when it came within 8 caps' worth of hits of the last one. The
+ * slot's p_miss and p_flip are hints, written by whoever misses there. */
+static void pcpu_note_miss(struct uslab_cache *c, uint32_t i, bool frees)
+{
+	struct pcpu_slot *s = pcpu_slot(c, i);
+	uint64_t kind = frees ? 2 : 1;
+	uint64_t last = __atomic_load_n(&s->p_miss, __ATOMIC_RELAXED);
+
+	if (last == kind || pcpu_off(c))
+		return;
+	__atomic_store_n(&s->p_miss, kind, __ATOMIC_RELAXED);
+	uint64_t hits = pcpu_word_hits(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED)) +
+	                __atomic_load_n(&pcpu_ctr(c, i)->pc_ops, __ATOMIC_RELAXED);
+	uint64_t since = hits - __atomic_exchange_n(&s->p_flip, hits, __ATOMIC_RELAXED);
+	if (last == 0)
+		return; /* its first miss */
+	__atomic_fetch_add(&c->c_pcpu_flips, 1, __ATOMIC_RELAXED);
+	if (since <= 8 * (uint64_t)__atomic_load_n(&s->p_cap, __ATOMIC_RELAXED))
+		pcpu_grow(c);
+}
+
+/* A depot interval ended: without a flip in it, the growth halves. */
+static void pcpu_grow_tick(struct uslab_cache *c)
+{
+	if (__atomic_exchange_n(&c->c_pcpu_flips, 0, __ATOMIC_RELAXED) == 0)
+		pcpu_grow_less(c, false);
+}
+
+/* Racy peeks, confirmed under c_drain_lock by pcpu_resize: the cap
+ * should change, or slot @i lacks an array of the cap. */
+static void pcpu_resize(struct uslab_cache *c);
+
+static void pcpu_resize_if_due(struct uslab_cache *c, uint32_t i)
+{
+	uint32_t cap = __atomic_load_n(&c->c_pcpu_cap, __ATOMIC_RELAXED);
+
+	if (pcpu_cap_target(c) != cap ||
+	    __atomic_load_n(&pcpu_slot(c, i)->p_cap, __ATOMIC_RELAXED) != cap)
+		pcpu_resize(c);
+}
+
 /* ---- Remote operations ---- */
 
 bool pcpu_slot_stop(struct pcpu_slot *s, uint32_t i, uint32_t *cap)
@@ -402,42 +534,57 @@ static struct mag *pcpu_swap_array(struct pcpu_slot *s, struct mag *m, uint32_t 
 	return gone;
 }
 
-size_t pcpu_drain(struct uslab_cache *c, bool quiescent)
+/* Drain slot @i: its rounds go to the slabs, the top 2 * PCPU_BUF at a
+ * time (a grown slot holds more than a stack buffer), each under its own
+ * stop. */
+static size_t pcpu_drain_slot(struct uslab_cache *c, uint32_t i, bool quiescent)
 {
+	struct pcpu_slot *s = pcpu_slot(c, i);
+	void *buf[2 * PCPU_BUF];
 	size_t bytes = 0;
 
-	if (pcpu_off(c))
-		return 0;
-	for (uint32_t i = 0; i < pcpu_nslots; i++) {
-		struct pcpu_slot *s = pcpu_slot(c, i);
-		void *buf[2 * PCPU_BUF];
+	for (;;) {
 		uint32_t cap = 0;
 		/* Skip empty slots without a fence or a lock; the peek is racy
 		 * (the owner may be filling it), which a drain of running CPUs
 		 * accepts. Slot counts are relaxed atomics on both sides. */
 		if (pcpu_word_count(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED)) == 0)
-			continue;
+			return bytes;
 		if (!quiescent) {
 			lock_take(&c->c_drain_lock);
 			if (!pcpu_stop(c, i, &cap)) {
 				lock_drop(&c->c_drain_lock);
-				continue; /* no fence: this CPU keeps its objects */
+				return bytes; /* no fence: this CPU keeps its objects */
 			}
 		}
 		uint32_t n = pcpu_word_count(s->p_word);
-		ASSERT(n <= c->c_pcpu_rounds); /* before the copy into buf */
-		memcpy(buf, s->p_rounds, n * sizeof(void *));
-		pcpu_set_owned(c, i, 0);
-		pcpu_clear_stale(s, 0);
-		pcpu_count_drained(c, i, n);
+		ASSERT(n <= c->c_pcpu_rounds);
+		uint32_t k = n < 2 * PCPU_BUF ? n : 2 * PCPU_BUF;
+		memcpy(buf, s->p_rounds + (n - k), k * sizeof(void *));
+		pcpu_set_owned(c, i, n - k);
+		pcpu_clear_stale(s, n - k);
+		pcpu_count_drained(c, i, k);
 		if (!quiescent) {
 			pcpu_restart(c, i, cap);
 			lock_drop(&c->c_drain_lock);
 		}
 		/* With no lock held: releasing slabs runs dtors, which may free
 		 * into any cache, and calls the page source. */
-		bytes += slab_free_bulk(c, buf, n);
+		bytes += slab_free_bulk(c, buf, k);
+		if (k == n)
+			return bytes;
 	}
+}
+
+size_t pcpu_drain(struct uslab_cache *c, bool quiescent)
+{
+	size_t bytes = 0;
+
+	if (pcpu_off(c))
+		return 0;
+	pcpu_grow_reset(c); /* a reap gives the growth back (§7) */
+	for (uint32_t i = 0; i < pcpu_nslots; i++)
+		bytes += pcpu_drain_slot(c, i, quiescent);
 	return bytes;
 }
 
@@ -588,7 +735,7 @@ static void pcpu_resize(struct uslab_cache *c)
 	if (pcpu_rseq && !pcpu_fence_possible())
 		return;
 	lock_take(&c->c_drain_lock);
-	uint32_t cap = 2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED);
+	uint32_t cap = pcpu_cap_target(c);
 	uint32_t old = c->c_pcpu_cap;
 	if (cap < old) {
 		lock_drop(&c->c_drain_lock);
@@ -641,7 +788,7 @@ static void pcpu_shrink(struct uslab_cache *c)
 	void *buf[2 * PCPU_BUF];
 
 	lock_take(&c->c_drain_lock);
-	uint32_t cap = 2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED);
+	uint32_t cap = pcpu_cap_target(c);
 	if (cap < c->c_pcpu_cap) {
 		PROBE3(mag_resize, c, c->c_pcpu_cap / 2, cap / 2);
 		__atomic_store_n(&c->c_pcpu_cap, cap, __ATOMIC_RELAXED);
@@ -667,6 +814,21 @@ static void pcpu_shrink(struct uslab_cache *c)
 		}
 		uint32_t count = pcpu_word_count(s->p_word);
 		uint32_t keep = count < cap ? count : cap, extra = count - keep;
+		if (extra > 2 * PCPU_BUF) {
+			/* A grown slot holds more than the buffer: its top rounds
+			 * go first, and the slot is done again (i--). */
+			keep = count - 2 * PCPU_BUF;
+			memcpy(buf, s->p_rounds + keep, 2 * PCPU_BUF * sizeof(void *));
+			pcpu_set_owned(c, i, keep);
+			pcpu_clear_stale(s, keep);
+			pcpu_count_drained(c, i, 2 * PCPU_BUF);
+			pcpu_restart(c, i, had);
+			lock_drop(&c->c_drain_lock);
+			depot_mag_put(m);
+			slab_free_bulk(c, buf, 2 * PCPU_BUF);
+			i--;
+			continue;
+		}
 		memcpy(buf, s->p_rounds + keep, extra * sizeof(void *));
 		struct mag *gone = pcpu_swap_array(s, m, keep);
 		pcpu_clear_stale(s, keep);
@@ -1008,12 +1170,8 @@ void *pcpu_alloc_slow(struct uslab_cache *c)
 		pcpu_deferred_flush();
 		return obj;
 	}
-	/* Racy peeks, confirmed under c_drain_lock by pcpu_resize: the depot
-	 * grew its magazines, or this slot lacks an array of the cap. */
-	uint32_t cap = __atomic_load_n(&c->c_pcpu_cap, __ATOMIC_RELAXED);
-	if (2 * __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED) != cap ||
-	    __atomic_load_n(&pcpu_slot(c, i)->p_cap, __ATOMIC_RELAXED) != cap)
-		pcpu_resize(c);
+	pcpu_note_miss(c, i, false);
+	pcpu_resize_if_due(c, i);
 	size_t n = pcpu_from_depot(c, buf);
 	if (n == 0) {
 		int err = errno;
@@ -1059,6 +1217,8 @@ static void pcpu_free_slow_body(struct uslab_cache *c, void *obj)
 	if (pcpu_off(c)) {
 		slab_free_bulk(c, &obj, 1);
 	} else {
+		pcpu_note_miss(c, i, true);
+		pcpu_resize_if_due(c, i);
 		size_t n = pcpu_take(c, buf, __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED));
 		/* A full magazine misses before the hit path compares the
 		 * round on top: compare the rounds taken (the top ones). */

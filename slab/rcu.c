@@ -487,8 +487,8 @@ static struct mag *rcu_cache_take_locked(struct uslab_cache *c, bool all, bool *
 		if (s->p_mag == NULL)
 			continue;
 		uint64_t count = pcpu_word_count(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED));
-		uint64_t seen = s->p_pad[0];
-		s->p_pad[0] = count;
+		uint64_t seen = s->p_flip;
+		s->p_flip = count;
 		if (count == 0)
 			continue;
 		struct mag *fresh = all || seen != 0 ? rcu_mag_new(c) : NULL;
@@ -501,7 +501,7 @@ static struct mag *rcu_cache_take_locked(struct uslab_cache *c, bool all, bool *
 		struct mag *m = s->p_mag;
 		m->m_count = pcpu_word_count(s->p_word);
 		rcu_slot_set(s, fresh);
-		s->p_pad[0] = 0;
+		s->p_flip = 0;
 		pcpu_slot_restart(s, rcu_rounds(c, fresh));
 		m->m_next = chain;
 		chain = m;
@@ -959,7 +959,7 @@ void rcu_cache_fini(struct uslab_cache *c)
 			s->p_mag = NULL;
 			s->p_rounds = NULL;
 			s->p_cap = 0;
-			s->p_pad[0] = 0;
+			s->p_flip = 0;
 		}
 		arena_release(&c->c_rcu_place);
 		c->c_rcu_base = NULL;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -726,6 +727,10 @@ static int mag_shrink(void *arg)
 
 	stats_of(c, &st);
 	uint32_t start = st.mag_size;
+	/* This test is about M: no growth past 2M (pcpu.c §7), which its
+	 * batches would bring (grow() below): the budget is spent (in this
+	 * child only). */
+	__atomic_store_n(&pcpu_grow_bytes, PCPU_GROW_BUDGET, __ATOMIC_RELAXED);
 	__atomic_store_n(&c->c_mag_size, c->c_mag_max, __ATOMIC_RELAXED);
 	for (int round = 0; round < 2; round++) { /* the slots grow at a miss */
 		for (int i = 0; i < N; i++)
@@ -763,6 +768,91 @@ static int mag_shrink(void *arg)
 
 TEST_IN_CHILD(memory_magazines_shrink_when_quiet, mag_shrink, NULL, 60)
 
+/* ---- Per-CPU capacity that follows the load (pcpu.c §7) ---- */
+
+/* @reps rounds of @k allocations then @k frees; the hits of the last. */
+static uint64_t batches(struct uslab_cache *c, void **objs, int k, int reps)
+{
+	struct uslab_stats st0, st1;
+
+	for (int r = 0; r < reps; r++) {
+		stats_of(c, &st0);
+		for (int i = 0; i < k; i++)
+			objs[i] = uslab_cache_alloc(c);
+		for (int i = 0; i < k; i++)
+			uslab_cache_free(c, objs[i]);
+	}
+	stats_of(c, &st1);
+	return st1.fast_allocs - st0.fast_allocs;
+}
+
+/* Batches of a thousand grow the slots' cap until a whole batch hits; a
+ * reap gives the growth and its budget back; batches of 100,000 (a swing
+ * no cap holds) and one-way traffic never grow; all caches together stay
+ * within the budget. One pinned thread, so its misses are one slot's. */
+static int grow(void *arg)
+{
+	enum { K = 1000, BIG = 100000, NC = 40 };
+	static void *objs[BIG];
+	cpu_set_t one;
+	(void)arg;
+
+	CPU_ZERO(&one);
+	CPU_SET(sched_getcpu(), &one);
+	if (sched_setaffinity(0, sizeof one, &one) != 0)
+		return 1;
+	uint64_t before = __atomic_load_n(&pcpu_grow_bytes, __ATOMIC_RELAXED);
+	struct uslab_cache *c = uslab_cache_create("grow", 64, NULL);
+	uint32_t start = c->c_pcpu_cap;
+	uint64_t hits = batches(c, objs, K, 8);
+	fprintf(stderr, "cap %u -> %u, last batch %llu of %d hits, budget %llu bytes\n", start,
+	        c->c_pcpu_cap, (unsigned long long)hits, K,
+	        (unsigned long long)__atomic_load_n(&pcpu_grow_bytes, __ATOMIC_RELAXED));
+	if (c->c_pcpu_cap <= K || hits != K || pcpu_grow_bytes <= before)
+		return 2;
+	uslab_cache_reap(c);
+	if (c->c_pcpu_grow != 0 || pcpu_grow_bytes != before || c->c_pcpu_charged != 0)
+		return 3;
+	batches(c, objs, 2, 1); /* a miss: the slots shrink back */
+	if (c->c_pcpu_cap != start)
+		return 4;
+
+	/* A swing of 100,000: flips 200 caps apart. */
+	batches(c, objs, BIG, 4);
+	if (c->c_pcpu_grow != 0)
+		return 5;
+	/* One way: allocations only, then frees only. */
+	for (int i = 0; i < BIG; i++)
+		objs[i] = uslab_cache_alloc(c);
+	if (c->c_pcpu_grow != 0)
+		return 6;
+	for (int i = 0; i < BIG; i++)
+		uslab_cache_free(c, objs[i]);
+	if (c->c_pcpu_grow != 0 || uslab_cache_validate(c, stderr) != 0)
+		return 7;
+
+	/* Many busy caches: the budget holds, first come first served. */
+	static struct uslab_cache *cs[NC];
+	for (int j = 0; j < NC; j++) {
+		cs[j] = uslab_cache_create("grow-many", 256, NULL);
+		batches(cs[j], objs, K, 8);
+	}
+	uint64_t used = __atomic_load_n(&pcpu_grow_bytes, __ATOMIC_RELAXED);
+	uint32_t first = cs[0]->c_pcpu_cap, last = cs[NC - 1]->c_pcpu_cap;
+	fprintf(stderr, "%d caches: budget %llu of %u bytes, caps %u (first) %u (last)\n", NC,
+	        (unsigned long long)used, PCPU_GROW_BUDGET, first, last);
+	if (used > PCPU_GROW_BUDGET || first <= K || last >= first)
+		return 8;
+	for (int j = 0; j < NC; j++)
+		if (uslab_cache_validate(cs[j], stderr) != 0 || uslab_cache_destroy(cs[j]) != 0)
+			return 9;
+	if (uslab_cache_destroy(c) != 0 || pcpu_grow_bytes != before)
+		return 10;
+	return 0;
+}
+
+TEST_IN_CHILD(memory_pcpu_cap_follows_load, grow, NULL, 60)
+
 static Suite *memory_suite(void)
 {
 	Suite *s = suite_create("memory");
@@ -796,6 +886,8 @@ static Suite *memory_suite(void)
 	tcase_set_timeout(tc, 120);
 	if (test_can_fork())
 		tcase_add_test(tc, memory_magazines_shrink_when_quiet);
+	if (test_can_fork())
+		tcase_add_test(tc, memory_pcpu_cap_follows_load);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -103,8 +103,16 @@ $T capture-pane -p -e -t t | sed -n 7p | grep -q "$(printf '\033')\[7m" ||
 
 # ---- Sort keys while running ----
 $T send-keys -t t s
-wait_until "sort by object size" screen_line_has 8 'fixture-page'
-screen_line_has 6 'sort: obj size' || fail "status after s"
+wait_until "sort by object size" screen_line_has 6 'sort: obj size'
+# The largest objects first (the library's largest magazine structures
+# lead): fixture-page (4 KiB) above fixture-item, sizes never increasing.
+obj_size_sorted() {
+	screen | sed -n '8,21p' | awk '{ v = $4 + 0; if ($4 ~ /M$/) v *= 1024
+		if (NR > 1 && v > prev) bad = 1; prev = v
+		if ($8 == "fixture-page") page = NR; if ($8 == "fixture-item") item = NR }
+		END { exit bad || !page || !item || page > item }'
+}
+wait_until "sort by object size" obj_size_sorted
 $T send-keys -t t n
 wait_until "sort by name" screen_line_has 9 'fixture-idle'
 screen_line_has 8 'fixture-conn' || fail "sort by name: conn first"

@@ -150,7 +150,9 @@ struct pcpu_slot {
 	struct mag *p_mag; /* the magazine whose array p_rounds is (pcpu.c) */
 	uint64_t p_live;   /* 1 once started; written under c_drain_lock */
 	uint64_t p_owned;  /* 1 << 32 | its cap while validate owns it (pcpu.c) */
-	uint64_t p_pad[2];
+	uint64_t p_miss;   /* the kind of its last miss (pcpu.c §7; relaxed, a hint) */
+	uint64_t p_flip;   /* its hits when its misses last changed kind (likewise);
+	                    * an rcu slot's count at the last look (rcu.c) */
 };
 
 /* p_word: the count in the low PCPU_COUNT_BITS bits, hits above them. */
