@@ -110,10 +110,9 @@ FUNC uslab_cache_free, globl
 	RSEQ_ARM .Lcf_cs
 	testq %rsi, %rsi
 	jz .Lcf_ret				/* NULL: nothing */
-	movq CACHE_FAST(%rdi), %r9		/* the slot base, inside the section */
 	movslq %fs:RSEQ_CPU_ID_OFF(%r8), %rax	/* cpu_id, sign-extended */
 	shlq $PCPU_SHIFT, %rax
-	addq %r9, %rax				/* slot (or a guard) */
+	addq CACHE_FAST(%rdi), %rax		/* slot (or a guard): the base, inside the section */
 	movl SLOT_CAP(%rax), %r11d		/* cap first */
 	movq SLOT_WORD(%rax), %r10		/* then the word */
 	movzwl %r10w, %ecx			/* count */
