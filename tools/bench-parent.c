@@ -73,7 +73,7 @@
  *    operations. Times are meaningless under valgrind and shown as n/a;
  *    counts do not vary, so there is one round. Note: valgrind does not
  *    implement rseq, so glibc registers none and uslab runs in locked mode
- *    under callgrind; its rseq fast path is 17 + 19 instructions a hit
+ *    under callgrind; its rseq fast path is 17 + 20 instructions a hit
  *    (tests/fastpath-asm.sh prints them). By hand, for one cell:
  *        valgrind --tool=callgrind --collect-atstart=no --toggle-collect='bk_*' \
  *          ./uslab-bench --child uslab --cg --workload pair --size 64

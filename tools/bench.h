@@ -232,6 +232,7 @@ struct ratio {
 	int rt_n;                      /* rounds with both figures */
 	double rt_round[MAX_RUNS];     /* the per-round ratios */
 	double rt_value, rt_lo, rt_hi; /* their median, minimum, maximum; < 0: n/a */
+	double rt_goal;                /* the value must be at most this (0: none) */
 	char rt_detail[160];
 };
 
