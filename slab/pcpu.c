@@ -367,6 +367,14 @@ static size_t pcpu_give(struct uslab_cache *c, void *const *in, size_t n)
 
 /* ---- Capacity that follows the load (§7) ---- */
 
+/* This thread's rseq cpu_id, as the asm reads it (< 0: not registered). */
+static int32_t pcpu_thread_cpu_id(void)
+{
+	return __atomic_load_n(
+		(int32_t *)((char *)__builtin_thread_pointer() + uslab_rseq_off + PCPU_RSEQ_CPU_ID),
+		__ATOMIC_RELAXED);
+}
+
 /* The cap the slots should have now. */
 static uint32_t pcpu_cap_target(const struct uslab_cache *c)
 {
@@ -391,7 +399,8 @@ static void pcpu_grow(struct uslab_cache *c)
 {
 	uint32_t g = __atomic_load_n(&c->c_pcpu_grow, __ATOMIC_RELAXED);
 
-	if (g >= 16 || (2 * (uint64_t)c->c_mag_min << g) >= c->c_pcpu_rounds)
+	if (g >= 16 || (2 * (uint64_t)c->c_mag_min << g) >= c->c_pcpu_rounds ||
+	    pcpu_cap_target(c) >= c->c_pcpu_rounds)
 		return; /* as large as a slot gets */
 	uint64_t more = pcpu_grow_charge(c, g + 1) - pcpu_grow_charge(c, g);
 	if (__atomic_add_fetch(&pcpu_grow_bytes, more, __ATOMIC_RELAXED) > PCPU_GROW_BUDGET ||
@@ -433,8 +442,13 @@ static void pcpu_note_miss(struct uslab_cache *c, uint32_t i, bool frees)
 	struct pcpu_slot *s = pcpu_slot(c, i);
 	uint64_t kind = frees ? 2 : 1;
 	uint64_t last = __atomic_load_n(&s->p_miss, __ATOMIC_RELAXED);
+	uint32_t cap = __atomic_load_n(&s->p_cap, __ATOMIC_RELAXED);
+	uint32_t count = pcpu_word_count(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED));
 
-	if (last == kind || pcpu_off(c))
+	/* Only a miss of capacity: not a stopped slot, not a thread without
+	 * an rseq registration (it misses every time, in a guard slot). */
+	if (last == kind || pcpu_off(c) || cap == 0 || (frees ? count < cap : count != 0) ||
+	    (pcpu_rseq && pcpu_thread_cpu_id() < 0))
 		return;
 	__atomic_store_n(&s->p_miss, kind, __ATOMIC_RELAXED);
 	uint64_t hits = pcpu_word_hits(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED)) +
@@ -443,7 +457,7 @@ static void pcpu_note_miss(struct uslab_cache *c, uint32_t i, bool frees)
 	if (last == 0)
 		return; /* its first miss */
 	__atomic_fetch_add(&c->c_pcpu_flips, 1, __ATOMIC_RELAXED);
-	if (since <= 8 * (uint64_t)__atomic_load_n(&s->p_cap, __ATOMIC_RELAXED))
+	if (since <= 8 * (uint64_t)cap)
 		pcpu_grow(c);
 }
 
@@ -748,12 +762,20 @@ static void pcpu_resize(struct uslab_cache *c)
 		 * stopped and restarted with it. */
 		__atomic_store_n(&c->c_pcpu_cap, cap, __ATOMIC_RELAXED);
 	}
+	bool larger = false;
 	for (uint32_t i = 0; i < pcpu_nslots; i++) {
 		struct pcpu_slot *s = pcpu_slot(c, i);
 		if (__atomic_load_n(&s->p_live, __ATOMIC_RELAXED) == 0 ||
 		    (s->p_mag != NULL && s->p_mag->m_cap >= c->c_pcpu_cap &&
 		     __atomic_load_n(&s->p_cap, __ATOMIC_RELAXED) == c->c_pcpu_cap))
 			continue;
+		/* A slot above the cap (a shrink under way, or one that found
+		 * no fence) may hold more rounds than the cap: pcpu_shrink's,
+		 * which gives the extra rounds back first. */
+		if (__atomic_load_n(&s->p_cap, __ATOMIC_RELAXED) > c->c_pcpu_cap) {
+			larger = true;
+			continue;
+		}
 		/* A leaf allocation (the magazine cache's slab layer, on the
 		 * library's own page source) under c_drain_lock. */
 		struct mag *m = s->p_mag != NULL && s->p_mag->m_cap >= c->c_pcpu_cap
@@ -775,6 +797,8 @@ static void pcpu_resize(struct uslab_cache *c)
 		depot_mag_put(gone);
 	}
 	lock_drop(&c->c_drain_lock);
+	if (larger)
+		pcpu_shrink(c);
 }
 
 /* The depot's magazines shrank (a quiet interval, depot.c): every started
@@ -1218,7 +1242,6 @@ static void pcpu_free_slow_body(struct uslab_cache *c, void *obj)
 		slab_free_bulk(c, &obj, 1);
 	} else {
 		pcpu_note_miss(c, i, true);
-		pcpu_resize_if_due(c, i);
 		size_t n = pcpu_take(c, buf, __atomic_load_n(&c->c_mag_size, __ATOMIC_RELAXED));
 		/* A full magazine misses before the hit path compares the
 		 * round on top: compare the rounds taken (the top ones). */
@@ -1226,6 +1249,9 @@ static void pcpu_free_slow_body(struct uslab_cache *c, void *obj)
 			if (buf[j] == obj)
 				slab_free_dup(c, obj);
 		pcpu_to_depot(c, buf, n);
+		/* Only now: a shrink gives rounds above the new cap back to the
+		 * slabs, and one of them could be @obj, freed twice. */
+		pcpu_resize_if_due(c, i);
 		/* The slot is stopped by a remote operation, or this thread has
 		 * no rseq registration: straight to the slab layer, not a depot
 		 * magazine of one. */

@@ -431,7 +431,16 @@ static struct mag *rcu_mag_new(struct uslab_cache *c)
 {
 	struct mag *m = depot_mag_get(c->c_mag_max);
 
-	for (unsigned k = DEPOT_MAG_CLASSES; m == NULL && k-- > 0;)
+	/* The smallest class with a cache that holds c_mag_max rounds, else
+	 * the largest smaller one: a grown slot's array only when nothing
+	 * else has a cache. */
+	unsigned lo = 0;
+	while (lo + 1 < DEPOT_MAG_CLASSES && depot_mag_rounds(lo) < c->c_mag_max)
+		lo++;
+	for (unsigned k = lo; m == NULL && k < DEPOT_MAG_CLASSES; k++)
+		if (depot_mag_cache(k) != NULL)
+			m = depot_mag_get(depot_mag_rounds(k));
+	for (unsigned k = lo; m == NULL && k-- > 0;)
 		if (depot_mag_cache(k) != NULL)
 			m = depot_mag_get(depot_mag_rounds(k));
 	return m;
