@@ -101,9 +101,12 @@
  *    one-way flow (a producer CPU that only allocates) never flips, and a
  *    swing far larger than any cap (a batch of 100,000) flips too seldom:
  *    neither grows. A depot interval without a flip halves the growth, and
- *    a reap or a destroy gives it all back (pcpu_grow_reset); the slots
- *    shrink at their next miss (pcpu_shrink). A cache nobody touches keeps
- *    its growth, and its share of the budget, until it is reaped.
+ *    a destroy gives it all back (pcpu_grow_reset); the slots shrink at
+ *    their next miss (pcpu_shrink). A reap drains the slots but keeps the
+ *    growth (only the arrays, 16 KiB a slot at most): a program that reaps
+ *    often would else stop every slot to regrow it after each reap, and a
+ *    cache in use flips again at once. A cache nobody touches keeps its
+ *    growth, and its share of the budget, until it is destroyed.
  */
 
 /* Largest stack buffer of rounds moved at once (>= every c_mag_max). */
@@ -596,7 +599,6 @@ size_t pcpu_drain(struct uslab_cache *c, bool quiescent)
 
 	if (pcpu_off(c))
 		return 0;
-	pcpu_grow_reset(c); /* a reap gives the growth back (§7) */
 	for (uint32_t i = 0; i < pcpu_nslots; i++)
 		bytes += pcpu_drain_slot(c, i, quiescent);
 	return bytes;
