@@ -454,18 +454,25 @@ static void on_sigusr1(int sig, siginfo_t *si, void *ucv)
 		return;
 	w->w_sigs++;
 	/* SA_NODEFER: a signal may land in this handler and nest (uslab's
-	 * deferred frees must survive that); three levels at most. Past that,
-	 * the interrupted handler goes on with SIGUSR1 blocked (its saved
-	 * mask, restored at this return): without it, a storm could stack
-	 * frames of this early return until the thread's stack overflows
-	 * (seen under ASan, where each frame is large and faults in new
-	 * stack pages, so the next signal lands before it returns). */
+	 * deferred frees must survive that); three levels at most. The third
+	 * runs with SIGUSR1 blocked (sigreturn restores the mask), and one
+	 * that slips in before that returns at once and leaves the third
+	 * blocked (its saved mask). Without it a storm stacked frames until
+	 * the thread's stack overflowed (seen under ASan on an AVX-512 CPU,
+	 * ~3.5 KiB a frame): a thread descheduled inside a handler gets the
+	 * pending signal delivered on top of it when it runs again, every
+	 * time, and each deeper frame faults in new stack pages. */
 	static __thread unsigned depth;
 	if (depth >= 3) {
 		sigaddset(&((ucontext_t *)ucv)->uc_sigmask, SIGUSR1);
 		return;
 	}
-	depth++;
+	if (++depth == 3) {
+		sigset_t usr1;
+		sigemptyset(&usr1);
+		sigaddset(&usr1, SIGUSR1);
+		pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+	}
 #if defined(__x86_64__)
 	const ucontext_t *uc = ucv;
 	uintptr_t ip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
@@ -534,38 +541,15 @@ struct signaller {
 	uint64_t s_sent;
 };
 
-/* A storm, but one the threads can live through: a worker gets its next
- * signal once its handler ran for the last one (or after 64 passes, since
- * SIGUSR1 does not queue and a signal may merge with a pending one). Sent
- * blindly, signals can arrive faster than the kernel builds their frames
- * (SA_NODEFER: each nests in the last; with AVX-512 a frame is ~3.5 KiB
- * and faults in new stack pages), and the thread overflows its stack
- * without running an instruction of its own. */
 static void *signaller_main(void *arg)
 {
 	struct signaller *s = arg;
-	uint64_t *seen = calloc(s->s_n, sizeof *seen);
-	unsigned *idle = calloc(s->s_n, sizeof *idle);
 
-	if (seen == NULL || idle == NULL) {
-		stress_error("signaller: out of memory");
-		free(seen);
-		free(idle);
-		return NULL;
-	}
 	while (!stopping()) {
-		for (unsigned i = 0; i < s->s_n && !stopping(); i++) {
-			uint64_t now = s->s_workers[i]->w_sigs;
-			if (now == seen[i] && ++idle[i] < 64)
-				continue;
-			seen[i] = now;
-			idle[i] = 0;
+		for (unsigned i = 0; i < s->s_n && !stopping(); i++)
 			if (pthread_kill(s->s_workers[i]->w_thread, SIGUSR1) == 0)
 				s->s_sent++;
-		}
 	}
-	free(seen);
-	free(idle);
 	return NULL;
 }
 
