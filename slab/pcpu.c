@@ -544,7 +544,8 @@ static struct mag *pcpu_swap_array(struct pcpu_slot *s, struct mag *m, uint32_t 
 {
 	if (m == NULL)
 		return NULL;
-	memcpy(m->m_rounds, s->p_rounds, keep * sizeof(void *));
+	if (keep != 0) /* a slot that started without an array has none */
+		memcpy(m->m_rounds, s->p_rounds, keep * sizeof(void *));
 	struct mag *gone = s->p_mag;
 	s->p_mag = m;
 	s->p_rounds = m->m_rounds;

@@ -541,15 +541,51 @@ struct signaller {
 	uint64_t s_sent;
 };
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A storm the threads can live through: a worker gets its next signal
+ * 100 us after the last once its handler was entered for it (so signals
+ * still land in handlers and nest), or after 1 ms (SIGUSR1 does not queue:
+ * one sent while another was pending merges with it). The 100 us keep the
+ * handlers' frees during one busy stretch of the thread (a lock holder
+ * preempted for a time slice) within what uslab can defer. Sent blindly, signals came
+ * faster than the kernel could build their frames on this VM's AVX-512
+ * CPU (~3.5 KiB each, a new stack page every other frame): the thread
+ * stacked frames without running an instruction until its stack
+ * overflowed (SA_NODEFER). */
 static void *signaller_main(void *arg)
 {
 	struct signaller *s = arg;
+	uint64_t *seen = calloc(s->s_n, sizeof *seen);
+	uint64_t *when = calloc(s->s_n, sizeof *when);
 
+	if (seen == NULL || when == NULL) {
+		stress_error("signaller: out of memory");
+		free(seen);
+		free(when);
+		return NULL;
+	}
 	while (!stopping()) {
-		for (unsigned i = 0; i < s->s_n && !stopping(); i++)
+		uint64_t now = mono_ns();
+		for (unsigned i = 0; i < s->s_n && !stopping(); i++) {
+			uint64_t sigs = s->s_workers[i]->w_sigs;
+			if (when[i] != 0 && (now - when[i] < 100000 ||
+			                     (sigs == seen[i] && now - when[i] < 1000000)))
+				continue;
+			seen[i] = sigs;
+			when[i] = now;
 			if (pthread_kill(s->s_workers[i]->w_thread, SIGUSR1) == 0)
 				s->s_sent++;
+		}
 	}
+	free(seen);
+	free(when);
 	return NULL;
 }
 
