@@ -554,12 +554,14 @@ static struct mag *pcpu_swap_array(struct pcpu_slot *s, struct mag *m, uint32_t 
 
 /* Drain slot @i: its rounds go to the slabs, the top 2 * PCPU_BUF at a
  * time (a grown slot holds more than a stack buffer), each under its own
- * stop. */
+ * stop; at most as many as it held at the first, so an owner freeing into
+ * it meanwhile cannot keep the drain going. */
 static size_t pcpu_drain_slot(struct uslab_cache *c, uint32_t i, bool quiescent)
 {
 	struct pcpu_slot *s = pcpu_slot(c, i);
 	void *buf[2 * PCPU_BUF];
 	size_t bytes = 0;
+	uint32_t left = PCPU_MAX_ROUNDS; /* set at the first stop */
 
 	for (;;) {
 		uint32_t cap = 0;
@@ -577,7 +579,11 @@ static size_t pcpu_drain_slot(struct uslab_cache *c, uint32_t i, bool quiescent)
 		}
 		uint32_t n = pcpu_word_count(s->p_word);
 		ASSERT(n <= c->c_pcpu_rounds);
+		if (left == PCPU_MAX_ROUNDS)
+			left = n;
 		uint32_t k = n < 2 * PCPU_BUF ? n : 2 * PCPU_BUF;
+		k = k < left ? k : left;
+		left -= k;
 		memcpy(buf, s->p_rounds + (n - k), k * sizeof(void *));
 		pcpu_set_owned(c, i, n - k);
 		pcpu_clear_stale(s, n - k);
@@ -589,7 +595,7 @@ static size_t pcpu_drain_slot(struct uslab_cache *c, uint32_t i, bool quiescent)
 		/* With no lock held: releasing slabs runs dtors, which may free
 		 * into any cache, and calls the page source. */
 		bytes += slab_free_bulk(c, buf, k);
-		if (k == n)
+		if (k == n || left == 0)
 			return bytes;
 	}
 }
@@ -843,13 +849,15 @@ static void pcpu_shrink(struct uslab_cache *c)
 		uint32_t keep = count < cap ? count : cap, extra = count - keep;
 		if (extra > 2 * PCPU_BUF) {
 			/* A grown slot holds more than the buffer: its top rounds
-			 * go first, and the slot is done again (i--). */
+			 * go first, and the slot is done again (i--), restarted
+			 * full (cap = what it keeps), so its owner cannot refill
+			 * it meanwhile and each pass leaves it smaller. */
 			keep = count - 2 * PCPU_BUF;
 			memcpy(buf, s->p_rounds + keep, 2 * PCPU_BUF * sizeof(void *));
 			pcpu_set_owned(c, i, keep);
 			pcpu_clear_stale(s, keep);
 			pcpu_count_drained(c, i, 2 * PCPU_BUF);
-			pcpu_restart(c, i, had);
+			pcpu_restart(c, i, keep);
 			lock_drop(&c->c_drain_lock);
 			depot_mag_put(m);
 			slab_free_bulk(c, buf, 2 * PCPU_BUF);
