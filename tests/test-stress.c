@@ -454,25 +454,13 @@ static void on_sigusr1(int sig, siginfo_t *si, void *ucv)
 		return;
 	w->w_sigs++;
 	/* SA_NODEFER: a signal may land in this handler and nest (uslab's
-	 * deferred frees must survive that); three levels at most. The third
-	 * runs with SIGUSR1 blocked (sigreturn restores the mask), and one
-	 * that slips in before that returns at once and leaves the third
-	 * blocked (its saved mask). Without it a storm stacked frames until
-	 * the thread's stack overflowed (seen under ASan on an AVX-512 CPU,
-	 * ~3.5 KiB a frame): a thread descheduled inside a handler gets the
-	 * pending signal delivered on top of it when it runs again, every
-	 * time, and each deeper frame faults in new stack pages. */
+	 * deferred frees must survive that); three levels at most. (The
+	 * signaller keeps the kernel from stacking frames faster than the
+	 * thread runs: signaller_main.) */
 	static __thread unsigned depth;
-	if (depth >= 3) {
-		sigaddset(&((ucontext_t *)ucv)->uc_sigmask, SIGUSR1);
+	if (depth == 3)
 		return;
-	}
-	if (++depth == 3) {
-		sigset_t usr1;
-		sigemptyset(&usr1);
-		sigaddset(&usr1, SIGUSR1);
-		pthread_sigmask(SIG_BLOCK, &usr1, NULL);
-	}
+	depth++;
 #if defined(__x86_64__)
 	const ucontext_t *uc = ucv;
 	uintptr_t ip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
