@@ -452,7 +452,8 @@ static void on_sigusr1(int sig, siginfo_t *si, void *ucv)
 	(void)si;
 	if (w == NULL)
 		return;
-	w->w_sigs++;
+	/* relaxed atomics: the signaller reads it (signaller_main) */
+	__atomic_fetch_add(&w->w_sigs, 1, __ATOMIC_RELAXED);
 	/* SA_NODEFER: a signal may land in this handler and nest (uslab's
 	 * deferred frees must survive that); three levels at most. (The
 	 * signaller keeps the kernel from stacking frames faster than the
@@ -562,7 +563,7 @@ static void *signaller_main(void *arg)
 	while (!stopping()) {
 		uint64_t now = mono_ns();
 		for (unsigned i = 0; i < s->s_n && !stopping(); i++) {
-			uint64_t sigs = s->s_workers[i]->w_sigs;
+			uint64_t sigs = __atomic_load_n(&s->s_workers[i]->w_sigs, __ATOMIC_RELAXED);
 			if (when[i] != 0 && (now - when[i] < 100000 ||
 			                     (sigs == seen[i] && now - when[i] < 1000000)))
 				continue;
