@@ -113,16 +113,22 @@ static long pcpu_sys_rseq(struct pcpu_rseq_area *a, int flags)
 	return syscall(__NR_rseq, a, (uint32_t)sizeof *a, flags, PCPU_RSEQ_SIG);
 }
 
-/* The thread's exit: unregister, so the kernel never writes the area
- * again, and leave cpu_id at -1 (a guard: every later hit misses). */
+/* Unregister, so the kernel never writes the area again, and leave
+ * cpu_id at -1 (a guard: every later hit misses). */
+static void pcpu_rseq_unregister(void)
+{
+	if (pcpu_sys_rseq(&pcpu_own_area, PCPU_RSEQ_UNREGISTER) == 0)
+		__atomic_store_n(&pcpu_own_area.cpu_id, (uint32_t)-1, __ATOMIC_RELAXED);
+}
+
+/* The thread's exit. */
 static void pcpu_rseq_gone(void *unused)
 {
 	(void)unused;
 	if (pcpu_rseq_state != PCPU_RSEQ_MINE)
 		return;
 	pcpu_rseq_state = PCPU_RSEQ_NEVER;
-	if (pcpu_sys_rseq(&pcpu_own_area, PCPU_RSEQ_UNREGISTER) == 0)
-		__atomic_store_n(&pcpu_own_area.cpu_id, (uint32_t)-1, __ATOMIC_RELAXED);
+	pcpu_rseq_unregister();
 }
 
 /* Register this thread's area (pcpu_rseq_ready found it never tried). A
@@ -163,8 +169,7 @@ static const char *pcpu_rseq_own_choose(void)
 		return why;
 	}
 	if (pcpu_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0) {
-		pcpu_sys_rseq(&pcpu_own_area, PCPU_RSEQ_UNREGISTER);
-		__atomic_store_n(&pcpu_own_area.cpu_id, (uint32_t)-1, __ATOMIC_RELAXED);
+		pcpu_rseq_unregister();
 		return "locked: membarrier cannot fence rseq";
 	}
 	pcpu_rseq_key_ok = pthread_key_create(&pcpu_rseq_key, pcpu_rseq_gone) == 0;
