@@ -24,7 +24,12 @@
  *   - each slab: its bitmap agrees with its count, and the counts with
  *     the cache's ("slab bookkeeping damaged");
  *   - each object whose red zone was written (Z): the red zone;
- *   - each free object that was poisoned (P): the poison.
+ *   - each free object that was poisoned (P): the poison, only while P is
+ *     on. With P off nothing keeps the poison map true (an object the fast
+ *     path hands out keeps its bit, and goes back unpoisoned); switching P
+ *     on clears the map under the slab layer's lock before the flag is
+ *     stored, so a validation that holds that lock and sees P sees a map
+ *     kept since it was cleared.
  * With the audit on, the objects neither free in a slab nor in a magazine
  * are listed as "leak" lines, grouped by allocation stack (not counted as
  * problems). Lines are gathered in a private mapping while the cache is
@@ -79,6 +84,7 @@ struct vctx {
 	uint64_t v_inuse; /* sum of s_inuse */
 	bool v_oom;       /* a buffer could not grow: figures partial */
 	bool v_leaks_wanted;
+	bool v_poison;         /* P was on, read with the slab layer's lock held */
 	unsigned char *v_copy; /* a slot's bytes, read (v_peek); c_slot bytes, mapped */
 };
 
@@ -160,7 +166,7 @@ static void v_slab(struct uslab_cache *c, struct slab *s, void *arg)
 				v_line(v, obj, USLAB_E_REDZONE, detail);
 			}
 		}
-		if (free && d != NULL &&
+		if (free && d != NULL && v->v_poison &&
 		    (d[(size_t)DBG_POISON * c->c_slab_words + i / 64] & bit) != 0) {
 			size_t at = v_first_not(obj, c->c_size, DBG_POISON_BYTE, v->v_copy);
 			if (at < c->c_size) {
@@ -229,6 +235,7 @@ static void v_run(struct uslab_cache *c, struct vctx *v)
 	bool all = pcpu_stop_objects(c, v_collect, v);
 	depot_lock_objects(c, v_collect, v);
 	slab_lock(c);
+	v->v_poison = (__atomic_load_n(&c->c_debug, __ATOMIC_ACQUIRE) & USLAB_DEBUG_POISON) != 0;
 	size_t n = v->v_mags.b_len / sizeof(void *);
 	void **m = (void **)v->v_mags.b_data;
 	if (n != 0)

@@ -570,6 +570,41 @@ START_TEST(debug_set_on_live_cache)
 }
 END_TEST
 
+/* P switched off: the objects it poisoned go out through the fast path
+ * (which keeps their poison bits), are written and come back unpoisoned.
+ * uslab_cache_validate must not call that a use after free (it did, and
+ * the threaded test below met it one run in fifty). */
+START_TEST(debug_poison_off_then_validate)
+{
+	struct uslab_cache *c = victim_with(64, USLAB_DEBUG_POISON);
+	void *o[8];
+	for (int i = 0; i < 8; i++)
+		ck_assert_ptr_nonnull(o[i] = uslab_cache_alloc(c));
+	for (int i = 0; i < 8; i++)
+		uslab_cache_free(c, o[i]);
+	ck_assert_int_eq(uslab_cache_set_debug(c, 0), 0);
+	for (int i = 0; i < 8; i++) {
+		ck_assert_ptr_nonnull(o[i] = uslab_cache_alloc(c));
+		memset(o[i], 0x11, 64);
+	}
+	for (int i = 0; i < 8; i++)
+		uslab_cache_free(c, o[i]);
+	ck_assert_int_eq(uslab_cache_validate(c, NULL), 0);
+	/* Switched on again, P checks what is poisoned from then on. */
+	ck_assert_int_eq(uslab_cache_set_debug(c, USLAB_DEBUG_POISON), 0);
+	ck_assert_int_eq(uslab_cache_validate(c, NULL), 0);
+	void *a = uslab_cache_alloc(c);
+	uslab_cache_free(c, a);
+	plant((char *)a + 5, 1); /* a write after free, while P is on */
+	FILE *quiet = fopen("/dev/null", "w");
+	ck_assert_int_eq(uslab_cache_validate(c, quiet), 1);
+	fclose(quiet);
+	plant((char *)a + 5, 0x6b);
+	ck_assert_int_eq(uslab_cache_validate(c, NULL), 0);
+	uslab_cache_destroy(c);
+}
+END_TEST
+
 /* Switched on and off while threads allocate and free: no false report,
  * nothing lost (the cache destroys cleanly). */
 struct toggle_run {
@@ -880,6 +915,7 @@ static Suite *debug_suite(void)
 		tcase_add_test(tc, debug_audit_names_the_stacks);
 		tcase_add_test(tc, debug_set_on_live_cache);
 		tcase_add_test(tc, debug_set_while_threads_run);
+		tcase_add_test(tc, debug_poison_off_then_validate);
 	}
 	suite_add_tcase(s, tc);
 
