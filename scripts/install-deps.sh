@@ -2,7 +2,9 @@
 # Install what uslab needs on Debian 12 (idempotent). Usage:
 #   scripts/install-deps.sh [bench] [fuzz] [perf] [programs] [all]
 #   core (always): compiler, meson, Check, liburcu, ncurses, sdt headers, valgrind, tmux,
-#                  clang-format (14 on Debian 12, the version .clang-format is written for)
+#                  clang-format (14 on Debian 12, the version .clang-format is written for),
+#                  memcached's clients and memcached itself (uslab-memcached's suite and
+#                  benchmark: memccapable, memcaslap, pymemcache; 2.5 MB in all)
 #   bench: jemalloc, tcmalloc, mimalloc (benchmark peers)
 #   fuzz:  clang, its libFuzzer runtime and llvm-symbolizer
 #   perf:  linux-perf (USDT probes, abort counting)
@@ -11,7 +13,8 @@
 set -euo pipefail
 
 pkgs=(build-essential meson ninja-build pkg-config check liburcu-dev libncurses-dev
-      systemtap-sdt-dev valgrind tmux procps python3 git clang-format)
+      systemtap-sdt-dev valgrind tmux procps python3 git clang-format
+      memcached libmemcached-tools python3-pymemcache)
 for group in "$@"; do
 	case "$group" in
 	bench) pkgs+=(libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev) ;;
