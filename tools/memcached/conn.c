@@ -218,7 +218,8 @@ static bool conn_parse(struct conn *c)
 		if (c->rlen == 0 || c->closing)
 			return true;
 		if (c->proto == MC_PROTO_UNKNOWN)
-			c->proto = (unsigned char)c->rbuf[0] == 0x80 ? MC_PROTO_BINARY : MC_PROTO_TEXT;
+			c->proto =
+				(unsigned char)c->rbuf[0] == 0x80 ? MC_PROTO_BINARY : MC_PROTO_TEXT;
 		c->want = 0;
 		long used = c->proto == MC_PROTO_BINARY ? bin_feed(c, c->rbuf, c->rlen)
 		                                        : text_feed(c, c->rbuf, c->rlen);

@@ -113,12 +113,12 @@ static struct table *tab;  /* atomic: readers load it with acquire */
 static uint64_t tab_seq;   /* odd while a resize relinks */
 static pthread_mutex_t stripes[ITEM_STRIPES];
 static uint64_t cas_next = 1;
-static uint64_t flush_cas;     /* items with cas <= this are gone */
-static uint32_t flush_at;      /* a delayed flush: mc_now when it takes effect (0: none) */
-static uint64_t mem_objs;      /* bytes of item objects allocated (atomic) */
-static uint64_t mem_large;     /* of which large values (atomic) */
-static uint64_t mem_held;      /* what uslab holds for items (held_update) */
-static uint64_t hand;          /* the clock hand (a bucket index, atomic) */
+static uint64_t flush_cas; /* items with cas <= this are gone */
+static uint32_t flush_at;  /* a delayed flush: mc_now when it takes effect (0: none) */
+static uint64_t mem_objs;  /* bytes of item objects allocated (atomic) */
+static uint64_t mem_large; /* of which large values (atomic) */
+static uint64_t mem_held;  /* what uslab holds for items (held_update) */
+static uint64_t hand;      /* the clock hand (a bucket index, atomic) */
 static pthread_t maint;
 static volatile int maint_stop;
 
@@ -153,7 +153,8 @@ static int classes_init(void)
 		struct item_class *k = &classes[nclasses];
 		k->size = size;
 		snprintf(k->name, sizeof k->name, "item-%u", size);
-		k->cache = uslab_cache_create(k->name, size, &(struct uslab_cache_conf){.align = 8});
+		k->cache =
+			uslab_cache_create(k->name, size, &(struct uslab_cache_conf){.align = 8});
 		if (k->cache == NULL)
 			return -1;
 		nclasses++;
@@ -200,7 +201,8 @@ static size_t item_bytes(const struct item *it)
 	size_t n = classes[it->cls].size;
 
 	if (it->iflags & IT_LARGE)
-		n += uslab_usable_size(((struct large *)(it->data + ((it->nkey + 7u) & ~7u)))->value);
+		n += uslab_usable_size(
+			((struct large *)(it->data + ((it->nkey + 7u) & ~7u)))->value);
 	return n;
 }
 
@@ -436,7 +438,8 @@ static struct item **find_live(struct table *t, uint64_t h, const char *key, siz
 		__atomic_fetch_add(&classes[it->cls].reclaimed, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&mc_g.reclaimed, 1, __ATOMIC_RELAXED);
 		if (!(it->iflags & IT_FETCHED) && it->exptime != 0 && it->exptime <= mc_now)
-			__atomic_fetch_add(&classes[it->cls].expired_unfetched, 1, __ATOMIC_RELAXED);
+			__atomic_fetch_add(&classes[it->cls].expired_unfetched, 1,
+			                   __ATOMIC_RELAXED);
 		unlink_at(p);
 		p = find_link(t, h, key, nkey);
 	}
@@ -611,7 +614,8 @@ enum mc_res item_store(struct item *it, enum mc_store op, uint64_t cas, uint64_t
 		{
 			/* it holds the new part; build old + new in a new item */
 			size_t n = (size_t)old->nbytes + it->nbytes;
-			struct item *both = item_alloc(it->data, it->nkey, old->flags, old->exptime, n);
+			struct item *both =
+				item_alloc(it->data, it->nkey, old->flags, old->exptime, n);
 			if (both == NULL) {
 				r = errno == E2BIG ? MC_TOO_LARGE : MC_NO_MEMORY;
 				break;
@@ -798,14 +802,17 @@ static size_t clock_walk(size_t nb, bool evict, size_t want)
 				__atomic_fetch_add(&kc->evicted, 1, __ATOMIC_RELAXED);
 				__atomic_fetch_add(&mc_g.evictions, 1, __ATOMIC_RELAXED);
 				if (!(f & IT_FETCHED)) {
-					__atomic_fetch_add(&kc->evicted_unfetched, 1, __ATOMIC_RELAXED);
-					__atomic_fetch_add(&mc_g.evicted_unfetched, 1, __ATOMIC_RELAXED);
+					__atomic_fetch_add(&kc->evicted_unfetched, 1,
+					                   __ATOMIC_RELAXED);
+					__atomic_fetch_add(&mc_g.evicted_unfetched, 1,
+					                   __ATOMIC_RELAXED);
 				}
 				unlink_at(p);
 				continue;
 			}
 			if (evict && (f & IT_ACCESSED))
-				__atomic_and_fetch(&it->iflags, (uint8_t)~IT_ACCESSED, __ATOMIC_RELAXED);
+				__atomic_and_fetch(&it->iflags, (uint8_t)~IT_ACCESSED,
+				                   __ATOMIC_RELAXED);
 			p = &it->hnext;
 		}
 		unlock_key(b);

@@ -145,7 +145,8 @@ static void parse_options(int argc, char **argv)
 			mc_set.threads = (int)parse_num(optarg, 1, 256, "thread count");
 			break;
 		case 'm':
-			mc_set.maxbytes = (uint64_t)parse_num(optarg, 1, 1 << 22, "memory limit") << 20;
+			mc_set.maxbytes = (uint64_t)parse_num(optarg, 1, 1 << 22, "memory limit")
+			                  << 20;
 			break;
 		case 'M':
 			mc_set.no_evict = true;
@@ -187,7 +188,8 @@ static void parse_options(int argc, char **argv)
 
 static int listen_on(const char *host, int port)
 {
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+	                         .ai_socktype = SOCK_STREAM,
 	                         .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *res;
 	char ps[16];
@@ -206,7 +208,8 @@ static int listen_on(const char *host, int port)
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 		if (bind(fd, a->ai_addr, a->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
-			fprintf(stderr, "uslab-memcached: %s:%d: %s\n", host, port, strerror(errno));
+			fprintf(stderr, "uslab-memcached: %s:%d: %s\n", host, port,
+			        strerror(errno));
 			close(fd);
 			fd = -1;
 		}
@@ -227,7 +230,8 @@ static void refuse(int fd)
 
 static void accept_loop(int lfd, struct worker *ws, int nw)
 {
-	struct pollfd p[2] = {{.fd = lfd, .events = POLLIN}, {.fd = stop_pipe[0], .events = POLLIN}};
+	struct pollfd p[2] = {{.fd = lfd, .events = POLLIN},
+	                      {.fd = stop_pipe[0], .events = POLLIN}};
 	int next = 0;
 
 	for (;;) {
@@ -269,8 +273,9 @@ int main(int argc, char **argv)
 	mc_started = (int64_t)time(NULL) - 2;
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)mc_set.maxconns + 64) {
-		rl.rlim_cur = rl.rlim_max < (rlim_t)mc_set.maxconns + 64 ? rl.rlim_max
-		                                                          : (rlim_t)mc_set.maxconns + 64;
+		rl.rlim_cur = rl.rlim_max < (rlim_t)mc_set.maxconns + 64
+		                      ? rl.rlim_max
+		                      : (rlim_t)mc_set.maxconns + 64;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 	if (items_init() != 0 || conns_init(mc_set.maxconns + 1024) != 0) {

@@ -67,11 +67,11 @@ enum mc_store { MC_SET, MC_ADD, MC_REPLACE, MC_APPEND, MC_PREPEND, MC_CAS };
 enum mc_res {
 	MC_STORED,
 	MC_NOT_STORED,
-	MC_EXISTS,     /* cas mismatch */
+	MC_EXISTS, /* cas mismatch */
 	MC_NOT_FOUND,
-	MC_TOO_LARGE,  /* larger than -I */
-	MC_NO_MEMORY,  /* -M and full, or no memory at all */
-	MC_NON_NUMERIC,/* incr/decr on a value that is not a number */
+	MC_TOO_LARGE,   /* larger than -I */
+	MC_NO_MEMORY,   /* -M and full, or no memory at all */
+	MC_NON_NUMERIC, /* incr/decr on a value that is not a number */
 	MC_DELETED,
 	MC_TOUCHED,
 };
@@ -150,6 +150,7 @@ void stats_settings(struct conn *c);
 void stats_slabs(struct conn *c);
 void stats_items(struct conn *c);
 void stats_conns(struct conn *c);
+void stats_uslab(struct conn *c);
 void stats_reset(void);
 /* A line "STAT name value\r\n" (text) or one binary stat packet. */
 void stats_emit(struct conn *c, const char *name, const char *fmt, ...)
@@ -157,10 +158,10 @@ void stats_emit(struct conn *c, const char *name, const char *fmt, ...)
 
 /* items.c's view of its classes, for stats slabs/items. */
 struct item_class_info {
-	uint32_t size;      /* object size */
-	uint64_t items;     /* linked */
+	uint32_t size;  /* object size */
+	uint64_t items; /* linked */
 	uint64_t evicted, expired_unfetched, evicted_unfetched, reclaimed;
-	uint32_t oldest;    /* age in seconds of the oldest access seen */
+	uint32_t oldest; /* age in seconds of the oldest access seen */
 	struct uslab_cache *cache;
 };
 unsigned items_nclasses(void);
@@ -182,9 +183,9 @@ struct conn {
 	uint64_t swallow; /* bytes to read and drop (an oversized value) */
 	char *wbuf;
 	size_t wlen, wcap, wsent;
-	bool closing;     /* close once the output is written */
-	bool noreply;     /* the current text command said noreply */
-	bool failed;      /* out of memory while answering: close */
+	bool closing;        /* close once the output is written */
+	bool noreply;        /* the current text command said noreply */
+	bool failed;         /* out of memory while answering: close */
 	uint64_t bin_opaque; /* the binary request being answered (stats) */
 	uint8_t bin_opcode;
 	struct conn *next_free;

@@ -237,7 +237,9 @@ static long cmd_store(struct conn *c, struct tok *t, int nt, enum mc_store op, c
 	memcpy(item_value(it), data, (size_t)bytes);
 	enum mc_res r = item_store(it, op, cas, NULL);
 	if (op == MC_CAS)
-		r == MC_STORED ? ts->cas_hits++ : r == MC_EXISTS ? ts->cas_badval++ : ts->cas_misses++;
+		r == MC_STORED   ? ts->cas_hits++
+		: r == MC_EXISTS ? ts->cas_badval++
+				 : ts->cas_misses++;
 	switch (r) {
 	case MC_STORED:
 		reply(c, "STORED\r\n");
@@ -272,7 +274,8 @@ static void cmd_delete(struct conn *c, struct tok *t, int nt)
 	int args = nt - (c->noreply ? 1 : 0);
 	if (args < 2 || args > 3 || !key_ok(&t[1]) || (args == 3 && !tok_is(&t[2], "0"))) {
 		c->noreply = false;
-		out_str(c, "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n");
+		out_str(c,
+		        "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n");
 		return;
 	}
 	enum mc_res r = item_delete(t[1].s, t[1].n, 0);
@@ -366,6 +369,8 @@ static void cmd_stats(struct conn *c, struct tok *t, int nt)
 		stats_items(c);
 	else if (tok_is(&t[1], "conns"))
 		stats_conns(c);
+	else if (tok_is(&t[1], "uslab"))
+		stats_uslab(c);
 	else if (tok_is(&t[1], "reset")) {
 		stats_reset();
 		out_str(c, "RESET\r\n");
@@ -549,7 +554,10 @@ static long meta_set(struct conn *c, struct tok *t, int nt, char *buf, size_t le
 		op = MC_SET;
 	enum mc_res r = item_store(it, op, cas, &newcas);
 	bool quiet = meta_flag(t, nt, 3, 'q') != NULL;
-	const char *code = r == MC_STORED ? "HD" : r == MC_EXISTS ? "EX" : r == MC_NOT_FOUND ? "NF" : "NS";
+	const char *code = r == MC_STORED      ? "HD"
+	                   : r == MC_EXISTS    ? "EX"
+	                   : r == MC_NOT_FOUND ? "NF"
+	                                       : "NS";
 	if (r == MC_TOO_LARGE || r == MC_NO_MEMORY) {
 		out_str(c, "SERVER_ERROR out of memory storing object\r\n");
 		return used;
@@ -639,7 +647,10 @@ static void meta_arith(struct conn *c, struct tok *t, int nt)
 	(void)touch;
 	enum mc_res r = item_delta(t[1].s, t[1].n, incr, delta, viv >= 0, initial,
 	                           viv >= 0 ? mc_exptime(viv) : 0, cas, &v, &newcas);
-	const char *code = r == MC_STORED ? "HD" : r == MC_NOT_FOUND ? "NF" : r == MC_EXISTS ? "EX" : "NS";
+	const char *code = r == MC_STORED      ? "HD"
+	                   : r == MC_NOT_FOUND ? "NF"
+	                   : r == MC_EXISTS    ? "EX"
+	                                       : "NS";
 	if (r == MC_NON_NUMERIC) {
 		out_str(c, "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
 		return;
@@ -676,7 +687,8 @@ long text_feed(struct conn *c, char *buf, size_t len)
 	char *nl = memchr(buf, '\n', len);
 
 	if (nl == NULL) {
-		bool get = len >= 4 && (memcmp(buf, "get ", 4) == 0 || memcmp(buf, "gets ", 5) == 0);
+		bool get =
+			len >= 4 && (memcmp(buf, "get ", 4) == 0 || memcmp(buf, "gets ", 5) == 0);
 		if (len > (get ? TEXT_GET_LINE_MAX : MC_LINE_MAX)) {
 			__atomic_fetch_add(&mc_g.closed_long_line, 1, __ATOMIC_RELAXED);
 			mc_log(1, "<%d line too long: closed", c->fd);
@@ -746,7 +758,10 @@ long text_feed(struct conn *c, char *buf, size_t len)
 		out_str(c, "VERSION " MC_VERSION "\r\n");
 	else if (tok_is(cmd, "verbosity")) {
 		c->noreply = nt > 1 && tok_is(&t[nt - 1], "noreply");
-		reply(c, nt >= 2 ? "OK\r\n" : "ERROR\r\n");
+		if (nt == 2 || nt == 3)
+			reply(c, "OK\r\n");
+		else
+			out_str(c, "ERROR\r\n");
 	} else if (tok_is(cmd, "stats"))
 		cmd_stats(c, t, nt);
 	else if (tok_is(cmd, "quit"))

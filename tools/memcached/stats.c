@@ -95,7 +95,8 @@ void stats_general(struct conn *c)
 	stats_emit(c, "version", "%s", MC_VERSION);
 	stats_emit(c, "libevent", "none (epoll)");
 	stats_emit(c, "pointer_size", "%d", (int)(8 * sizeof(void *)));
-	stats_emit(c, "rusage_user", "%ld.%06ld", (long)ru.ru_utime.tv_sec, (long)ru.ru_utime.tv_usec);
+	stats_emit(c, "rusage_user", "%ld.%06ld", (long)ru.ru_utime.tv_sec,
+	           (long)ru.ru_utime.tv_usec);
 	stats_emit(c, "rusage_system", "%ld.%06ld", (long)ru.ru_stime.tv_sec,
 	           (long)ru.ru_stime.tv_usec);
 	stats_emit(c, "max_connections", "%d", mc_set.maxconns);
@@ -244,6 +245,46 @@ void stats_items(struct conn *c)
 	}
 }
 
+/* "stats uslab": every uslab cache of the process, its objects held and
+ * what uslab_cache_validate() finds in it now (problems are printed on
+ * stderr): the tests' proof that nothing leaked and nothing broke. */
+struct cache_list {
+	struct uslab_cache *c[256];
+	unsigned n;
+};
+
+static int cache_add(struct uslab_cache *cache, void *arg)
+{
+	struct cache_list *l = arg;
+
+	if (l->n < 256)
+		l->c[l->n++] = cache;
+	return 0;
+}
+
+void stats_uslab(struct conn *c)
+{
+	static struct cache_list l; /* one "stats uslab" at a time */
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	char name[80];
+
+	pthread_mutex_lock(&lock);
+	l.n = 0;
+	uslab_foreach_cache(cache_add, &l);
+	for (unsigned i = 0; i < l.n; i++) {
+		struct uslab_stats st;
+		const char *cn = uslab_cache_name(l.c[i]);
+		if (uslab_cache_stats(l.c[i], &st) != 0)
+			continue;
+		snprintf(name, sizeof name, "%s:active", cn);
+		stats_emit(c, name, "%llu", U(st.active_objs));
+		snprintf(name, sizeof name, "%s:problems", cn);
+		stats_emit(c, name, "%ld", uslab_cache_validate(l.c[i], stderr));
+	}
+	pthread_mutex_unlock(&lock);
+	stats_emit(c, "mode", "%s", uslab_mode());
+}
+
 static void conn_line(struct conn *x, void *arg)
 {
 	struct conn *c = arg;
@@ -253,7 +294,9 @@ static void conn_line(struct conn *x, void *arg)
 	stats_emit(c, name, "%s", x->wlen > x->wsent ? "conn_write" : "conn_read");
 	snprintf(name, sizeof name, "%d:protocol", x->fd);
 	stats_emit(c, name, "%s",
-	           x->proto == MC_PROTO_BINARY ? "binary" : x->proto == MC_PROTO_TEXT ? "ascii" : "none");
+	           x->proto == MC_PROTO_BINARY ? "binary"
+	           : x->proto == MC_PROTO_TEXT ? "ascii"
+	                                       : "none");
 }
 
 void stats_conns(struct conn *c)
