@@ -168,7 +168,8 @@ void conn_new(struct worker *w, int fd)
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+	c->events = EPOLLIN | EPOLLRDHUP;
+	struct epoll_event ev = {.events = c->events, .data.ptr = c};
 	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
 		conn_release(c);
 		return;
@@ -297,8 +298,11 @@ static void conn_events(struct worker *w, struct conn *c, uint32_t events)
 		want |= EPOLLOUT;
 	if (c->wlen - c->wsent <= CONN_WBUF_HIGH)
 		want |= EPOLLIN;
-	struct epoll_event ev = {.events = want, .data.ptr = c};
-	epoll_ctl(w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+	if (want != c->events) {
+		struct epoll_event ev = {.events = want, .data.ptr = c};
+		epoll_ctl(w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+		c->events = want;
+	}
 }
 
 /* ---- The worker ---- */
