@@ -19,7 +19,7 @@
  * 1. An item is one object: a 32-byte header, the key, the value (no
  *    "\r\n": the protocols add it as they write). Its cache is the item
  *    class that holds it: 48 to 128 bytes in steps of 8, then steps of
- *    an eighth up to ITEM_INLINE_MAX, each a uslab cache of its own
+ *    a sixteenth up to ITEM_INLINE_MAX (at most 6% lost to rounding), each a uslab cache of its own
  *    ("item-80"), so `stats slabs` lists uslab's caches and uslabtop
  *    shows them. A larger value lives in uslab's size classes and the
  *    item (class "item-large") points at it. The header keeps no LRU
@@ -62,7 +62,7 @@
 #define ITEM_STRIPES 1024u
 #define ITEM_POWER_MIN 10
 #define ITEM_POWER_MAX 30
-#define ITEM_MAX_CLASSES 64
+#define ITEM_MAX_CLASSES 128
 
 enum {
 	IT_LINKED = 1,
@@ -160,7 +160,7 @@ static int classes_init(void)
 		nclasses++;
 		if (size >= ITEM_INLINE_MAX)
 			break;
-		uint32_t step = size < 128 ? 8 : ((size / 8) + 7) & ~7u;
+		uint32_t step = size < 128 ? 8 : ((size / 16) + 7) & ~7u;
 		size += step;
 		if (size > ITEM_INLINE_MAX)
 			size = ITEM_INLINE_MAX;
