@@ -148,7 +148,9 @@ DEL list
 EXISTS list
 "
 run_redis() {
-	local port=$((20000 + RANDOM % 20000))
+	# A port nobody listens on (a random one once met another server's).
+	local port
+	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 	in_mode "$1" redis-server --port "$port" --save '' --appendonly no --daemonize no \
 		--dir "$dir" >"$dir/redis.$1.log" 2>&1 &
 	local pid=$! i
@@ -157,6 +159,7 @@ run_redis() {
 		sleep 0.1
 	done
 	local rc=0
+	kill -0 "$pid" 2>/dev/null || { cat "$dir/redis.$1.log"; return 1; } # ours, not another
 	timeout 300 redis-benchmark -p "$port" -r 100000 -n 200000 -P 16 -q \
 		-t set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,lrange_100,mset \
 		>"$dir/redis-bench.$1.log" 2>&1 || rc=1
