@@ -24,7 +24,7 @@ extern void *__libc_memalign(size_t a, size_t n);
 extern void __libc_free(void *p);
 
 static volatile int armed;
-static char count_file[256]; /* MALLOC_COUNT_FILE, read at start */
+static char count_file[256];    /* MALLOC_COUNT_FILE, read at start */
 static unsigned long counts[4]; /* malloc, calloc, realloc, memalign */
 
 static void count(int i)

@@ -186,7 +186,7 @@ struct conn {
 	bool closing;        /* close once the output is written */
 	bool noreply;        /* the current text command said noreply */
 	bool failed;         /* out of memory while answering: close */
-	uint32_t events; /* what epoll waits for now (conn.c) */
+	uint32_t events;     /* what epoll waits for now (conn.c) */
 	uint64_t bin_opaque; /* the binary request being answered (stats) */
 	uint8_t bin_opcode;
 	struct conn *next_free;
