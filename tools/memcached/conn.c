@@ -38,7 +38,7 @@
 #define CONN_RBUF_MIN 2048
 #define CONN_READ_TURN (256u << 10)
 #define CONN_WBUF_HIGH (4u << 20)
-#define CONN_IDLE_KEEP (64u << 10) /* buffers above this are shrunk when idle */
+#define CONN_IDLE_KEEP (256u << 10) /* buffers above this are freed when idle */
 
 USLAB_DEFINE_TYPED(conn, conn_cache)
 

@@ -19,8 +19,8 @@
  * 1. An item is one object: a 32-byte header, the key, the value (no
  *    "\r\n": the protocols add it as they write). Its cache is the item
  *    class that holds it: 48 to 128 bytes in steps of 8, then steps of
- *    a sixteenth up to ITEM_INLINE_MAX (at most 6% lost to rounding), each a uslab cache of its own
- *    ("item-80"), so `stats slabs` lists uslab's caches and uslabtop
+ *    a sixteenth up to ITEM_INLINE_MAX (at most 6% lost to rounding),
+ *    each a uslab cache of its own ("item-80"), so `stats slabs` lists uslab's caches and uslabtop
  *    shows them. A larger value lives in uslab's size classes and the
  *    item (class "item-large") points at it. The header keeps no LRU
  *    links: eviction is CLOCK over the hash table (§4), which saves the
@@ -53,16 +53,17 @@
  *    (the same walk, in the maintenance thread) reclaims them in the
  *    background. With -M the allocation fails instead. What uslab holds
  *    for the items (items_mem_held: the item caches' slabs, from
- *    uslab_cache_stats) is read every 200 ms; past -m the item caches
- *    are reaped.
+ *    uslab_cache_stats) is read every 200 ms: past -m the item caches
+ *    are reaped, and what they still hold beyond the objects counts
+ *    against -m too, so -m bounds the memory, not just the objects.
  */
 
 #define ITEM_HDR 32
-#define ITEM_INLINE_MAX 16384u
+#define ITEM_INLINE_MAX (256u << 10)
 #define ITEM_STRIPES 1024u
 #define ITEM_POWER_MIN 10
 #define ITEM_POWER_MAX 30
-#define ITEM_MAX_CLASSES 128
+#define ITEM_MAX_CLASSES 192
 
 enum {
 	IT_LINKED = 1,
@@ -118,6 +119,7 @@ static uint32_t flush_at;  /* a delayed flush: mc_now when it takes effect (0: n
 static uint64_t mem_objs;  /* bytes of item objects allocated (atomic) */
 static uint64_t mem_large; /* of which large values (atomic) */
 static uint64_t mem_held;  /* what uslab holds for items (held_update) */
+static uint64_t mem_slack; /* of which beyond the objects: counted against -m */
 static uint64_t hand;      /* the clock hand (a bucket index, atomic) */
 static pthread_t maint;
 static volatile int maint_stop;
@@ -259,6 +261,16 @@ static void large_free_cb(struct rcu_head *h)
 
 static bool evict_some(size_t want);
 
+/* Would @need bytes more pass -m? The objects, and what uslab holds for
+ * them beyond their sizes (partly empty slabs, frees waiting for a grace
+ * period), as held_update last saw it. */
+static bool mem_over(size_t need)
+{
+	return __atomic_load_n(&mem_objs, __ATOMIC_RELAXED) +
+	               __atomic_load_n(&mem_slack, __ATOMIC_RELAXED) + need >
+	       mc_set.maxbytes;
+}
+
 struct item *item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t exptime,
                         size_t nbytes)
 {
@@ -271,8 +283,13 @@ struct item *item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t e
 	unsigned cls = large ? large_cls : class_of(total);
 	size_t need = classes[cls].size + (large ? nbytes : 0);
 
-	if (items_mem_used() + need > mc_set.maxbytes) {
-		if (mc_set.no_evict || !evict_some(need)) {
+	/* Without -M, what eviction cannot win back of uslab's slack (objects
+	 * in magazines, slabs partly used) does not fail the store: only
+	 * the objects themselves must fit then. */
+	if (mem_over(need)) {
+		if (mc_set.no_evict ||
+		    (!evict_some(need) &&
+		     __atomic_load_n(&mem_objs, __ATOMIC_RELAXED) + need > mc_set.maxbytes)) {
 			__atomic_fetch_add(&mc_g.outofmemory, 1, __ATOMIC_RELAXED);
 			errno = ENOMEM;
 			return NULL;
@@ -559,6 +576,10 @@ bool item_get(const char *key, size_t nkey, bool touch, uint32_t exptime,
 		else
 			ts->get_expired++;
 		it = NULL;
+		/* Gone at once, as memcached drops it (find_live unlinks it). */
+		struct table *t = lock_key(h);
+		(void)find_live(t, h, key, nkey);
+		unlock_key(h);
 	}
 	if (it != NULL) {
 		if (touch)
@@ -831,10 +852,10 @@ static bool evict_some(size_t want)
 		size_t step = left < 64 ? left : 64;
 		clock_walk(step, true, want);
 		left -= step;
-		if (items_mem_used() + want <= mc_set.maxbytes)
+		if (!mem_over(want))
 			return true;
 	}
-	return items_mem_used() + want <= mc_set.maxbytes;
+	return !mem_over(want);
 }
 
 uint64_t items_mem_used(void)
@@ -847,24 +868,35 @@ uint64_t items_mem_held(void)
 	return __atomic_load_n(&mem_held, __ATOMIC_RELAXED);
 }
 
-/* What uslab holds for items: the item caches' slabs, from its own
- * statistics, and the large values (in the size classes, counted as
- * their usable sizes). Past -m the caches are reaped, and if that is
- * not enough, the clock evicts the difference. */
-static void held_update(void)
+/* The item caches' slabs, from uslab's own statistics, and the large
+ * values (in the size classes, counted as their usable sizes). */
+static uint64_t held_now(void)
 {
 	uint64_t held = __atomic_load_n(&mem_large, __ATOMIC_RELAXED);
 
 	for (unsigned i = 0; i < nclasses; i++) {
 		struct uslab_stats st;
 		if (uslab_cache_stats(classes[i].cache, &st) == 0)
-			held += st.bytes_total;
+			held += st.bytes_total - st.purged_slabs * st.slab_size;
 	}
+	return held;
+}
+
+/* Past -m the item caches are reaped first; what uslab still holds
+ * beyond the objects then counts against -m (mem_over), so the clock
+ * evicts until the memory uslab holds, not just the objects, fits. */
+static void held_update(void)
+{
+	uint64_t held = held_now();
+
+	if (held > mc_set.maxbytes) {
+		for (unsigned i = 0; i < nclasses; i++)
+			uslab_cache_reap(classes[i].cache);
+		held = held_now();
+	}
+	uint64_t objs = __atomic_load_n(&mem_objs, __ATOMIC_RELAXED);
 	__atomic_store_n(&mem_held, held, __ATOMIC_RELAXED);
-	if (held <= mc_set.maxbytes)
-		return;
-	for (unsigned i = 0; i < nclasses; i++)
-		uslab_cache_reap(classes[i].cache);
+	__atomic_store_n(&mem_slack, held > objs ? held - objs : 0, __ATOMIC_RELAXED);
 }
 
 static void *maint_main(void *arg)

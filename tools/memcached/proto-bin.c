@@ -14,9 +14,12 @@
  * lengths for the opcode, memcached's rules) is checked before the body
  * is waited for, so a bad request or a value above -I is answered at
  * once and its body skipped (what the buffer holds is consumed, the rest
- * is left to c->swallow) instead of being buffered. A good one is run
- * once all of it is in the buffer (c->want: its size), straight from the
- * buffer: key, extras and value are pointers into it.
+ * is left to c->swallow) instead of being buffered; the connection stays
+ * open (memcached closes it after an "Invalid arguments"). Only a frame
+ * that cannot be (key and extras longer than the body) closes it, and a
+ * bad magic at once. A good packet is run once all of it is in the
+ * buffer (c->want: its size), straight from the buffer: key, extras and
+ * value are pointers into it.
  *
  * Every answer is a header built on the stack plus out_add()s of the
  * extras, key and value; a lookup copies the item's key and value out
@@ -145,12 +148,6 @@ static void fill_hdr(uint8_t *h, uint8_t opcode, uint32_t opaque, uint16_t statu
 	put64(h + 16, cas);
 }
 
-static void out_bytes(struct conn *c, const void *p, size_t n)
-{
-	if (n != 0)
-		out_add(c, p, n);
-}
-
 /* A success: header, @ext (@extlen bytes), @key, @val. Not for quiet requests. */
 static void send_ok(struct conn *c, const struct bin_req *r, uint64_t cas, const void *ext,
                     uint8_t extlen, const char *key, uint16_t nkey, const void *val, size_t nval)
@@ -159,10 +156,11 @@ static void send_ok(struct conn *c, const struct bin_req *r, uint64_t cas, const
 
 	fill_hdr(h, r->opcode, r->opaque, ST_OK, extlen, nkey, (uint32_t)(extlen + nkey + nval),
 	         mc_set.cas_off ? 0 : cas);
-	memcpy(h + HDR, ext, extlen);
+	if (extlen != 0)
+		memcpy(h + HDR, ext, extlen);
 	out_add(c, h, HDR + (size_t)extlen);
-	out_bytes(c, key, nkey);
-	out_bytes(c, val, nval);
+	out_add(c, key, nkey);
+	out_add(c, val, nval);
 }
 
 /* A success with an optional value, unless the request is quiet. */
@@ -214,8 +212,8 @@ void bin_stat(struct conn *c, const char *k, size_t nk, const char *v, size_t nv
 	fill_hdr(h, c->bin_opcode, (uint32_t)c->bin_opaque, ST_OK, 0, (uint16_t)nk,
 	         (uint32_t)(nk + nv), 0);
 	out_add(c, h, HDR);
-	out_bytes(c, k, nk);
-	out_bytes(c, v, nv);
+	out_add(c, k, nk);
+	out_add(c, v, nv);
 }
 
 /* ---- Lookups: get, getk, gat, gatk, touch and their quiet twins ---- */
@@ -483,14 +481,6 @@ static void bin_stats(struct conn *c, const struct bin_req *r)
 	bin_stat(c, NULL, 0, NULL, 0); /* the end */
 }
 
-static void bin_verbosity(struct conn *c, const struct bin_req *r)
-{
-	uint32_t level = get32(r->ext);
-
-	__atomic_store_n(&mc_set.verbose, level > 2 ? 2 : (int)level, __ATOMIC_RELAXED);
-	reply(c, r, 0, NULL, 0);
-}
-
 static void bin_run(struct conn *c, const struct bin_req *r)
 {
 	switch (r->cmd) {
@@ -523,6 +513,7 @@ static void bin_run(struct conn *c, const struct bin_req *r)
 		bin_flush(c, r);
 		break;
 	case OP_NOOP:
+	case OP_VERBOSITY: /* accepted, as the text protocol's (-v stays) */
 		reply(c, r, 0, NULL, 0);
 		break;
 	case OP_VERSION:
@@ -530,9 +521,6 @@ static void bin_run(struct conn *c, const struct bin_req *r)
 		break;
 	case OP_STAT:
 		bin_stats(c, r);
-		break;
-	case OP_VERBOSITY:
-		bin_verbosity(c, r);
 		break;
 	}
 }
@@ -637,8 +625,7 @@ static void parse_hdr(struct bin_req *r, const uint8_t *p)
 	r->keylen = (uint16_t)(p[2] << 8 | p[3]);
 	r->extlen = p[4];
 	r->bodylen = get32(p + 8);
-	memcpy(&r->opaque, p + 12, sizeof r->opaque);
-	r->opaque = be32toh(r->opaque);
+	r->opaque = get32(p + 12);
 	r->cas = get64(p + 16);
 }
 
@@ -668,6 +655,18 @@ static long feed_one(struct conn *c, const uint8_t *p, size_t avail)
 		c->closing = true;
 		return (long)avail;
 	}
+	r.ext = p + HDR;
+	r.key = (const char *)r.ext + r.extlen;
+	if (st == ST_TOO_LARGE && r.cmd == OP_SET) {
+		/* the key is wanted: such a set drops the old value */
+		size_t head = HDR + (size_t)r.extlen + r.keylen;
+		if (avail < head) {
+			c->want = head;
+			return 0;
+		}
+		store_failed(c, &r, ST_TOO_LARGE);
+		return skip(c, avail, total);
+	}
 	if (st != ST_OK) {
 		send_error(c, &r, (uint16_t)st);
 		return skip(c, avail, total);
@@ -676,8 +675,6 @@ static long feed_one(struct conn *c, const uint8_t *p, size_t avail)
 		c->want = (size_t)total;
 		return 0;
 	}
-	r.ext = p + HDR;
-	r.key = (const char *)r.ext + r.extlen;
 	r.val = r.key + r.keylen;
 	r.nval = r.bodylen - r.extlen - r.keylen;
 	bin_run(c, &r);
