@@ -211,6 +211,8 @@ void stats_slabs(struct conn *c)
 		SLAB("items", "%llu", U(k.items));
 		SLAB("page_bytes", "%llu", U(st.slab_size));
 		SLAB("magazine_chunks", "%llu", U(st.pcpu_objs + st.depot_objs));
+		SLAB("rcu_chunks", "%llu", U(st.rcu_objs));
+		SLAB("rcu_waits", "%llu", U(st.rcu_waits));
 #undef SLAB
 	}
 	stats_emit(c, "active_slabs", "%u", active);
