@@ -57,7 +57,8 @@
  *    for the items (items_mem_held: the item caches' slabs, from
  *    uslab_cache_stats) is read every 200 ms: past -m the item caches
  *    are reaped, and what they still hold beyond the objects counts
- *    against -m too, so -m bounds the memory, not just the objects.
+ *    against -m too, up to an eighth of it (mem_over), so -m bounds the
+ *    memory, not just the objects, without evicting the cache empty.
  */
 
 #define ITEM_HDR 32
@@ -282,11 +283,21 @@ static bool evict_some(size_t want);
 /* Would @need bytes more pass -m? The objects, and what uslab holds for
  * them beyond their sizes (partly empty slabs, frees waiting for a grace
  * period), as held_update last saw it. */
+static bool objs_fit(size_t need)
+{
+	return __atomic_load_n(&mem_objs, __ATOMIC_RELAXED) + need <= mc_set.maxbytes;
+}
+
 static bool mem_over(size_t need)
 {
-	return __atomic_load_n(&mem_objs, __ATOMIC_RELAXED) +
-	               __atomic_load_n(&mem_slack, __ATOMIC_RELAXED) + need >
-	       mc_set.maxbytes;
+	uint64_t slack = __atomic_load_n(&mem_slack, __ATOMIC_RELAXED);
+
+	/* At most an eighth of -m: an eviction frees an object into a slab
+	 * still in use, which gives nothing back until the slab is empty, so
+	 * counting all the slack would evict the cache down to nothing. */
+	if (slack > mc_set.maxbytes / 8)
+		slack = mc_set.maxbytes / 8;
+	return __atomic_load_n(&mem_objs, __ATOMIC_RELAXED) + slack + need > mc_set.maxbytes;
 }
 
 struct item *item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t exptime,
@@ -301,17 +312,19 @@ struct item *item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t e
 	unsigned cls = large ? large_cls : class_of(total);
 	size_t need = classes[cls].size + (large ? nbytes : 0);
 
-	/* Without -M, what eviction cannot win back of uslab's slack (objects
-	 * in magazines, slabs partly used) does not fail the store: only
-	 * the objects themselves must fit then. */
-	if (mem_over(need)) {
-		if (mc_set.no_evict ||
-		    (!evict_some(need) &&
-		     __atomic_load_n(&mem_objs, __ATOMIC_RELAXED) + need > mc_set.maxbytes)) {
-			__atomic_fetch_add(&mc_g.outofmemory, 1, __ATOMIC_RELAXED);
-			errno = ENOMEM;
-			return NULL;
-		}
+	/* -M fails a store when the objects would not fit (what a delete
+	 * frees fits again at once). Without it, past -m the clock evicts,
+	 * and what it cannot win back of uslab's slack does not fail the
+	 * store: only the objects must fit then. */
+	bool refuse = false;
+	if (mc_set.no_evict)
+		refuse = !objs_fit(need);
+	else if (mem_over(need) && !evict_some(need))
+		refuse = !objs_fit(need);
+	if (refuse) {
+		__atomic_fetch_add(&mc_g.outofmemory, 1, __ATOMIC_RELAXED);
+		errno = ENOMEM;
+		return NULL;
 	}
 	struct uslab_cache *kc = class_cache(cls);
 	struct item *it = kc != NULL ? uslab_cache_alloc(kc) : NULL;

@@ -16,13 +16,13 @@
  * says how much it needs) and parsed again when more came; one too large
  * for -I is answered at once and its data swallowed as it arrives, so it
  * is never buffered. A line of more than MC_LINE_MAX bytes without a
- * newline closes the connection (a get with many keys may be longer:
- * TEXT_GET_LINE_MAX). Answers go through reply(), which honours noreply.
+ * newline closes the connection (a get with many keys may be longer, up
+ * to TEXT_GET_LINE_MAX: it is parsed in place). Answers go through reply(), which honours noreply.
  * Values are copied into the output inside item_get's callback.
  */
 
 #define TEXT_MAX_TOKENS 24
-#define TEXT_GET_LINE_MAX (64u << 10)
+#define TEXT_GET_LINE_MAX (2u << 20)
 
 struct tok {
 	char *s;
@@ -210,9 +210,11 @@ static long cmd_store(struct conn *c, struct tok *t, int nt, enum mc_store op, c
 	}
 	if (bytes > mc_set.item_max || bytes > UINT32_MAX - 2) {
 		ts->set_cmds++;
-		out_str(c, "SERVER_ERROR object too large for cache\r\n");
+		reply(c, "SERVER_ERROR object too large for cache\r\n");
 		c->noreply = false;
 		c->swallow = bytes + 2;
+		if (op == MC_SET) /* no stale value, as memcached */
+			(void)item_delete(t[1].s, t[1].n, 0);
 		return (long)line_len;
 	}
 	if (len < line_len + bytes + 2) {
@@ -232,6 +234,8 @@ static long cmd_store(struct conn *c, struct tok *t, int nt, enum mc_store op, c
 		reply(c, errno == E2BIG ? "SERVER_ERROR object too large for cache\r\n"
 		                        : "SERVER_ERROR out of memory storing object\r\n");
 		c->noreply = false;
+		if (op == MC_SET) /* no stale value, as memcached */
+			(void)item_delete(t[1].s, t[1].n, 0);
 		return (long)(line_len + bytes + 2);
 	}
 	memcpy(item_value(it), data, (size_t)bytes);
@@ -686,9 +690,9 @@ long text_feed(struct conn *c, char *buf, size_t len)
 {
 	char *nl = memchr(buf, '\n', len);
 
+	bool get = (len >= 4 && (memcmp(buf, "get ", 4) == 0 || memcmp(buf, "gat ", 4) == 0)) ||
+	           (len >= 5 && (memcmp(buf, "gets ", 5) == 0 || memcmp(buf, "gats ", 5) == 0));
 	if (nl == NULL) {
-		bool get =
-			len >= 4 && (memcmp(buf, "get ", 4) == 0 || memcmp(buf, "gets ", 5) == 0);
 		if (len > (get ? TEXT_GET_LINE_MAX : MC_LINE_MAX)) {
 			__atomic_fetch_add(&mc_g.closed_long_line, 1, __ATOMIC_RELAXED);
 			mc_log(1, "<%d line too long: closed", c->fd);
@@ -700,23 +704,25 @@ long text_feed(struct conn *c, char *buf, size_t len)
 	size_t n = line_len - 1;
 	if (n > 0 && buf[n - 1] == '\r')
 		n--;
-	/* The line, NUL-terminated in a copy: the data after it stays. */
-	char line[TEXT_GET_LINE_MAX + 1];
-	if (n > TEXT_GET_LINE_MAX)
-		return -1;
+	c->noreply = false;
+	if (get) {
+		/* Taken whole: NUL-terminated in place, any number of keys. */
+		buf[n] = '\0';
+		mc_log(2, "<%d %.*s", c->fd, n > 200 ? 200 : (int)n, buf);
+		cmd_get_line(c, buf, buf[3] == 's', buf[1] == 'a');
+		return (long)line_len;
+	}
+	/* Any other line, NUL-terminated in a copy: a storage command's data
+	 * after it may not have arrived, and the line is parsed again then. */
+	char line[MC_LINE_MAX + 1];
+	if (n > MC_LINE_MAX) {
+		out_str(c, "CLIENT_ERROR line too long\r\n");
+		return (long)line_len;
+	}
 	memcpy(line, buf, n);
 	line[n] = '\0';
 	mc_log(2, "<%d %s", c->fd, line);
-	c->noreply = false;
 
-	if ((n >= 4 && memcmp(line, "get ", 4) == 0) || (n >= 5 && memcmp(line, "gets ", 5) == 0)) {
-		cmd_get_line(c, line, line[3] == 's', false);
-		return (long)line_len;
-	}
-	if ((n >= 4 && memcmp(line, "gat ", 4) == 0) || (n >= 5 && memcmp(line, "gats ", 5) == 0)) {
-		cmd_get_line(c, line, line[3] == 's', true);
-		return (long)line_len;
-	}
 	struct tok t[TEXT_MAX_TOKENS];
 	int nt = tokenize(line, t, TEXT_MAX_TOKENS);
 	if (nt == 0) {
