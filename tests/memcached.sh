@@ -144,7 +144,7 @@ snapshot() {
 check_uslab() {
 	local fd line try when ok
 	local curr1 curr2 items problems conns mode
-	exec {fd}<>"/dev/tcp/127.0.0.1/$1"
+	exec {fd}<>"/dev/tcp/127.0.0.1/$1" || { fail "stats uslab: cannot connect"; return; }
 	for when in "as the clients left it" "after flush_all"; do
 		if [ "$when" = "after flush_all" ]; then
 			printf 'flush_all\r\nget nothing\r\n' >&"$fd"
@@ -238,7 +238,11 @@ pass() {
 		cat "$dir/out"
 	fi
 
-	check_uslab "$main"
+	if kill -0 "$main_pid" 2>/dev/null; then
+		check_uslab "$main"
+	else
+		fail "main: the server died under the clients (the end of its log below)"
+	fi
 	stop main "$main_pid"
 	local i names=(evict noevict conns)
 	for i in 0 1 2; do

@@ -345,21 +345,13 @@ void *worker_main(void *arg)
 	}
 stop:
 	/* Shutdown: every connection of this worker goes. */
-	pthread_mutex_lock(&conns_lock);
 	for (size_t i = 0; i < conn_by_fd_n; i++) {
+		pthread_mutex_lock(&conns_lock);
 		struct conn *c = conn_by_fd[i];
-		if (c != NULL && c->w == w) {
-			conn_by_fd[i] = NULL;
-			pthread_mutex_unlock(&conns_lock);
-			close(c->fd);
-			uslab_free(c->rbuf);
-			uslab_free(c->wbuf);
-			conn_free(c);
-			__atomic_fetch_sub(&mc_g.curr_conns, 1, __ATOMIC_RELAXED);
-			pthread_mutex_lock(&conns_lock);
-		}
+		pthread_mutex_unlock(&conns_lock);
+		if (c != NULL && c->w == w) /* ours: only this thread frees it */
+			conn_release(c);
 	}
-	pthread_mutex_unlock(&conns_lock);
 	urcu_bp_unregister_thread();
 	return NULL;
 }
