@@ -8,7 +8,7 @@
 # asking: none leaked) and as many item objects as curr_items (none
 # leaked), and SIGTERM must stop the server with status 0 within 5 s.
 #
-# Usage: memcached.sh SERVER
+# Usage: memcached.sh SERVER [USLABTOP] (then uslabtop must attach to it)
 #   MC_TEST_DEBUG=1  run it all a second time (a shorter memcaslap) under
 #                    USLAB_DEBUG=FZPU: double frees, red zones, poison, audit
 #   MC_TEST_SLOW=1   sanitizer build: longer waits (passed on to the client test)
@@ -16,6 +16,7 @@
 set -euo pipefail
 
 server=$1
+uslabtop=${2:-}
 here=$(cd "$(dirname "$0")" && pwd)
 python=/usr/bin/python3
 slow=1
@@ -172,7 +173,7 @@ check_uslab() {
 # or by uslab's checks in its log.
 stop() {
 	local name=$1 p=$2 i rc=0
-	kill -TERM "$p"
+	kill -TERM "$p" 2>/dev/null || true
 	for ((i = 0; i < 50 * slow; i++)); do
 		kill -0 "$p" 2>/dev/null || break
 		sleep 0.1
@@ -194,6 +195,18 @@ stop() {
 
 # One pass: every client against a fresh set of servers. $1: a label,
 # $2: memcaslap's count of operations.
+# uslabtop attaches to the running server: its item and conn caches are listed.
+check_uslabtop() {
+	[ -n "$uslabtop" ] || return 0
+	if timeout 10 "$uslabtop" -o -p "$1" > "$dir/top" 2>&1 &&
+		grep -q ' item-[0-9]' "$dir/top" && grep -q ' conn ' "$dir/top"; then
+		echo "ok: uslabtop -o -p $1 lists the item and conn caches"
+	else
+		fail "uslabtop -o -p $1"
+		cat "$dir/top"
+	fi
+}
+
 pass() {
 	local label=$1 ops=$2 main main_pid ports=() extra=() t0=$SECONDS
 	echo "==== $label"
@@ -240,6 +253,7 @@ pass() {
 
 	if kill -0 "$main_pid" 2>/dev/null; then
 		check_uslab "$main"
+		check_uslabtop "$main_pid"
 	else
 		fail "main: the server died under the clients (the end of its log below)"
 	fi
