@@ -144,7 +144,7 @@ snapshot() {
 # wait for a grace period, so each is retried for up to 3 s.
 check_uslab() {
 	local fd line try when ok
-	local curr1 curr2 items problems conns mode
+	local curr1=none curr2=none items=none problems=0 conns=none mode=?
 	exec {fd}<>"/dev/tcp/127.0.0.1/$1" || { fail "stats uslab: cannot connect"; return; }
 	for when in "as the clients left it" "after flush_all"; do
 		if [ "$when" = "after flush_all" ]; then

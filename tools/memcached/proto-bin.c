@@ -669,6 +669,10 @@ static long feed_one(struct conn *c, const uint8_t *p, size_t avail)
 	}
 	if (st != ST_OK) {
 		send_error(c, &r, (uint16_t)st);
+		/* A malformed request: its body length cannot be trusted either
+		 * (garbage claims gigabytes): close, as memcached does. */
+		if (st == ST_EINVAL)
+			c->closing = true;
 		return skip(c, avail, total);
 	}
 	if (avail < total) {
