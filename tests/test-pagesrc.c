@@ -485,6 +485,15 @@ START_TEST(pagesrc_region_cache_fills_without_syscalls)
 	ck_assert_uint_eq(s1.slab_size, 64 * KIB);
 	ck_assert_uint_eq(g1.pagesrc_calls, g0.pagesrc_calls);
 	ck_assert_uint_eq(g2.pagesrc_calls, g0.pagesrc_calls);
+	if (m1 != m0) { /* say which mapping came: a flake seen once (+2) */
+		int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+		char b[4096];
+		ssize_t k;
+		while (fd >= 0 && (k = read(fd, b, sizeof b)) > 0)
+			(void)!write(2, b, (size_t)k);
+		if (fd >= 0)
+			close(fd);
+	}
 	ck_assert_int_eq(m1, m0);
 	ck_assert_int_eq(m2, m0);
 	ck_assert_uint_eq(g1.meta_bytes, g0.meta_bytes);
