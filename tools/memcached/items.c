@@ -64,7 +64,7 @@
 #define ITEM_HDR 32
 #define ITEM_INLINE_MAX (256u << 10)
 #define ITEM_STRIPES 1024u
-#define ITEM_POWER_MIN 10
+#define ITEM_POWER_START 16 /* at least log2(ITEM_STRIPES): a stripe per bucket's residue */
 #define ITEM_POWER_MAX 30
 #define ITEM_MAX_CLASSES 384
 
@@ -105,9 +105,10 @@ struct item_class {
 
 struct table {
 	uint32_t power;
-	struct rcu_head head;
 	struct item *b[]; /* atomic pointers */
 };
+
+_Static_assert(((size_t)1 << ITEM_POWER_START) >= ITEM_STRIPES, "a stripe per bucket residue");
 
 static struct item_class classes[ITEM_MAX_CLASSES];
 static unsigned nclasses;
@@ -495,7 +496,7 @@ static struct item **find_live(struct table *t, uint64_t h, const char *key, siz
 	return p;
 }
 
-static void table_grow(void);
+static int grow_wanted; /* atomic: a store asks the maintenance thread to resize */
 
 static void maybe_grow(void)
 {
@@ -503,14 +504,7 @@ static void maybe_grow(void)
 
 	if (t->power < ITEM_POWER_MAX &&
 	    __atomic_load_n(&mc_g.curr_items, __ATOMIC_RELAXED) > ((uint64_t)2 << t->power))
-		table_grow(); /* by the maintenance thread: it only asks here */
-}
-
-static volatile int grow_wanted;
-
-static void table_grow(void)
-{
-	grow_wanted = 1;
+		__atomic_store_n(&grow_wanted, 1, __ATOMIC_RELAXED);
 }
 
 /* The maintenance thread: double the table with every stripe held. */
@@ -948,8 +942,7 @@ static void *maint_main(void *arg)
 		uint32_t fa = __atomic_load_n(&flush_at, __ATOMIC_RELAXED);
 		if (fa != 0 && fa <= mc_now)
 			item_flush(0);
-		if (grow_wanted) {
-			grow_wanted = 0;
+		if (__atomic_exchange_n(&grow_wanted, 0, __ATOMIC_RELAXED) != 0) {
 			table_resize();
 		}
 		/* The crawler: a 16th of the table a second. */
@@ -968,7 +961,7 @@ int items_init(void)
 		pthread_mutex_init(&stripes[i], NULL);
 	if (classes_init() != 0)
 		return -1;
-	tab = table_new(16);
+	tab = table_new(ITEM_POWER_START);
 	if (tab == NULL)
 		return -1;
 	mc_g.hash_power = tab->power;

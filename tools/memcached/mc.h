@@ -189,9 +189,7 @@ struct conn {
 	uint32_t events;     /* what epoll waits for now (conn.c) */
 	uint64_t bin_opaque; /* the binary request being answered (stats) */
 	uint8_t bin_opcode;
-	struct conn *next_free;
 	uint64_t id;
-	char peer[48];
 };
 
 /* Append to the output (grown from the size classes; on failure the
