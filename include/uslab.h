@@ -157,6 +157,13 @@ struct uslab_pagesrc {
  *  fault. */
 USLAB_API const struct uslab_pagesrc *uslab_pagesrc_mmap(void);
 
+/** The default page source on Windows: one VirtualAlloc reservation per
+ *  block (committed read-write), given back with VirtualFree(MEM_RELEASE),
+ *  purged with MEM_RESET. The other sources are Linux's: on Windows
+ *  uslab_pagesrc_mmap(), _brk() and _hugepage() return NULL with ENOSYS,
+ *  and on Linux this one does. */
+USLAB_API const struct uslab_pagesrc *uslab_pagesrc_virtualalloc(void);
+
 /**
  * A page source over a caller's region [@base, @base + @len): a static
  * array, or a mapping the caller made (hugetlbfs, shared memory). It keeps
@@ -214,12 +221,13 @@ USLAB_API const char *uslab_pagesrc_hugepage_mode(void);
 /** Cache configuration. Every field is optional: a zeroed structure (or a
  *  NULL pointer) means the defaults. */
 struct uslab_cache_conf {
-	size_t align;                        /* power of two, at most the page size; 0 = natural */
-	unsigned flags;                      /* USLAB_* */
-	int (*ctor)(void *obj, void *arg);   /* object enters the cache: 0, or an errno value */
-	void (*dtor)(void *obj, void *arg);  /* object leaves the cache */
-	void *arg;                           /* passed to ctor and dtor */
-	const struct uslab_pagesrc *pagesrc; /* NULL = uslab_pagesrc_mmap() */
+	size_t align;                       /* power of two, at most the page size; 0 = natural */
+	unsigned flags;                     /* USLAB_* */
+	int (*ctor)(void *obj, void *arg);  /* object enters the cache: 0, or an errno value */
+	void (*dtor)(void *obj, void *arg); /* object leaves the cache */
+	void *arg;                          /* passed to ctor and dtor */
+	const struct uslab_pagesrc
+		*pagesrc; /* NULL = uslab_pagesrc_mmap() (Windows: _virtualalloc()) */
 	/* At the limit (uslab_cache_set_limit): called once per refused
 	 * allocation, outside every uslab lock, before it is retried once. */
 	void (*limit_hit)(struct uslab_cache *cache, void *arg);
@@ -248,7 +256,8 @@ struct uslab_cache_conf {
  *           size, unknown flags;
  *   ENOMEM  no memory for the cache's own structures;
  *   EDEADLK called from a uslab_foreach_cache() callback, or from a signal
- *           handler that interrupted uslab on this thread.
+ *           handler that interrupted uslab on this thread;
+ *   ENOSYS  USLAB_TYPESAFE_BY_RCU on a system without RCU (Windows).
  * No memory for objects is taken until the first allocation.
  */
 USLAB_API struct uslab_cache *uslab_cache_create(const char *name, size_t size,
@@ -358,7 +367,9 @@ USLAB_API int uslab_cache_destroy(struct uslab_cache *cache);
  * are batched per CPU, one grace period per magazine; a partial batch
  * waits about 10 to 20 ms (and reap, destroy, uslab_rcu_barrier() and
  * fork submit it at once). @obj is checked as uslab_cache_free() checks it.
- * NULL @obj does nothing; NULL @cache: nothing, EINVAL.
+ * NULL @obj does nothing; NULL @cache: nothing, EINVAL. On Windows (no
+ * liburcu) there are no grace periods: @obj is kept, never reused, and
+ * errno is ENOSYS (said once on stderr).
  * Blocking: free_rcu waits (for one grace period) only when the cache
  * already has its cap of objects waiting (4 MiB of objects, at least four
  * batches per CPU) and the caller is outside any read-side section; inside

@@ -128,3 +128,8 @@ const struct uslab_pagesrc *uslab_pagesrc_mmap(void)
 {
 	return &mm_source;
 }
+
+const struct uslab_pagesrc *pgsrc_default(void)
+{
+	return &mm_source;
+}

@@ -3,8 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
-#include <unistd.h>
-
+#include "os.h"
 #include "pagesrc.h"
 
 __thread unsigned pgsrc_busy __attribute__((tls_model("initial-exec")));
@@ -63,8 +62,9 @@ size_t pgsrc_page_size(void)
 	size_t p = __atomic_load_n(&page, __ATOMIC_RELAXED);
 
 	if (p == 0) {
-		long v = sysconf(_SC_PAGESIZE);
-		p = v > 0 ? (size_t)v : 4096;
+		p = os_page_size();
+		if (p == 0 || (p & (p - 1)) != 0)
+			p = 4096;
 		__atomic_store_n(&page, p, __ATOMIC_RELAXED);
 	}
 	return p;

@@ -17,7 +17,9 @@
  * maps at a hint first and trims only when the kernel's answer is not
  * aligned. The others, one a file: region.c (a caller's memory, no system
  * call), brk.c (the program break, beside glibc's malloc), hugepage.c
- * (2 MiB areas: hugetlb, THP or plain pages). None calls malloc.
+ * (2 MiB areas: hugetlb, THP or plain pages). None calls malloc. On
+ * Windows the default is virtualalloc.c and the three Linux sources answer
+ * ENOSYS (absent.c); os.h is the platform layer below them all.
  */
 
 #include <stdbool.h>
@@ -90,6 +92,8 @@ void pgsrc_put(const struct uslab_pagesrc *src, void *block, size_t size);
  *  source then drops the pages with MADV_DONTNEED instead of MADV_FREE.
  *  errno is kept. */
 void pgsrc_purge(const struct uslab_pagesrc *src, void *block, size_t size, bool now);
+/** The system's default source: mmap.c's on Linux, virtualalloc.c's on Windows. */
+const struct uslab_pagesrc *pgsrc_default(void);
 /** Read the process-wide totals. */
 void pgsrc_totals(struct pgsrc_totals *out);
 /** The system page size. */

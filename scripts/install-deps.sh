@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what uslab needs on Debian 12 (idempotent). Usage:
-#   scripts/install-deps.sh [bench] [fuzz] [perf] [programs] [all]
+#   scripts/install-deps.sh [bench] [fuzz] [perf] [programs] [windows] [all]
 #   core (always): compiler, meson, Check, liburcu, ncurses, sdt headers, valgrind, tmux,
 #                  clang-format (14 on Debian 12, the version .clang-format is written for),
 #                  memcached's clients and memcached itself (uslab-memcached's suite and
@@ -10,6 +10,8 @@
 #   perf:  linux-perf (USDT probes, abort counting)
 #   programs: what tests/programs.sh runs under the preloaded malloc: CPython's test
 #          suite, stress-ng, sqlite3, redis (server, benchmark, cli)
+#   windows: the mingw-w64 cross compiler and wine64, for the Windows build and its tests
+#          (scripts/windows.sh; ~600 MB)
 set -euo pipefail
 
 pkgs=(build-essential meson ninja-build pkg-config check liburcu-dev libncurses-dev
@@ -22,10 +24,12 @@ for group in "$@"; do
 	perf) pkgs+=(linux-perf) ;;
 	programs) pkgs+=(libpython3.11-testsuite python3.11 stress-ng sqlite3 libsqlite3-0 redis-server
 	                 redis-tools) ;;
+	windows) pkgs+=(mingw-w64 wine64) ;;
 	all) pkgs+=(libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev clang libclang-rt-14-dev
 	            llvm linux-perf libpython3.11-testsuite python3.11 stress-ng sqlite3 libsqlite3-0
-	            redis-server redis-tools) ;;
-	*) echo "install-deps: unknown group '$group' (bench, fuzz, perf, programs, all)" >&2; exit 2 ;;
+	            redis-server redis-tools mingw-w64 wine64) ;;
+	*) echo "install-deps: unknown group '$group' (bench, fuzz, perf, programs, windows, all)" >&2
+	   exit 2 ;;
 	esac
 done
 

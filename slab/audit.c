@@ -2,12 +2,8 @@
 /* Audit records: who allocated and freed an object, when, from which stack. */
 #include "config.h"
 
-#include <execinfo.h>
-#include <link.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "internal.h"
 
@@ -23,7 +19,7 @@
  * bytes, the thousands of objects allocated at one place share one stack,
  * and uslab_cache_validate() groups leaks by comparing handles.
  *
- * backtrace(3) is warmed up once when auditing starts (its first call may
+ * The stack walk (os_backtrace: backtrace(3) on Linux) is warmed up once when auditing starts (its first call may
  * load libgcc_s and call malloc), and never called in a signal handler
  * that interrupted uslab (pgsrc_busy): the record then has no stack. The
  * depot's lock is a leaf (taken with no other uslab lock held, or under
@@ -53,26 +49,6 @@ static int audit_ready;                        /* backtrace warmed up */
 static uintptr_t audit_text_lo, audit_text_hi; /* the library's code */
 static __thread uint32_t audit_tid __attribute__((tls_model("initial-exec")));
 
-/* The executable segment holding this code: frames in it are the
- * library's, not the program's, and a record's stack starts after them. */
-static int audit_text_of(struct dl_phdr_info *info, size_t size, void *arg)
-{
-	uintptr_t me = (uintptr_t)arg;
-
-	(void)size;
-	for (int i = 0; i < info->dlpi_phnum; i++) {
-		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-		uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-		if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && me >= lo &&
-		    me < lo + ph->p_memsz) {
-			audit_text_lo = lo;
-			audit_text_hi = lo + ph->p_memsz;
-			return 1;
-		}
-	}
-	return 0;
-}
-
 void audit_atfork_prepare(void)
 {
 	lock_take(&audit_lock);
@@ -89,11 +65,13 @@ void audit_init(void)
 
 	if (__atomic_load_n(&audit_ready, __ATOMIC_ACQUIRE))
 		return;
-	(void)backtrace(f, 4); /* may load libgcc_s: before any lock */
+	(void)os_backtrace(f, 4); /* may load libgcc_s: before any lock */
+	/* The executable segment holding this code: frames in it are the
+	 * library's, not the program's, and a record's stack starts after them. */
 	void (*me)(struct audit_rec *) = audit_record;
 	uintptr_t addr;
 	memcpy(&addr, &me, sizeof addr);
-	dl_iterate_phdr(audit_text_of, (void *)addr);
+	(void)os_text_of((const void *)addr, &audit_text_lo, &audit_text_hi);
 	lock_take(&audit_lock);
 	if (audit_table == NULL)
 		audit_table = meta_alloc(AUDIT_SLOTS * sizeof *audit_table);
@@ -160,9 +138,9 @@ void audit_record(struct audit_rec *r)
 	uint32_t stack = 0;
 
 	if (audit_tid == 0)
-		audit_tid = (uint32_t)syscall(SYS_gettid);
+		audit_tid = os_tid();
 	if (__atomic_load_n(&audit_ready, __ATOMIC_ACQUIRE) && pgsrc_busy == 0) {
-		int n = backtrace(f, AUDIT_FRAMES + AUDIT_MORE), skip = 0;
+		int n = os_backtrace(f, AUDIT_FRAMES + AUDIT_MORE), skip = 0;
 		while (skip < n && (uintptr_t)f[skip] >= audit_text_lo &&
 		       (uintptr_t)f[skip] < audit_text_hi)
 			skip++;
@@ -190,7 +168,7 @@ void audit_print(int fd, const char *what, const struct audit_rec *r)
 
 	if (r->a_ns == 0) {
 		snprintf(line, sizeof line, "uslab:   %s: never, as far as the audit saw\n", what);
-		(void)!write(fd, line, strlen(line));
+		os_write_fd(fd, line, strlen(line));
 		return;
 	}
 	uint64_t now = uslab_coarse_ns(), ago = now > r->a_ns ? now - r->a_ns : 0;
@@ -201,13 +179,13 @@ void audit_print(int fd, const char *what, const struct audit_rec *r)
 	uint32_t h = r->a_stack;
 	if (h == 0 || h > __atomic_load_n(&audit_nstacks, __ATOMIC_ACQUIRE)) {
 		audit_put(line, sizeof line, &len, " (no stack)\n");
-		(void)!write(fd, line, len);
+		os_write_fd(fd, line, len);
 		return;
 	}
 	audit_put(line, sizeof line, &len, ":\n");
-	(void)!write(fd, line, len);
+	os_write_fd(fd, line, len);
 	const struct audit_stack *st = audit_at(h);
-	backtrace_symbols_fd(st->st_frames, (int)st->st_n, fd);
+	os_backtrace_print(st->st_frames, (int)st->st_n, fd);
 }
 
 bool audit_same_stack(const struct audit_rec *a, const struct audit_rec *b)

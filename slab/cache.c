@@ -313,7 +313,7 @@ static void cache_once_init(void)
 	pcpu_set_rcu_hook(uslab_cache_free_rcu); /* a handler's deferred free_rcu (rcu.c §6) */
 	__atomic_store_n(&slab_reclaim_hook, cache_reclaim_pass, __ATOMIC_RELEASE);
 	debug_before_abort = seg_before_abort;
-	pthread_atfork(cache_atfork_prepare, cache_atfork_parent, cache_atfork_child);
+	os_atfork(cache_atfork_prepare, cache_atfork_parent, cache_atfork_child);
 }
 
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
@@ -423,6 +423,10 @@ struct uslab_cache *uslab_cache_create(const char *name, size_t size,
 		conf = &defaults;
 	if ((conf->flags & ~USLAB_FLAGS_MASK) != 0 || !cache_name_ok(name)) {
 		errno = EINVAL;
+		return NULL;
+	}
+	if ((conf->flags & USLAB_TYPESAFE_BY_RCU) != 0 && !rcu_available()) {
+		errno = ENOSYS; /* no RCU on this system (Windows: rcu-absent.c) */
 		return NULL;
 	}
 	if (cache_registry_busy()) {

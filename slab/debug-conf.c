@@ -3,7 +3,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,7 +178,7 @@ static bool conf_globs_match(const char *globs, const char *name)
 		if (n < sizeof one) {
 			memcpy(one, p, n);
 			one[n] = '\0';
-			if (fnmatch(one, name, 0) == 0)
+			if (os_match(one, name))
 				return true;
 		}
 		p += n + (p[n] == ',');

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "internal.h"
 
@@ -76,13 +75,11 @@ void uslab_report_detail(const struct uslab_cache *cache, const void *obj, enum 
 	size_t len = uslab_report_line(line, sizeof line, cache, obj, err, detail);
 
 	PROBE3(error, cache, obj, (int)err);
-	if (write(STDERR_FILENO, line, len) < 0) {
-		/* Nothing more can be done; we abort anyway. */
-	}
+	os_write_stderr(line, len); /* nothing more can be done if it fails */
 	void (*more)(const struct uslab_cache *, const void *, int) =
 		__atomic_load_n(&debug_report_more, __ATOMIC_ACQUIRE);
 	if (more != NULL && obj != NULL)
-		more(cache, obj, STDERR_FILENO);
+		more(cache, obj, 2); /* stderr */
 	void (*hook)(void) = __atomic_load_n(&debug_before_abort, __ATOMIC_ACQUIRE);
 	if (hook != NULL)
 		hook();

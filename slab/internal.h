@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include "uslab.h"
+#include "../pagesrc/os.h"
 #include "../pagesrc/pagesrc.h"
 #include "debug.h"
 #include "lock.h"
@@ -172,7 +173,7 @@ static inline uint64_t uslab_coarse_ns(void)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	clock_gettime(OS_CLOCK_COARSE, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
@@ -341,6 +342,8 @@ extern __thread int pcpu_rseq_state __attribute__((tls_model("initial-exec")));
 /* Threads whose own registration the kernel refused (atomic). */
 extern uint64_t pcpu_rseq_refused;
 void pcpu_rseq_register(void);
+/** This thread's rseq cpu_id, as the asm reads it (< 0: not registered). */
+int32_t pcpu_rseq_cpu_id(void);
 
 /* Every slow path calls this before it touches a slot: with uslab's own
  * registration, a thread's first one registers it. */
@@ -556,6 +559,9 @@ void debug_atfork_release(void);
 /* ======================================================================== */
 /* ---- rcu.c: frees after a grace period, type-safe caches ---- */
 
+/** Whether this build has RCU (rcu.c: liburcu-bp); false where rcu-absent.c
+ *  stands in for it (Windows). */
+bool rcu_available(void);
 /** At create: the cap on waiting objects, and for USLAB_TYPESAFE_BY_RCU
  *  caches the slab layer's c_slab_retire. */
 void rcu_cache_init(struct uslab_cache *c);

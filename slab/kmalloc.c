@@ -172,7 +172,7 @@ static void km_init(void)
 {
 	km_creating++;
 	cache_ensure_init();
-	pthread_atfork(km_fork_prepare, km_fork_release, km_fork_release);
+	os_atfork(km_fork_prepare, km_fork_release, km_fork_release);
 	km_creating--;
 }
 
@@ -279,9 +279,9 @@ static void *km_large_alloc(size_t size, size_t align)
 	struct slab *s = meta_alloc(sizeof *s + KM_REC_WORDS * sizeof(uint64_t));
 	if (s == NULL)
 		return NULL;
-	char *b = pgsrc_get(uslab_pagesrc_mmap(), bytes);
+	char *b = pgsrc_get(pgsrc_default(), bytes);
 	if (b == NULL && km_reclaim()) /* the page source failed: reclaim, once */
-		b = pgsrc_get(uslab_pagesrc_mmap(), bytes);
+		b = pgsrc_get(pgsrc_default(), bytes);
 	if (b == NULL) {
 		meta_free(s, sizeof *s + KM_REC_WORDS * sizeof(uint64_t));
 		errno = ENOMEM;
@@ -296,7 +296,7 @@ static void *km_large_alloc(size_t size, size_t align)
 	s->s_free[0] = usable;
 	s->s_free[1] = bytes;
 	if (!slabmap_set(b, bytes, s)) {
-		pgsrc_put(uslab_pagesrc_mmap(), b, bytes);
+		pgsrc_put(pgsrc_default(), b, bytes);
 		meta_free(s, sizeof *s + KM_REC_WORDS * sizeof(uint64_t));
 		errno = ENOMEM;
 		return NULL;
@@ -318,7 +318,7 @@ static void km_large_free(struct slab *s, void *p)
 		uslab_report(&km_large_owner, p, USLAB_E_DUPFREE);
 	size_t usable = s->s_free[0], bytes = s->s_free[1];
 	slabmap_clear(s->s_block, bytes);
-	pgsrc_put(uslab_pagesrc_mmap(), s->s_block, bytes);
+	pgsrc_put(pgsrc_default(), s->s_block, bytes);
 	meta_free(s, sizeof *s + KM_REC_WORDS * sizeof(uint64_t));
 	__atomic_sub_fetch(&km_large_n, 1, __ATOMIC_RELAXED);
 	__atomic_sub_fetch(&km_large_bytes, usable, __ATOMIC_RELAXED);

@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -98,22 +97,21 @@ static bool meta_chunk_add_locked(void)
 	size_t page = pgsrc_page_size();
 	if (meta_nchunks == META_MAX_CHUNKS)
 		return false;
-	char *p = mmap(NULL, META_CHUNK_SIZE, PROT_READ | PROT_WRITE,
-	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
+	char *p = os_map(META_CHUNK_SIZE, OS_RW);
+	if (p == NULL)
 		return false;
 	struct uslab_pagesrc *r = NULL;
-	if (mprotect(p, page, PROT_NONE) != 0 ||
-	    mprotect(p + META_CHUNK_SIZE - page, page, PROT_NONE) != 0 ||
+	if (!os_protect(p, page, OS_NONE) ||
+	    !os_protect(p + META_CHUNK_SIZE - page, page, OS_NONE) ||
 	    (r = uslab_pagesrc_region(p + page, META_CHUNK_SIZE - 2 * page)) == NULL) {
-		munmap(p, META_CHUNK_SIZE);
+		os_unmap(p, META_CHUNK_SIZE);
 		return false;
 	}
 	/* The windows' bookkeeping is the chunk's first block (zero pages). */
 	size_t tab = meta_big_size(META_BLOCKS * sizeof(struct meta_blk));
 	struct meta_blk *blks = r->get(r->arg, tab);
 	if (blks == NULL) {
-		munmap(p, META_CHUNK_SIZE);
+		os_unmap(p, META_CHUNK_SIZE);
 		return false;
 	}
 	meta_chunks[meta_nchunks] = p;
@@ -166,7 +164,7 @@ static void meta_block_put_locked(void *block, size_t size)
 {
 	ASSERT_HELD(&meta_lock);
 	unsigned i = meta_chunk_of_locked(block);
-	(void)madvise(block, size, MADV_DONTNEED);
+	os_discard(block, size);
 	meta_regions[i]->put(meta_regions[i]->arg, block, size);
 }
 

@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -107,23 +106,20 @@ static struct pcpu_arena *arena_new_locked(void)
 	struct pcpu_arena *a = meta_alloc(sizeof *a);
 	if (a == NULL)
 		return NULL;
-	char *r = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (r == MAP_FAILED)
+	char *r = os_map(total, OS_NONE);
+	if (r == NULL)
 		goto fail;
 	char *base = r + guard;
 	char *ctr = base + PCPU_CTR_DELTA - ctr_lead;
 	/* Guards stay readable zeros; the slots become writable. */
-	if (mprotect(r, guard, PROT_READ) != 0 ||
-	    mmap(base, span - guard, PROT_READ | PROT_WRITE,
-	         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) != base)
+	if (!os_protect(r, guard, OS_READ) || !os_commit(base, span - guard))
 		goto fail_unmap;
 	uint64_t off = 0;
 	bool shared = arena_ctr_ops != NULL && arena_ctr_ops->ac_map(ctr, ctr_map, &off);
-	if (!shared && mmap(ctr, ctr_map, PROT_READ | PROT_WRITE,
-	                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) != ctr)
+	if (!shared && !os_commit(ctr, ctr_map))
 		goto fail_unmap;
 	/* The gap between the slots and the counters goes back. */
-	munmap(r + span, (size_t)(ctr - (r + span)));
+	os_trim(r + span, (size_t)(ctr - (r + span)));
 	a->a_base = base;
 	a->a_ctr_shared = shared;
 	a->a_ctr_off = off + ctr_lead;
@@ -133,7 +129,7 @@ static struct pcpu_arena *arena_new_locked(void)
 	return a;
 
 fail_unmap:
-	munmap(r, total);
+	os_unmap(r, total);
 fail:
 	meta_free(a, sizeof *a);
 	errno = ENOMEM;

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #if USLAB_HAVE_SYS_RSEQ_H
@@ -181,6 +180,14 @@ static const char *pcpu_rseq_own_choose(void)
 	return "rseq cpu_id (uslab registers)";
 }
 
+/* This thread's rseq cpu_id, as the asm reads it (< 0: not registered). */
+int32_t pcpu_rseq_cpu_id(void)
+{
+	return __atomic_load_n(
+		(int32_t *)((char *)__builtin_thread_pointer() + uslab_rseq_off + PCPU_RSEQ_CPU_ID),
+		__ATOMIC_RELAXED);
+}
+
 /* ---- Mode selection ---- */
 
 /* The highest number in a CPU list ("0-3,8"), plus one; 0 if none. */
@@ -239,7 +246,7 @@ static long pcpu_kernel_bound(void)
  */
 static uint32_t pcpu_possible(void)
 {
-	long n = sysconf(_SC_NPROCESSORS_CONF);
+	long n = os_ncpus();
 	long k = pcpu_kernel_bound();
 	long sys = pcpu_list_bound("/sys/devices/system/cpu/possible");
 
@@ -256,10 +263,9 @@ static uint32_t pcpu_possible(void)
 static char *pcpu_zero_map(void)
 {
 	size_t guard = (size_t)PCPU_GUARD << PCPU_SHIFT;
-	char *p = mmap(NULL, guard + ((size_t)pcpu_nslots << PCPU_SHIFT), PROT_READ,
-	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	char *p = os_map(guard + ((size_t)pcpu_nslots << PCPU_SHIFT), OS_READ);
 
-	return p == MAP_FAILED ? NULL : p + guard;
+	return p == NULL ? NULL : p + guard;
 }
 
 static const char *pcpu_choose(void)

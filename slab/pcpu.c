@@ -8,8 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 #if USLAB_HAVE_SYS_RSEQ_H
 #include <sys/rseq.h>
@@ -56,7 +54,8 @@
  *      the CPU; where that is refused too, only quiescent slots are
  *      drained), own it, then restart it.
  *    - "locked: <why>": the same slots, each with a spinlock, indexed by
- *      sched_getcpu(); the index is only a hint for locality, the lock
+ *      os_cpu() (sched_getcpu(); Windows: GetCurrentProcessorNumber()); the
+ *      index is only a hint for locality, the lock
  *      gives correctness. Used when no thread can register rseq (valgrind,
  *      old kernels, a seccomp policy), with USLAB_RSEQ=0, without asm,
  *      under ThreadSanitizer (which cannot see the rseq hand-off), or when
@@ -284,7 +283,7 @@ static void pcpu_fold_due(struct uslab_cache *c)
 static uint32_t pcpu_here(struct uslab_cache *c)
 {
 	pcpu_rseq_ready();
-	int cpu = sched_getcpu();
+	int cpu = os_cpu();
 	/* cpu is below the slot count (pcpu_possible); no division here. */
 	uint32_t i = cpu >= 0 && (uint32_t)cpu < pcpu_nslots ? (uint32_t)cpu : 0;
 	struct pcpu_slot *s = pcpu_slot(c, i);
@@ -370,14 +369,6 @@ static size_t pcpu_give(struct uslab_cache *c, void *const *in, size_t n)
 
 /* ---- Capacity that follows the load (§7) ---- */
 
-/* This thread's rseq cpu_id, as the asm reads it (< 0: not registered). */
-static int32_t pcpu_thread_cpu_id(void)
-{
-	return __atomic_load_n(
-		(int32_t *)((char *)__builtin_thread_pointer() + uslab_rseq_off + PCPU_RSEQ_CPU_ID),
-		__ATOMIC_RELAXED);
-}
-
 /* The cap the slots should have now. */
 static uint32_t pcpu_cap_target(const struct uslab_cache *c)
 {
@@ -451,7 +442,7 @@ static void pcpu_note_miss(struct uslab_cache *c, uint32_t i, bool frees)
 	/* Only a miss of capacity: not a stopped slot, not a thread without
 	 * an rseq registration (it misses every time, in a guard slot). */
 	if (last == kind || pcpu_off(c) || cap == 0 || (frees ? count < cap : count != 0) ||
-	    (pcpu_rseq && pcpu_thread_cpu_id() < 0))
+	    (pcpu_rseq && pcpu_rseq_cpu_id() < 0))
 		return;
 	__atomic_store_n(&s->p_miss, kind, __ATOMIC_RELAXED);
 	uint64_t hits = pcpu_word_hits(__atomic_load_n(&s->p_word, __ATOMIC_RELAXED)) +
@@ -1038,7 +1029,7 @@ static bool pcpu_slot_try(struct pcpu_slot *s)
 static void *pcpu_alloc_nolock(struct uslab_cache *c)
 {
 	if (!pcpu_rseq && !pcpu_off(c)) {
-		int cpu = sched_getcpu();
+		int cpu = os_cpu();
 		struct pcpu_slot *s =
 			pcpu_slot(c, cpu >= 0 && (uint32_t)cpu < pcpu_nslots ? (uint32_t)cpu : 0);
 		if (__atomic_load_n(&s->p_live, __ATOMIC_ACQUIRE) != 0 && pcpu_slot_try(s)) {
@@ -1112,7 +1103,7 @@ bool pcpu_defer_free(struct uslab_cache *c, void *obj, bool rcu)
 static void pcpu_free_nolock(struct uslab_cache *c, void *obj)
 {
 	if (!pcpu_rseq && !pcpu_off(c)) {
-		int cpu = sched_getcpu();
+		int cpu = os_cpu();
 		struct pcpu_slot *s =
 			pcpu_slot(c, cpu >= 0 && (uint32_t)cpu < pcpu_nslots ? (uint32_t)cpu : 0);
 		if (__atomic_load_n(&s->p_live, __ATOMIC_ACQUIRE) != 0 && pcpu_slot_try(s)) {
@@ -1149,11 +1140,10 @@ void pcpu_deferred_flush(void)
 	 * time: a handler appends meanwhile, and a free here may defer no
 	 * more (nothing is held), but the hook's free_rcu flushes too. */
 	unsigned cap = PCPU_DEFER + (pcpu_defer_more != NULL ? PCPU_DEFER_MORE : 0);
-	sigset_t all, old;
-	sigfillset(&all);
+	os_sigset old;
 	for (;;) {
 		struct pcpu_deferred local[PCPU_DEFER];
-		pthread_sigmask(SIG_BLOCK, &all, &old);
+		os_sig_block_all(&old);
 		unsigned n = pcpu_ndefer < cap ? pcpu_ndefer : cap;
 		unsigned k = n < PCPU_DEFER ? n : PCPU_DEFER;
 		for (unsigned i = 0; i < k; i++)
@@ -1161,7 +1151,7 @@ void pcpu_deferred_flush(void)
 		pcpu_ndefer = n - k;
 		void *chain = pcpu_defer_chain;
 		pcpu_defer_chain = NULL;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		os_sig_restore(&old);
 		if (k == 0 && chain == NULL)
 			return;
 		for (unsigned i = 0; i < k; i++)

@@ -1057,3 +1057,8 @@ void rcu_atfork_child(void)
 	}
 	pthread_mutex_unlock(&rcu_start_lock);
 }
+
+bool rcu_available(void)
+{
+	return true;
+}

@@ -870,7 +870,7 @@ bool slab_cache_init(struct uslab_cache *c, const char *name, size_t size,
 	c->c_ctor = conf->ctor;
 	c->c_dtor = conf->dtor;
 	c->c_arg = conf->arg;
-	c->c_src = conf->pagesrc != NULL ? conf->pagesrc : uslab_pagesrc_mmap();
+	c->c_src = conf->pagesrc != NULL ? conf->pagesrc : pgsrc_default();
 	if (!slab_geometry(c)) {
 		errno = EINVAL;
 		return false;

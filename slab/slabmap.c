@@ -2,8 +2,6 @@
 /* The slab map: from any address to the header of the slab that holds it. */
 #include "config.h"
 
-#include <sys/mman.h>
-
 #include "internal.h"
 
 /*
@@ -44,13 +42,12 @@ struct slab **uslab_map_top[MAP_TOP_ENTRIES];
 static struct slab **map_leaf_new(void)
 {
 	size_t page = pgsrc_page_size();
-	char *p = mmap(NULL, MAP_LEAF_BYTES + 2 * page, PROT_NONE,
-	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	char *p = os_map(MAP_LEAF_BYTES + 2 * page, OS_NONE);
 
-	if (p == MAP_FAILED)
+	if (p == NULL)
 		return NULL;
-	if (mprotect(p + page, MAP_LEAF_BYTES, PROT_READ | PROT_WRITE) != 0) {
-		munmap(p, MAP_LEAF_BYTES + 2 * page);
+	if (!os_protect(p + page, MAP_LEAF_BYTES, OS_RW)) {
+		os_unmap(p, MAP_LEAF_BYTES + 2 * page);
 		return NULL;
 	}
 	return (struct slab **)(p + page);
@@ -60,7 +57,7 @@ static void map_leaf_drop(struct slab **leaf)
 {
 	size_t page = pgsrc_page_size();
 
-	munmap((char *)leaf - page, MAP_LEAF_BYTES + 2 * page);
+	os_unmap((char *)leaf - page, MAP_LEAF_BYTES + 2 * page);
 }
 
 /* The leaf covering @addr, creating it when @create; NULL if none (or no memory). */

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "internal.h"
 #include "sanitize.h"
@@ -50,11 +49,13 @@ static bool vbuf_add(struct vbuf *b, const void *p, size_t n)
 		size_t cap = b->b_cap == 0 ? 65536 : 2 * b->b_cap;
 		while (cap < b->b_len + n)
 			cap *= 2;
-		char *d = b->b_data == NULL ? mmap(NULL, cap, PROT_READ | PROT_WRITE,
-		                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-		                            : mremap(b->b_data, b->b_cap, cap, MREMAP_MAYMOVE);
-		if (d == MAP_FAILED)
+		char *d = os_map(cap, OS_RW);
+		if (d == NULL)
 			return false;
+		if (b->b_data != NULL) {
+			memcpy(d, b->b_data, b->b_len);
+			os_unmap(b->b_data, b->b_cap);
+		}
 		b->b_data = d;
 		b->b_cap = cap;
 	}
@@ -66,7 +67,7 @@ static bool vbuf_add(struct vbuf *b, const void *p, size_t n)
 static void vbuf_free(struct vbuf *b)
 {
 	if (b->b_data != NULL)
-		munmap(b->b_data, b->b_cap);
+		os_unmap(b->b_data, b->b_cap);
 }
 
 /* A leak: the object and its allocation record. */
@@ -226,12 +227,9 @@ static long v_print_leaks(struct vctx *v, FILE *out)
 /* Hold @c still, check it, let it go (the design comment). */
 static void v_run(struct uslab_cache *c, struct vctx *v)
 {
-	v->v_copy =
-		mmap(NULL, c->c_slot, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (v->v_copy == MAP_FAILED) {
-		v->v_copy = NULL;
+	v->v_copy = os_map(c->c_slot, OS_RW);
+	if (v->v_copy == NULL)
 		v->v_oom = true;
-	}
 	bool all = pcpu_stop_objects(c, v_collect, v);
 	depot_lock_objects(c, v_collect, v);
 	slab_lock(c);
@@ -255,7 +253,7 @@ static void v_run(struct uslab_cache *c, struct vctx *v)
 	depot_unlock_objects(c);
 	pcpu_restart_all(c);
 	if (v->v_copy != NULL)
-		munmap(v->v_copy, c->c_slot);
+		os_unmap(v->v_copy, c->c_slot);
 	if (!all) {
 		const char *s = "uslab: validate: some CPUs could not be fenced: their magazines "
 				"were not checked\n";

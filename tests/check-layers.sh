@@ -14,6 +14,7 @@ command -v "$nm" >/dev/null 2>&1 || { echo "SKIP: $nm not found"; exit 77; }
 
 # Bottom to top. One line per file: its object's name as meson builds it.
 order='
+os-linux.c.o
 pagesrc.c.o
 mmap.c.o
 region.c.o

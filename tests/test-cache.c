@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -93,10 +94,17 @@ struct count_src {
 	long allow; /* get() calls left to succeed; negative: no limit */
 };
 
+/* The system's own source: mmap, or VirtualAlloc on Windows. */
+static const struct uslab_pagesrc *sys_src(void)
+{
+	const struct uslab_pagesrc *m = uslab_pagesrc_mmap();
+	return m != NULL ? m : uslab_pagesrc_virtualalloc();
+}
+
 static void *cs_get(void *arg, size_t size)
 {
 	struct count_src *s = arg;
-	const struct uslab_pagesrc *m = uslab_pagesrc_mmap();
+	const struct uslab_pagesrc *m = sys_src();
 
 	if (s->allow == 0) {
 		s->refused++;
@@ -115,7 +123,7 @@ static void *cs_get(void *arg, size_t size)
 static void cs_put(void *arg, void *block, size_t size)
 {
 	struct count_src *s = arg;
-	const struct uslab_pagesrc *m = uslab_pagesrc_mmap();
+	const struct uslab_pagesrc *m = sys_src();
 
 	s->put += size;
 	s->puts++;
@@ -259,7 +267,7 @@ START_TEST(cache_explicit_alignment)
 	size_t sizes[] = {1, align / 2 + 1, align, align + 1, 3 * align};
 	enum { N = 64 };
 
-	if (align > (size_t)sysconf(_SC_PAGESIZE))
+	if (align > test_page_size())
 		return; /* above the page size: rejected, see cache_create_rejects_bad_arguments */
 	for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
 		struct count_src src;
@@ -573,7 +581,7 @@ END_TEST
 
 START_TEST(cache_create_rejects_bad_arguments)
 {
-	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t page = test_page_size();
 	struct {
 		const char *name;
 		size_t size;
@@ -616,11 +624,22 @@ END_TEST
 
 START_TEST(cache_create_accepts_limits)
 {
-	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t page = test_page_size();
 	struct count_src src;
 
+	unsigned all = USLAB_FLAGS_MASK;
+	/* Every flag, but type-safe RCU where the system has no RCU (Windows:
+	 * refused with ENOSYS, as documented). */
+	struct uslab_cache_conf rcu = {.flags = USLAB_TYPESAFE_BY_RCU};
+	struct uslab_cache *t = uslab_cache_create("t", 8, &rcu);
+	if (t == NULL) {
+		ck_assert_int_eq(errno, ENOSYS);
+		all &= ~USLAB_TYPESAFE_BY_RCU;
+	} else {
+		ck_assert_int_eq(uslab_cache_destroy(t), 0);
+	}
 	count_src_init(&src);
-	struct uslab_cache *c = make_cache("x", 1, page, USLAB_FLAGS_MASK, &src);
+	struct uslab_cache *c = make_cache("x", 1, page, all, &src);
 	ck_assert_str_eq(uslab_cache_name(c), "x");
 	void *p = uslab_cache_alloc(c);
 	ck_assert_ptr_nonnull(p);
@@ -1310,6 +1329,115 @@ START_TEST(cache_foreign_pointer_caught_at_reap)
 }
 END_TEST
 
+/* ---- Threads ---- */
+
+/*
+ * Eight threads (oversubscribed on a small machine) allocate, stamp each
+ * object with its owner and a sequence number, and hand every other one
+ * to the next thread through a mailbox, which frees what it receives after
+ * checking the stamp: an object handed out twice, or written by the
+ * allocator while held, breaks a stamp. At the end every object is back:
+ * validate finds nothing, active_objs is 0, and destroy succeeds.
+ */
+enum { MT_THREADS = 8, MT_ROUNDS = 20000, MT_BOX = 64 };
+
+struct mt_box {
+	pthread_mutex_t lock;
+	void *objs[MT_BOX];
+	unsigned n;
+};
+
+struct mt_stamp {
+	uint32_t owner, seq;
+	uint64_t check;
+};
+
+static struct uslab_cache *mt_cache;
+static struct mt_box mt_boxes[MT_THREADS];
+static uint64_t mt_bad;
+
+static uint64_t mt_check(uint32_t owner, uint32_t seq)
+{
+	return ((uint64_t)owner << 32 | seq) * 0x9e3779b97f4a7c15ull;
+}
+
+static void mt_take(struct mt_stamp *o)
+{
+	if (o->check != mt_check(o->owner, o->seq))
+		__atomic_fetch_add(&mt_bad, 1, __ATOMIC_RELAXED);
+	o->check = 0;
+	uslab_cache_free(mt_cache, o);
+}
+
+static void *mt_worker(void *arg)
+{
+	uint32_t me = (uint32_t)(uintptr_t)arg;
+	struct mt_box *next = &mt_boxes[(me + 1) % MT_THREADS], *mine = &mt_boxes[me];
+	void *held[16];
+	unsigned nheld = 0;
+
+	for (uint32_t i = 0; i < MT_ROUNDS; i++) {
+		struct mt_stamp *o = uslab_cache_alloc(mt_cache);
+		if (o == NULL) {
+			__atomic_fetch_add(&mt_bad, 1, __ATOMIC_RELAXED);
+			continue;
+		}
+		*o = (struct mt_stamp){me, i, mt_check(me, i)};
+		if (i % 2 == 0) {
+			pthread_mutex_lock(&next->lock);
+			bool full = next->n == MT_BOX;
+			if (!full)
+				next->objs[next->n++] = o;
+			pthread_mutex_unlock(&next->lock);
+			if (full)
+				mt_take(o);
+		} else if (nheld < 16) {
+			held[nheld++] = o;
+		} else {
+			for (unsigned k = 0; k < nheld; k++)
+				mt_take(held[k]);
+			nheld = 0;
+			mt_take(o);
+		}
+		if (i % 7 == 0) {
+			pthread_mutex_lock(&mine->lock);
+			for (unsigned k = 0; k < mine->n; k++)
+				mt_take(mine->objs[k]);
+			mine->n = 0;
+			pthread_mutex_unlock(&mine->lock);
+		}
+	}
+	for (unsigned k = 0; k < nheld; k++)
+		mt_take(held[k]);
+	return NULL;
+}
+
+START_TEST(cache_threads_cross_free)
+{
+	pthread_t t[MT_THREADS];
+	struct uslab_stats st;
+
+	mt_cache = uslab_cache_create("test_mt", sizeof(struct mt_stamp) + 8, NULL);
+	ck_assert_ptr_nonnull(mt_cache);
+	for (int i = 0; i < MT_THREADS; i++) {
+		pthread_mutex_init(&mt_boxes[i].lock, NULL);
+		mt_boxes[i].n = 0;
+	}
+	for (int i = 0; i < MT_THREADS; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, mt_worker, (void *)(uintptr_t)i), 0);
+	for (int i = 0; i < MT_THREADS; i++)
+		ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+	for (int i = 0; i < MT_THREADS; i++)
+		for (unsigned k = 0; k < mt_boxes[i].n; k++)
+			mt_take(mt_boxes[i].objs[k]);
+	ck_assert_uint_eq(__atomic_load_n(&mt_bad, __ATOMIC_RELAXED), 0);
+	ck_assert_int_eq(uslab_cache_validate(mt_cache, stderr), 0);
+	ck_assert_int_eq(uslab_cache_stats(mt_cache, &st), 0);
+	ck_assert_uint_eq(st.active_objs, 0);
+	ck_assert_int_eq(uslab_cache_destroy(mt_cache), 0);
+}
+END_TEST
+
 static Suite *cache_suite(void)
 {
 	Suite *s = suite_create("cache");
@@ -1347,6 +1475,11 @@ static Suite *cache_suite(void)
 	tc = tcase_create("oom");
 	tcase_add_loop_test(tc, cache_oom_fails_cleanly, 0, 2);
 	tcase_add_loop_test(tc, cache_oom_after_one_slab, 0, 2);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("threads");
+	tcase_add_test(tc, cache_threads_cross_free);
+	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("bulk");

@@ -5,7 +5,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "internal.h"
 #include "sanitize.h"
@@ -619,7 +618,7 @@ static size_t resident_blocks_pages(void **p, size_t n)
 			continue;
 		ck_assert_uint_lt(nseen, 64);
 		seen[nseen++] = b;
-		ck_assert_int_eq(mincore((void *)b, blk, vec), 0);
+		ck_assert_int_eq(test_resident((void *)b, blk, vec), 0);
 		for (size_t k = 0; k < blk / page; k++)
 			total += vec[k] & 1;
 	}

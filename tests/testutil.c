@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -41,6 +42,16 @@ int test_run_child(int (*fn)(void *), void *arg, unsigned secs, char *err, size_
 	int status;
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+size_t test_page_size(void)
+{
+	return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+int test_resident(void *addr, size_t len, unsigned char *vec)
+{
+	return mincore(addr, len, vec);
 }
 
 bool test_can_fork(void)

@@ -27,6 +27,14 @@ int test_run_child(int (*fn)(void *), void *arg, unsigned secs, char *err, size_
 	}                                                                                          \
 	END_TEST
 
+/* The system page size. */
+size_t test_page_size(void);
+
+/* mincore(2): for each page of [@addr, @addr + @len) (page-aligned), bit 0
+ * of @vec[i] set when it is resident. 0, or -1 with errno. (Windows:
+ * QueryWorkingSetEx, tests/windows/runner.c.) */
+int test_resident(void *addr, size_t len, unsigned char *vec);
+
 /* Whether death tests can run (CK_FORK=no under valgrind: they skip). */
 bool test_can_fork(void);
 
