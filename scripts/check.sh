@@ -12,6 +12,8 @@
 #      skips the grace period must FAIL the RCU test
 #   6. the stats-segment reader fuzzer for a bounded time (when clang's libFuzzer is present)
 #   7. formatting: clang-format 14 against .clang-format (ninja clang-format fixes it)
+#   8. the Windows build (mingw-w64, -Dwerror=true) and its suites under wine64
+#      (scripts/windows.sh; about a minute)
 # Usage: scripts/check.sh [--quick]   (--quick: steps 1 and 2 only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,6 +86,9 @@ if [ -x tests/negative-control.sh ]; then
 fi
 step "negative control: free_rcu without a grace period must fail the RCU test"
 tests/rcu-negative-control.sh
+
+step "Windows: mingw-w64 cross build, its suites under wine64 (scripts/windows.sh)"
+scripts/windows.sh build-win
 
 if command -v clang >/dev/null && [ -n "$(find /usr/lib/llvm-14 -name 'libclang_rt.fuzzer-x86_64.a' 2>/dev/null)" ]; then
 	step "fuzzing the stats reader for ${fuzz_seconds}s"
