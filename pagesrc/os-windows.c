@@ -147,9 +147,9 @@ int os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void))
 
 void os_write_fd(int fd, const char *s, size_t len)
 {
-	HANDLE h = fd == 1 ? GetStdHandle(STD_OUTPUT_HANDLE)
-	         : fd == 2 ? GetStdHandle(STD_ERROR_HANDLE)
-	                   : (HANDLE)(intptr_t)_get_osfhandle(fd);
+	HANDLE h = fd == 1   ? GetStdHandle(STD_OUTPUT_HANDLE)
+	           : fd == 2 ? GetStdHandle(STD_ERROR_HANDLE)
+	                     : (HANDLE)(intptr_t)_get_osfhandle(fd);
 	while (len > 0 && h != INVALID_HANDLE_VALUE && h != NULL) {
 		DWORD n = 0;
 		if (!WriteFile(h, s, len > 65536 ? 65536 : (DWORD)len, &n, NULL) || n == 0)
@@ -185,7 +185,8 @@ void os_backtrace_print(void *const *f, int n, int fd)
 		int len = snprintf(line, sizeof line, "%s(+0x%llx) [%p]\n", mod,
 		                   (unsigned long long)((char *)f[i] - (char *)m), f[i]);
 		if (len > 0)
-			os_write_fd(fd, line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
+			os_write_fd(fd, line,
+			            (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
 	}
 }
 

@@ -36,7 +36,8 @@ typedef void (*SFun)(void);
 
 #define START_TEST(__testname)                                                                     \
 	static void __testname##_fn(int _i);                                                       \
-	static const TTest __testname##_ttest = {#__testname, __testname##_fn, __FILE__, __LINE__}; \
+	static const TTest __testname##_ttest = {#__testname, __testname##_fn, __FILE__,           \
+	                                         __LINE__};                                        \
 	static const TTest *__testname = &__testname##_ttest;                                      \
 	static void __testname##_fn(int _i __attribute__((unused)))
 #define END_TEST
@@ -55,13 +56,12 @@ void ck_win_add(TCase *tc, const TTest *t, int signal, int start, int end);
 #define tcase_add_loop_test_raise_signal(tc, tf, sig, s, e) ck_win_add((tc), (tf), (sig), (s), (e))
 
 /** A failed assertion: the message on stderr, then the child ends. */
-__attribute__((noreturn, format(__MINGW_PRINTF_FORMAT, 3, 4))) void ck_win_fail(const char *file, int line,
-                                                                const char *fmt, ...);
+__attribute__((noreturn, format(__MINGW_PRINTF_FORMAT, 3, 4))) void
+ck_win_fail(const char *file, int line, const char *fmt, ...);
 
 /** The same for ck_assert_msg: the expression, then the caller's message. */
-__attribute__((noreturn, format(__MINGW_PRINTF_FORMAT, 4, 5))) void ck_win_fail_expr(const char *file, int line,
-                                                                     const char *expr,
-                                                                     const char *fmt, ...);
+__attribute__((noreturn, format(__MINGW_PRINTF_FORMAT, 4, 5))) void
+ck_win_fail_expr(const char *file, int line, const char *expr, const char *fmt, ...);
 
 #define ck_abort_msg(...) ck_win_fail(__FILE__, __LINE__, __VA_ARGS__)
 #define ck_abort() ck_abort_msg("Failed")

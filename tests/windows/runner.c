@@ -123,8 +123,7 @@ void ck_win_add(TCase *tc, const TTest *t, int signal, int start, int end)
 	tc->tests[tc->ntests++] = (struct ck_win_test){t, signal, start, end};
 }
 
-static void ck_win_vfail(const char *file, int line, const char *expr, const char *fmt,
-                         va_list ap)
+static void ck_win_vfail(const char *file, int line, const char *expr, const char *fmt, va_list ap)
 {
 	fprintf(stderr, "%s:%d: ", file, line);
 	if (expr != NULL)
@@ -227,8 +226,16 @@ static long ck_win_spawn(int n, double timeout)
 		return 98;
 	snprintf(cmd, sizeof cmd, "\"%s\" --ck-child %d", exe, n);
 	fflush(NULL);
-	if (!CreateProcessA(exe, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi))
-		return 98;
+	/* Wine's server may be on its way out between two programs: a refused
+	 * start is tried again, and said. */
+	int tries = 0;
+	while (!CreateProcessA(exe, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi)) {
+		fprintf(stderr, "runner: CreateProcess for test %d failed (error %lu)%s\n", n,
+		        (unsigned long)GetLastError(), tries < 4 ? ", trying again" : "");
+		if (++tries == 5)
+			return 98;
+		Sleep(500);
+	}
 	DWORD ms = (DWORD)(timeout * 1000);
 	DWORD status = 0;
 	long rc;
@@ -271,11 +278,12 @@ int main(int argc, char **argv)
 						continue;
 					double to = (tc->timeout > 60 ? tc->timeout : 60) * mult;
 					long rc = ck_win_spawn(k, to);
-					bool ok = t->signal != 0 ? rc == CK_WIN_ABORT_STATUS : rc == 0;
+					bool ok = t->signal != 0 ? rc == CK_WIN_ABORT_STATUS
+					                         : rc == 0;
 					ran++;
 					failed += !ok;
-					printf("%s %d - %s:%s:%s", ok ? "ok" : "not ok", ran, s->name,
-					       tc->name, t->t->name);
+					printf("%s %d - %s:%s:%s", ok ? "ok" : "not ok", ran,
+					       s->name, tc->name, t->t->name);
 					if (t->end - t->start > 1)
 						printf(":%d", i);
 					if (!ok) {
