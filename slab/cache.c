@@ -33,8 +33,10 @@
  *    failure injection, sampling or a sanitizer is routed through it once
  *    (at create, or uslab_cache_set_debug): its misses and bulk calls go
  *    there through the cache's function pointers, and it calls the
- *    per-CPU layer below for the magazines. tests/check-layers.sh checks
- *    the arrows on the built objects.
+ *    per-CPU layer below for the magazines. Under every layer, the
+ *    platform layer (pagesrc/os.h) makes the system calls; on Windows the
+ *    Linux-only files are replaced by the ones its Design 2 names.
+ *    tests/check-layers.sh checks the arrows on the built objects.
  *
  * 2. Object lifecycle (Bonwick). The ctor runs once per object when its
  *    slab is created; the dtor when the slab is released (reap, destroy, or
